@@ -1,0 +1,229 @@
+"""mailgate's configuration: one YAML file, read once, passed explicitly.
+
+Every scalar setting can be overridden by an environment variable named
+``MAILGATE_<SECTION>_<KEY>`` (``MAILGATE_REDMINE_API_KEY``,
+``MAILGATE_SPOOL_PATH``, ...), so secrets stay out of the file.  A wrong
+value is a ``ConfigError`` that names the key holding it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from workflow import Workflow, WorkflowError, load_default_table
+
+from .errors import ConfigError
+
+DEFAULT_MAX_SIZE = 25 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RedmineSettings:
+    url: str
+    api_key: str
+    timeout: float = 10.0
+    #: The gateway's own Redmine login, which writes for unknown senders.
+    gateway_user: str | None = None
+    #: The From: of Redmine's notification mails (replies to them are routed).
+    notification_address: str | None = None
+    #: workflow state id -> Redmine status name (defaults: the states' display names).
+    statuses: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Site:
+    name: str
+    address: str
+    project: str
+    tracker: str | None = None
+    #: Extra issue fields for new tickets (priority_id, custom_fields, ...).
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    workflow: Workflow | None = None
+    unknown_senders: str = "reject"
+
+
+@dataclass(frozen=True)
+class Config:
+    redmine: RedmineSettings
+    domains: tuple[str, ...]
+    sites: Mapping[str, Site]
+    triage: Site | None
+    admins: frozenset[str]
+    workflow: Workflow
+    spool_path: Path
+    hostname: str = "mailgate.localhost"
+    max_message_size: int = DEFAULT_MAX_SIZE
+    max_recipients: int = 50
+    unknown_senders: str = "reject"
+    smtp_listen: str | None = None
+    lmtp_listen: str | None = None
+
+    def site_for_address(self, address: str) -> Site | None:
+        wanted = address.lower()
+        for site in self.sites.values():
+            if site.address.lower() == wanted:
+                return site
+        if self.triage and self.triage.address.lower() == wanted:
+            return self.triage
+        return None
+
+    def workflow_for(self, site: Site | None) -> Workflow:
+        return site.workflow if site and site.workflow else self.workflow
+
+
+# Settings that may come from the environment: (section, key) -> variable.
+ENV_KEYS = [
+    ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
+    ("redmine", "gateway_user"), ("redmine", "notification_address"),
+    ("spool", "path"), ("listen", "smtp"), ("listen", "lmtp"), ("server", "hostname"),
+]
+
+
+def env_name(section: str, key: str) -> str:
+    return f"MAILGATE_{section}_{key}".upper().replace("-", "_")
+
+
+def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Read ``path`` (or nothing: environment only) and build a checked Config."""
+    environ = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            data = yaml.safe_load(Path(path).read_text("utf-8")) or {}
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+    _apply_environment(data, environ)
+    base = Path(path).resolve().parent if path else Path.cwd()
+    return _build(data, base)
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for section, key in ENV_KEYS:
+        value = environ.get(env_name(section, key))
+        if value is not None:
+            data.setdefault(section, {})
+            if not isinstance(data[section], dict):
+                raise ConfigError(f"{section}: expected a mapping")
+            data[section][key] = value
+
+
+def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = data.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name}: expected a mapping")
+    return value
+
+
+def _build(data: Mapping[str, Any], base: Path) -> Config:
+    domains = tuple(d.lower() for d in _list(data, "domains"))
+    if not domains:
+        raise ConfigError("domains: at least one mail domain is needed")
+    workflow = _workflow("workflow", _section(data, "workflow"), None)
+    unknown = _choice(data, "unknown_senders", ("reject", "accept"), "reject")
+    sites = {name: _site(name, spec, domains[0], workflow, unknown)
+             for name, spec in _section(data, "sites").items()}
+    triage_spec = data.get("triage")
+    triage = _site("triage", triage_spec, domains[0], workflow, unknown) if triage_spec else None
+    server = _section(data, "server")
+    listen = _section(data, "listen")
+    spool = _section(data, "spool")
+    return Config(
+        redmine=_redmine(_section(data, "redmine")),
+        domains=domains,
+        sites=sites,
+        triage=triage,
+        admins=frozenset(a.lower() for a in _list(data, "admins")),
+        workflow=workflow,
+        spool_path=base / str(spool.get("path", "var/spool.db")),
+        hostname=str(server.get("hostname", "mailgate.localhost")),
+        max_message_size=_int(server, "max_message_size", DEFAULT_MAX_SIZE, "server"),
+        max_recipients=_int(server, "max_recipients", 50, "server"),
+        unknown_senders=unknown,
+        smtp_listen=listen.get("smtp"),
+        lmtp_listen=listen.get("lmtp"),
+    )
+
+
+def _redmine(spec: Mapping[str, Any]) -> RedmineSettings:
+    for key in ("url", "api_key"):
+        if not spec.get(key):
+            raise ConfigError(f"redmine.{key}: missing (or set {env_name('redmine', key)})")
+    statuses = spec.get("statuses") or {}
+    if not isinstance(statuses, Mapping):
+        raise ConfigError("redmine.statuses: expected a mapping of state to status name")
+    try:
+        timeout = float(spec.get("timeout", 10))
+    except ValueError:
+        raise ConfigError(f"redmine.timeout: not a number: {spec['timeout']!r}") from None
+    return RedmineSettings(
+        url=str(spec["url"]).rstrip("/"), api_key=str(spec["api_key"]), timeout=timeout,
+        gateway_user=spec.get("gateway_user"),
+        notification_address=(spec.get("notification_address") or "").lower() or None,
+        statuses=dict(statuses),
+    )
+
+
+def _site(name: str, spec: Any, domain: str, workflow: Workflow, unknown: str) -> Site:
+    where = "triage" if name == "triage" else f"sites.{name}"
+    spec = spec or {}
+    if not isinstance(spec, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    fields = spec.get("fields") or {}
+    if not isinstance(fields, Mapping):
+        raise ConfigError(f"{where}.fields: expected a mapping")
+    return Site(
+        name=name,
+        address=str(spec.get("address") or f"{name}@{domain}").lower(),
+        project=str(spec.get("project") or name),
+        tracker=spec.get("tracker"),
+        fields=dict(fields),
+        workflow=_workflow(f"{where}.workflow", spec.get("workflow"), workflow),
+        unknown_senders=_choice(spec, "unknown_senders", ("reject", "accept"), unknown, where),
+    )
+
+
+def _workflow(where: str, spec: Any, inherited: Workflow | None) -> Workflow:
+    """The default workflow, with the ``defaults`` cells this config overrides."""
+    if not spec:
+        return inherited or Workflow(load_default_table())
+    if not isinstance(spec, Mapping) or set(spec) - {"defaults"}:
+        raise ConfigError(f"{where}: only 'defaults' may be overridden")
+    base = inherited.table if inherited else load_default_table()
+    try:
+        return Workflow(base.with_defaults(spec.get("defaults") or {}))
+    except WorkflowError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def _list(data: Mapping[str, Any], key: str) -> list[str]:
+    value = data.get(key) or []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{key}: expected a list of strings")
+    return value
+
+
+def _choice(data: Mapping[str, Any], key: str, allowed: tuple[str, ...], default: str,
+            where: str = "") -> str:
+    value = data.get(key, default)
+    if value not in allowed:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(f"{prefix}{key}: {value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,115 @@
+"""The one error hierarchy of mailgate, organised by what the caller can do.
+
+::
+
+    MailgateError
+    ├── TemporaryError            try again later: SMTP 451, exit 75 (EX_TEMPFAIL)
+    │   ├── RedmineUnavailable    connection refused, timeout, 5xx, 429, concurrent edit
+    │   └── SpoolBusy             the spool database is locked
+    ├── PermanentError            do not retry this mail: SMTP 5xx, exit 65/67/77
+    │   ├── BadMessage            empty or unparseable input (554 5.6.0, exit 65)
+    │   ├── MessageTooBig         over the configured size (552 5.3.4, exit 65)
+    │   ├── UnknownAddress        nobody is served at this address (550 5.1.1, exit 67)
+    │   ├── NoSuchTicket          ticket<ID>@ for a ticket that is not there (550 5.1.1, exit 67)
+    │   ├── SenderNotPermitted    the sender may not write here (550 5.7.1, exit 77)
+    │   ├── UnknownUser           Redmine has no active user by that login (412)
+    │   └── RedmineRejected       Redmine refused the write with messages (422)
+    └── ConfigError               the operator must fix something: exit 78; SMTP 451 4.3.5
+
+Only the edges (the SMTP/LMTP handler, the pipe command, the CLI) turn these into reply
+codes or exit codes, reading the class attributes below.  "Ignored" and "duplicate" are
+outcomes of processing, not errors, and are never raised.
+"""
+
+from __future__ import annotations
+
+# sysexits.h, as Postfix pipe(8) and Exim read them.
+EX_OK = 0
+EX_USAGE = 64
+EX_DATAERR = 65
+EX_NOUSER = 67
+EX_SOFTWARE = 70
+EX_TEMPFAIL = 75
+EX_NOPERM = 77
+EX_CONFIG = 78
+
+
+class MailgateError(Exception):
+    """Base of every error mailgate raises on purpose."""
+
+    smtp_code = 451
+    smtp_status = "4.3.0"
+    exit_code = EX_TEMPFAIL
+
+    @property
+    def smtp_reply(self) -> str:
+        # One line only: a newline inside an SMTP reply would break the protocol.
+        text = " ".join(str(self).split()) or type(self).__name__
+        return f"{self.smtp_code} {self.smtp_status} {text}"
+
+
+class TemporaryError(MailgateError):
+    """The same mail may succeed later; the sender's MTA should retry."""
+
+
+class RedmineUnavailable(TemporaryError):
+    smtp_status = "4.4.1"
+
+
+class SpoolBusy(TemporaryError):
+    smtp_status = "4.3.0"
+
+
+class PermanentError(MailgateError):
+    """Retrying the same mail cannot help."""
+
+    smtp_code = 554
+    smtp_status = "5.6.0"
+    exit_code = EX_DATAERR
+
+
+class BadMessage(PermanentError):
+    pass
+
+
+class MessageTooBig(PermanentError):
+    smtp_code = 552
+    smtp_status = "5.3.4"
+
+
+class UnknownAddress(PermanentError):
+    smtp_code = 550
+    smtp_status = "5.1.1"
+    exit_code = EX_NOUSER
+
+
+class NoSuchTicket(UnknownAddress):
+    pass
+
+
+class SenderNotPermitted(PermanentError):
+    smtp_code = 550
+    smtp_status = "5.7.1"
+    exit_code = EX_NOPERM
+
+
+class UnknownUser(PermanentError):
+    smtp_code = 550
+    smtp_status = "5.7.1"
+    exit_code = EX_NOPERM
+
+
+class RedmineRejected(PermanentError):
+    """Redmine answered 422 with validation messages; they are kept in ``messages``."""
+
+    def __init__(self, message: str, messages: list[str] | None = None):
+        super().__init__(message)
+        self.messages = list(messages or [])
+
+
+class ConfigError(MailgateError):
+    """Something the operator must fix; mail is deferred, not refused, meanwhile."""
+
+    smtp_code = 451
+    smtp_status = "4.3.5"
+    exit_code = EX_CONFIG

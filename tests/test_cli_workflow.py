@@ -1,0 +1,58 @@
+"""`mailgate workflow show|graph` and `check-config`, through the installed command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def mailgate(*args, env=None):
+    return subprocess.run([sys.executable, "-m", "mailgate", *args],
+                          capture_output=True, text=True, env=env)
+
+
+def test_show_prints_the_table():
+    result = mailgate("workflow", "show")
+    assert result.returncode == 0
+    assert "owner       give-info -> open" in result.stdout
+    assert 'set-status "Change status" (admin)' in result.stdout
+
+
+def test_graph_dot_and_mermaid():
+    dot = mailgate("workflow", "graph", "--format", "dot")
+    assert dot.returncode == 0 and dot.stdout.startswith("digraph workflow {")
+    assert '"answered" -> "solved" [label="confirm"];' in dot.stdout
+    mermaid = mailgate("workflow", "graph", "--format", "mermaid")
+    assert "needs_info --> answered : answer" in mermaid.stdout
+
+
+def test_show_with_a_site_override(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "domains: [example.org]\nredmine: {url: http://127.0.0.1:9, api_key: k}\n"
+        "sites:\n  site-b:\n    workflow:\n      defaults:\n        owner: {solved: reopen}\n")
+    result = mailgate("workflow", "show", "--config", str(config), "--site", "site-b")
+    assert result.returncode == 0, result.stderr
+    assert "reopen -> open      reopen -> open" in result.stdout
+
+
+def test_check_config_names_the_bad_key(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "domains: [example.org]\nredmine: {url: http://x, api_key: k}\n"
+        "sites:\n  site-a:\n    workflow:\n      defaults:\n        other: {open: confirm}\n")
+    result = mailgate("check-config", str(config))
+    assert result.returncode == 78
+    assert "sites.site-a.workflow: defaults.other.open: role 'other' may not confirm" \
+        in result.stderr
+
+
+def test_check_config_takes_secrets_from_the_environment():
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    missing = mailgate("check-config", str(FIXTURES / "config/demo.yaml"), env=env)
+    assert missing.returncode == 78 and "MAILGATE_REDMINE_API_KEY" in missing.stderr
+    env["MAILGATE_REDMINE_API_KEY"] = "secret"
+    ok = mailgate("check-config", str(FIXTURES / "config/demo.yaml"), env=env)
+    assert ok.returncode == 0, ok.stderr
