@@ -12,7 +12,8 @@
 # DB, which scripts/redmine-local always does):
 #   statuses   Open, Needs information, Answered, Solved*, Expired*, Invalid*  (*closed)
 #   tracker    Support (default status Open, all statuses, all core fields)
-#   roles      Requester, Support (used), Manager (no members: it only exists
+#   roles      Requester (its status changes only on its own issues:
+#              :edit_own_issues), Support (:edit_issues), Manager (no members: it only exists
 #              so that admin -- whose allowed transitions are the union of ALL
 #              roles' workflows in Redmine 5 -- may move issues to Expired/Invalid)
 #   fields     discord-thread (bool), discord-thread-id (string); issue fields,
@@ -120,7 +121,11 @@ ActiveRecord::Base.transaction do
   end
 
   base_perms = [:view_issues, :add_issues, :add_issue_notes, :view_issue_watchers]
-  requester = role('Requester', base_perms)
+  # Redmine 5 lets a user change the status only with :edit_issues, or with
+  # :edit_own_issues on an issue they authored.  Requester gets the latter:
+  # its transitions work on the requester's own tickets only (mailgate's
+  # "owner"); on someone else's ticket a status change is silently dropped.
+  requester = role('Requester', base_perms + [:edit_own_issues])
   support = role('Support', base_perms + [:edit_issues, :set_notes_private, :view_private_notes,
                                           :add_issue_watchers])
   manager = role('Manager', base_perms + [:edit_issues, :set_notes_private, :view_private_notes,
