@@ -3,23 +3,68 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from typing import Callable, Sequence
 
-from .errors import EX_CONFIG, EX_OK, EX_SOFTWARE, EX_USAGE, MailgateError
+from .errors import EX_OK, EX_TEMPFAIL, MailgateError
 
 Command = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mailgate", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="mailgate", description="mailgate: an inbound-email gateway for ticket workflows.")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
     _workflow_commands(commands)
     check = commands.add_parser("check-config", help="load a config file and report problems")
     check.add_argument("config", help="the YAML config file")
     check.set_defaults(run=_check_config)
+    _mail_commands(commands)
     return parser
+
+
+def _config_option(parser, required: bool = True) -> None:
+    parser.add_argument("--config", default=os.environ.get("MAILGATE_CONFIG"),
+                        required=required and not os.environ.get("MAILGATE_CONFIG"),
+                        help="the YAML config file (default: $MAILGATE_CONFIG)")
+
+
+def _mail_commands(commands) -> None:
+    serve = commands.add_parser("serve", help="run the SMTP/LMTP listener and the worker")
+    _config_option(serve)
+    serve.add_argument("--smtp", metavar="HOST:PORT", help="SMTP listen address")
+    serve.add_argument("--lmtp", metavar="HOST:PORT", help="LMTP listen address")
+    serve.set_defaults(run=_serve)
+
+    pipe = commands.add_parser("pipe", help="deliver one mail from stdin (MTA pipe transport)")
+    _config_option(pipe)
+    pipe.add_argument("--recipient", help="the envelope recipient (Postfix: ${recipient})")
+    pipe.add_argument("--sender", help="the envelope sender (Postfix: ${sender})")
+    pipe.set_defaults(run=_pipe)
+
+    worker = commands.add_parser("worker", help="process the spool until it is empty")
+    _config_option(worker)
+    worker.add_argument("--forever", action="store_true", help="keep polling the spool")
+    worker.set_defaults(run=_worker)
+
+    explain = commands.add_parser("explain", help="say what would happen to mail; write nothing")
+    _config_option(explain)
+    explain.add_argument("--recipient", help="the envelope recipient (default: from headers)")
+    explain.add_argument("--ticket-state", help="the ticket's state (with --ticket-owner:"
+                         " Redmine is not contacted)")
+    explain.add_argument("--ticket-owner", help="the ticket owner's address")
+    explain.add_argument("--json", action="store_true", help="one JSON object per line")
+    explain.add_argument("files", nargs="+", metavar="FILE")
+    explain.set_defaults(run=_explain)
+
+    replay = commands.add_parser("replay", help="deliver saved mail (files, dirs, mboxes)")
+    _config_option(replay)
+    replay.add_argument("--recipient", help="the recipient for every mail (default: headers)")
+    replay.add_argument("paths", nargs="+", metavar="FILE|DIR|MBOX")
+    replay.set_defaults(run=_replay)
 
 
 def _workflow_commands(commands) -> None:
@@ -74,6 +119,90 @@ def _check_config(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+def _setup_logging() -> None:
+    logging.basicConfig(level=os.environ.get("MAILGATE_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+
+
+def _gateway(args: argparse.Namespace):
+    from .config import load_config
+    from .dispatch import build_gateway
+
+    return build_gateway(load_config(args.config))
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from .serve import check_startup, serve
+
+    _setup_logging()
+    gateway = _gateway(args)
+    smtp = args.smtp or gateway.config.smtp_listen
+    lmtp = args.lmtp or gateway.config.lmtp_listen
+    if not (smtp or lmtp):
+        raise SystemExit("mailgate serve: give --smtp and/or --lmtp (or listen: in the config)")
+    check_startup(gateway)
+    asyncio.run(serve(gateway, smtp, lmtp))
+    return EX_OK
+
+
+def _pipe(args: argparse.Namespace) -> int:
+    from .pipe import run_pipe
+
+    raw = sys.stdin.buffer.read()
+    status, said = run_pipe(_gateway(args), raw, args.recipient, args.sender)
+    print(f"mailgate: {said}", file=sys.stderr)
+    return status
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import threading
+
+    from .worker import Worker
+
+    _setup_logging()
+    worker = Worker(_gateway(args))
+    if args.forever:
+        worker.run_forever(threading.Event())
+    else:
+        worker.run_until_idle()
+    return EX_OK
+
+
+def _explain(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .config import load_config
+    from .explain import explain
+    from .facts import GivenFacts, RedmineFacts
+
+    given = args.ticket_state is not None and args.ticket_owner is not None
+    config = load_config(args.config, need_redmine=not given)
+    if given:
+        if args.ticket_state not in config.workflow.table.states:
+            raise SystemExit(f"mailgate explain: unknown state {args.ticket_state!r}")
+        facts = GivenFacts(args.ticket_state, args.ticket_owner, config)
+    else:
+        from .redmine import RedmineClient
+
+        facts = RedmineFacts(RedmineClient.from_settings(config.redmine), config)
+    for name in args.files:
+        result = explain(name, Path(name).read_bytes(), config, facts, args.recipient)
+        print(json.dumps(result.data, ensure_ascii=False) if args.json else result.text())
+    return EX_OK
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from .replay import replay
+
+    summary = replay(_gateway(args), args.paths, args.recipient,
+                     lambda line: print(line, file=sys.stderr, flush=True))
+    print(", ".join(f"{count} {kind}" for kind, count in sorted(summary.items())) or "no mail")
+    return EX_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -82,9 +211,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mailgate: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        return EX_SOFTWARE
+        return EX_TEMPFAIL
+    except Exception as exc:  # never exit 0 (or a bounce code) after a crash
+        logging.getLogger("mailgate").exception("internal error")
+        print(f"mailgate: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     except BrokenPipeError:
         return EX_OK
 
-
-__all__ = ["main", "EX_CONFIG", "EX_USAGE"]

@@ -88,8 +88,13 @@ def env_name(section: str, key: str) -> str:
     return f"MAILGATE_{section}_{key}".upper().replace("-", "_")
 
 
-def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None) -> Config:
-    """Read ``path`` (or nothing: environment only) and build a checked Config."""
+def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None,
+                *, need_redmine: bool = True) -> Config:
+    """Read ``path`` (or nothing: environment only) and build a checked Config.
+
+    ``need_redmine=False`` is for commands that never contact Redmine
+    (``workflow show``, ``explain`` with the ticket given), so they run without secrets.
+    """
     environ = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     if path is not None:
@@ -103,7 +108,7 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
             raise ConfigError(f"{path}: expected a mapping at the top level")
     _apply_environment(data, environ)
     base = Path(path).resolve().parent if path else Path.cwd()
-    return _build(data, base)
+    return _build(data, base, need_redmine)
 
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -123,7 +128,7 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
-def _build(data: Mapping[str, Any], base: Path) -> Config:
+def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
     domains = tuple(d.lower() for d in _list(data, "domains"))
     if not domains:
         raise ConfigError("domains: at least one mail domain is needed")
@@ -137,7 +142,7 @@ def _build(data: Mapping[str, Any], base: Path) -> Config:
     listen = _section(data, "listen")
     spool = _section(data, "spool")
     return Config(
-        redmine=_redmine(_section(data, "redmine")),
+        redmine=_redmine(_section(data, "redmine"), need_redmine),
         domains=domains,
         sites=sites,
         triage=triage,
@@ -153,9 +158,9 @@ def _build(data: Mapping[str, Any], base: Path) -> Config:
     )
 
 
-def _redmine(spec: Mapping[str, Any]) -> RedmineSettings:
+def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
     for key in ("url", "api_key"):
-        if not spec.get(key):
+        if required and not spec.get(key):
             raise ConfigError(f"redmine.{key}: missing (or set {env_name('redmine', key)})")
     statuses = spec.get("statuses") or {}
     if not isinstance(statuses, Mapping):
@@ -165,7 +170,8 @@ def _redmine(spec: Mapping[str, Any]) -> RedmineSettings:
     except ValueError:
         raise ConfigError(f"redmine.timeout: not a number: {spec['timeout']!r}") from None
     return RedmineSettings(
-        url=str(spec["url"]).rstrip("/"), api_key=str(spec["api_key"]), timeout=timeout,
+        url=str(spec.get("url", "")).rstrip("/"), api_key=str(spec.get("api_key", "")),
+        timeout=timeout,
         gateway_user=spec.get("gateway_user"),
         notification_address=(spec.get("notification_address") or "").lower() or None,
         statuses=dict(statuses),

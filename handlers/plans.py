@@ -1,0 +1,76 @@
+"""What a handler decides, as plain data.  ``mailgate.executor`` carries it out.
+
+Handlers never write: they look at the mail and the facts gathered for them
+and return one of these.  That keeps every decision testable without a
+Redmine, and lets ``mailgate explain`` show exactly what would be done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Union
+
+from mailgate.config import Site
+from mailgate.message import Attachment
+from workflow import Decision
+
+
+@dataclass(frozen=True)
+class Sender:
+    address: str
+    name: str
+    role: str
+    #: The Redmine login that writes for this sender (None: Redmine does not know them).
+    login: str | None
+    #: The sender's identity is proven (DKIM; see the trust issue).  Not yet checked.
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class TicketView:
+    """The facts about a ticket that handlers decide on."""
+
+    id: int
+    #: The workflow state, or None when its Redmine status is not part of the workflow.
+    state: str | None
+    status_name: str
+    owner_address: str | None
+    has_answer: bool
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class PostNote:
+    ticket: int
+    sender: Sender
+    decision: Decision
+    text: str
+    attachments: tuple[Attachment, ...]
+    #: Who writes in Redmine: the sender's login, or the gateway's own user.
+    as_user: str | None
+
+
+@dataclass(frozen=True)
+class OpenTicket:
+    site: Site
+    sender: Sender
+    subject: str
+    description: str
+    attachments: tuple[Attachment, ...]
+    as_user: str | None
+
+
+@dataclass(frozen=True)
+class Refuse:
+    """Refuse the mail: ``error`` is the PermanentError class the edges report."""
+
+    reason: str
+    error: type
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str
+
+
+Plan = Union[PostNote, OpenTicket, Refuse, Ignore]

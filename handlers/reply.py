@@ -1,0 +1,42 @@
+"""A reply to a ticket: decide the workflow action and the note to post."""
+
+from __future__ import annotations
+
+from mailgate.config import Config, Site
+from mailgate.message import ParsedMail
+from workflow import Decision, TicketFacts, parse_commands
+
+from .plans import Ignore, Plan, PostNote, Refuse, TicketView
+from .senders import attributed, role_of, sender_of, writer_for
+
+name = "reply"
+description = "A reply to ticket N: a note, and the status the workflow decides."
+
+
+def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site | None,
+           config: Config) -> Plan:
+    role = role_of(mail.from_address, ticket.owner_address, config)
+    sender = sender_of(mail, login, role)
+    writer = writer_for(sender, site, config)
+    if isinstance(writer, Refuse):
+        return writer
+    commands, text = parse_commands(mail.body)
+    decision = _decide(ticket, role, commands, site, config)
+    if not text and not mail.attachments and not decision.changes_state:
+        return Ignore("nothing to post: no text, no attachment, no status change")
+    if writer != sender.login:
+        text = attributed(text, sender)
+    return PostNote(ticket=ticket.id, sender=sender, decision=decision, text=text,
+                    attachments=mail.attachments, as_user=writer)
+
+
+def _decide(ticket: TicketView, role: str, commands, site: Site | None,
+            config: Config) -> Decision:
+    if ticket.state is None:
+        # A status the workflow does not know (set by hand in Redmine): keep
+        # the mail as a comment rather than guess a state for it.
+        return Decision(role, "comment", ticket.status_name, ticket.status_name,
+                        refused=f"status {ticket.status_name!r} is not part of the workflow"
+                        if commands else None)
+    return config.workflow_for(site).decide(
+        role, ticket.state, commands, TicketFacts(has_answer=ticket.has_answer))

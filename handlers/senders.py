@@ -1,0 +1,38 @@
+"""Who is writing: the sender's role on a ticket, and whom Redmine writes as."""
+
+from __future__ import annotations
+
+from mailgate.config import Config, Site
+from mailgate.errors import SenderNotPermitted
+from mailgate.message import ParsedMail
+
+from .plans import Refuse, Sender
+
+
+def role_of(address: str, owner_address: str | None, config: Config) -> str:
+    # The owner comes first: an admin writing on their own ticket is its owner,
+    # and confirming or reopening is theirs to do.
+    if owner_address and address == owner_address.lower():
+        return "owner"
+    if address in config.admins:
+        return "admin"
+    return "other"
+
+
+def sender_of(mail: ParsedMail, login: str | None, role: str) -> Sender:
+    return Sender(address=mail.from_address, name=mail.from_name, role=role, login=login)
+
+
+def writer_for(sender: Sender, site: Site | None, config: Config) -> str | Refuse | None:
+    """The Redmine login to write as, or a Refuse for an unknown sender."""
+    if sender.login:
+        return sender.login
+    policy = site.unknown_senders if site else config.unknown_senders
+    if policy == "reject" or not config.redmine.gateway_user:
+        return Refuse(f"<{sender.address}> is not a Redmine user", SenderNotPermitted)
+    return config.redmine.gateway_user
+
+
+def attributed(text: str, sender: Sender) -> str:
+    """Text posted by the gateway's user for someone Redmine does not know."""
+    return f"From: {sender.name} <{sender.address}>\n\n{text}".rstrip()

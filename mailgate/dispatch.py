@@ -1,0 +1,139 @@
+"""The one dispatch path: SMTP, LMTP, the pipe transport and replay all come here.
+
+``Gateway.receive`` is what every edge calls with a raw mail and its
+envelope.  It checks what can be checked before we answer (size, parse,
+route, sender policy) and commits the mail to the spool: only then may an
+edge say 250 or exit 0.  ``Gateway.process`` is what the worker runs on a
+spooled mail: route, gather facts, let a handler decide, execute the plan.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from handlers import new_ticket, reply
+from handlers.plans import Plan
+
+from .config import Config
+from .errors import (MailgateError, MessageTooBig, NoSuchTicket, SenderNotPermitted,
+                     UnknownAddress)
+from .executor import execute
+from .facts import Facts, RedmineFacts
+from .message import ParsedMail, parse_mail
+from .outcome import Outcome
+from .routing import Recipient, Route, resolve_recipient, route_mail
+from .spool import Spool, SpooledMail
+
+log = logging.getLogger("mailgate")
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The answer for one recipient: spooled (``spool_id``) or refused (``error``)."""
+
+    recipient: str
+    spool_id: int | None = None
+    error: MailgateError | None = None
+
+
+class Gateway:
+    def __init__(self, config: Config, client, spool: Spool, facts: Facts | None = None):
+        self.config = config
+        self.client = client
+        self.spool = spool
+        self.facts = facts or RedmineFacts(client, config)
+
+    # -- before we answer -------------------------------------------------------
+
+    def check_recipient(self, address: str) -> Recipient:
+        """RCPT-time check: an address we serve, and for ticket<N>@ a ticket that exists."""
+        recipient = resolve_recipient(address, self.config)
+        if recipient.kind == "ticket" and not self.client.issue_exists(recipient.ticket):
+            raise NoSuchTicket(f"no such ticket #{recipient.ticket}")
+        return recipient
+
+    def receive(self, envelope: Envelope, *, all_or_nothing: bool = False) -> list[Delivery]:
+        """Check the mail for each recipient and spool it durably for those it passes.
+
+        SMTP gives one answer for all recipients after DATA, so it asks for
+        ``all_or_nothing``: the first refusal is raised and nothing is spooled
+        (spooling some would be answered with a 5xx and then sent again).
+        """
+        if len(envelope.raw) > self.config.max_message_size:
+            raise MessageTooBig(f"message exceeds {self.config.max_message_size} bytes")
+        mail = parse_mail(envelope.raw)
+        results: dict[str, Delivery] = {}
+        for address in envelope.recipients:
+            try:
+                self._screen(address, mail)
+            except MailgateError as exc:
+                results[address] = Delivery(address, error=exc)
+        if all_or_nothing and results:
+            raise next(iter(results.values())).error
+        accepted = [a for a in envelope.recipients if a not in results]
+        ids = self.spool.add(envelope.mail_from, accepted, envelope.raw) if accepted else []
+        results.update({a: Delivery(a, spool_id=i) for a, i in zip(accepted, ids)})
+        for address in envelope.recipients:
+            log.info("received %s for <%s>: %s", mail.key, address,
+                     results[address].error or f"spooled as {results[address].spool_id}")
+        return [results[a] for a in envelope.recipients]
+
+    def _screen(self, address: str, mail: ParsedMail) -> None:
+        route = route_mail(resolve_recipient(address, self.config), mail)
+        site = route.site
+        policy = site.unknown_senders if site else self.config.unknown_senders
+        # Only a "reject" policy needs Redmine now; "accept" decides later.
+        if policy == "reject" and self.facts.login_for(mail.from_address) is None:
+            raise SenderNotPermitted(f"<{mail.from_address}> is not a Redmine user")
+
+    # -- the worker's side --------------------------------------------------------
+
+    def process(self, spooled: SpooledMail) -> Outcome:
+        mail = parse_mail(spooled.raw)
+        route = route_mail(resolve_recipient(spooled.rcpt, self.config), mail)
+        route, plan = plan_mail(route, mail, self.facts, self.config)
+        outcome = execute(plan, self.client, self.facts.status_ids)
+        log.info("processed %s (%s, %s): %s", mail.key, route.kind, route.how, outcome)
+        return outcome
+
+
+def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config) -> tuple[Route, Plan]:
+    """Gather the facts the route's handler needs, and let it decide (no writes)."""
+    login = facts.login_for(mail.from_address)
+    if route.kind == "reply":
+        try:
+            ticket = facts.ticket(route.ticket)
+        except NoSuchTicket:
+            if route.site is None:
+                raise
+            # "[#123]" in a subject to a site address that names no real
+            # ticket: the sender meant to write to the site, so open one.
+            route = Route("new", None, route.site, f"{route.how} names no ticket")
+        else:
+            return route, reply.handle(mail, ticket, login, route.site, config)
+    return route, new_ticket.handle(mail, route.site, login, config)
+
+
+def recipient_from_headers(mail: ParsedMail, config: Config) -> str:
+    """For mail without an envelope (pipe, replay): the first header address we serve."""
+    for address in mail.original_to:
+        try:
+            resolve_recipient(address, config)
+        except UnknownAddress:
+            continue
+        return address
+    raise UnknownAddress("no recipient given and no address in the headers that is served here")
+
+
+def build_gateway(config: Config) -> Gateway:
+    from .redmine import RedmineClient
+
+    return Gateway(config, RedmineClient.from_settings(config.redmine), Spool(config.spool_path))

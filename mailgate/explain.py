@@ -1,0 +1,91 @@
+"""``mailgate explain``: what would happen to a mail, decided exactly as the worker
+decides it, with nothing written anywhere.
+
+With a ticket state and owner given on the command line it does not contact
+Redmine at all; otherwise it reads the ticket and the sender from Redmine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from handlers.plans import Ignore, OpenTicket, PostNote, Refuse
+
+from .config import Config
+from .dispatch import plan_mail, recipient_from_headers
+from .errors import MailgateError
+from .facts import Facts
+from .message import ParsedMail, parse_mail
+from .routing import resolve_recipient, route_mail
+
+
+@dataclass
+class Explanation:
+    data: dict[str, Any]
+
+    def text(self) -> str:
+        d = self.data
+        route = d["route"]
+        where = {"reply": f"reply to ticket #{route['ticket']}",
+                 "new": f"new ticket in {route['site']}"}.get(route["kind"], route["kind"])
+        lines = [f"{d['file']}: {where}"]
+        if d["sender"]["address"]:
+            s = d["sender"]
+            lines.append(f"  from {s['name']} <{s['address']}>, role {s['role']}")
+        if d["action"]:
+            lines.append(f"  {d['action']}: {d['from_state']} -> {d['to_state']}")
+        for key in ("refused", "reason"):
+            if d[key]:
+                lines.append(f"  {key}: {d[key]}")
+        if d["body"]:
+            lines.append("  | " + "\n  | ".join(d["body"].splitlines()))
+        return "\n".join(lines)
+
+
+def explain(name: str, raw: bytes, config: Config, facts: Facts,
+            recipient: str | None = None) -> Explanation:
+    data: dict[str, Any] = {
+        "file": name, "route": {"kind": "rejected", "ticket": None, "site": None},
+        "sender": {"address": None, "name": None, "role": None, "verified": False},
+        "from_state": None, "action": None, "to_state": None, "refused": None,
+        "subject": None, "body": None, "attachments": [], "reason": None,
+    }
+    try:
+        mail = parse_mail(raw)
+        _describe_mail(data, mail)
+        address = recipient or recipient_from_headers(mail, config)
+        route, plan = plan_mail(route_mail(resolve_recipient(address, config), mail),
+                                mail, facts, config)
+    except MailgateError as exc:
+        data["reason"] = str(exc)
+        return Explanation(data)
+    data["route"] = {"kind": route.kind, "ticket": route.ticket,
+                     "site": route.site.name if route.site else None}
+    _describe_plan(data, plan)
+    return Explanation(data)
+
+
+def _describe_mail(data: dict, mail: ParsedMail) -> None:
+    data["sender"].update(address=mail.from_address, name=mail.from_name)
+    data["subject"] = mail.subject
+    data["attachments"] = [{"filename": a.filename, "size": a.size,
+                            "content_type": a.content_type} for a in mail.attachments]
+
+
+def _describe_plan(data: dict, plan) -> None:
+    if isinstance(plan, PostNote):
+        decision = plan.decision
+        data["sender"].update(role=plan.sender.role, verified=plan.sender.verified)
+        data.update(from_state=decision.from_state, action=decision.action,
+                    to_state=decision.to_state, refused=decision.refused, body=plan.text)
+    elif isinstance(plan, OpenTicket):
+        data["sender"].update(role=plan.sender.role, verified=plan.sender.verified)
+        data.update(action="open", to_state="open", body=plan.description,
+                    reason=f"new ticket in project {plan.site.project}")
+    elif isinstance(plan, Refuse):
+        data["route"]["kind"] = "rejected"
+        data["reason"] = plan.reason
+    elif isinstance(plan, Ignore):
+        data["route"]["kind"] = "ignored"
+        data["reason"] = plan.reason

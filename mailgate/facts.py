@@ -1,0 +1,72 @@
+"""Where handlers' facts come from: Redmine, or (for `explain`) the command line.
+
+Both sources answer the same two questions: what is this ticket's state and
+who owns it, and which Redmine login (if any) does a mail address belong to.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol
+
+from handlers.plans import TicketView
+
+from .config import Config
+
+
+class Facts(Protocol):
+    def ticket(self, ticket_id: int) -> TicketView: ...
+
+    def login_for(self, address: str) -> str | None: ...
+
+
+class RedmineFacts:
+    """Facts read from Redmine, with the status map learnt once."""
+
+    def __init__(self, client, config: Config):
+        self.client = client
+        self.config = config
+        self._status_ids: dict[str, int] | None = None
+
+    @property
+    def status_ids(self) -> Mapping[str, int]:
+        """workflow state id -> Redmine status id (a missing status is a ConfigError)."""
+        if self._status_ids is None:
+            table = self.config.workflow.table
+            names = {sid: self.config.redmine.statuses.get(sid, name)
+                     for sid, name in table.states.items()}
+            self._status_ids = self.client.status_ids(names)
+        return self._status_ids
+
+    def ticket(self, ticket_id: int) -> TicketView:
+        issue = self.client.get_issue(ticket_id)
+        states = {status_id: sid for sid, status_id in self.status_ids.items()}
+        answered = self.status_ids.get("answered")
+        has_answer = issue.status_id == answered or any(
+            j.status_change and j.status_change[1] == answered for j in issue.journals)
+        return TicketView(id=issue.id, state=states.get(issue.status_id),
+                          status_name=issue.status_name, owner_address=issue.author_email,
+                          has_answer=has_answer, subject=issue.subject)
+
+    def login_for(self, address: str) -> str | None:
+        user = self.client.find_user_by_email(address)
+        return user.login if user else None
+
+
+class GivenFacts:
+    """Facts stated on the command line: no Redmine is contacted at all."""
+
+    def __init__(self, state: str, owner: str, config: Config):
+        self.state = state
+        self.owner = owner.lower()
+        self.config = config
+
+    def ticket(self, ticket_id: int) -> TicketView:
+        name = self.config.workflow.table.states[self.state]
+        # An answered or solved ticket has had an answer; that is all we can know.
+        return TicketView(id=ticket_id, state=self.state, status_name=name,
+                          owner_address=self.owner,
+                          has_answer=self.state in ("answered", "solved"))
+
+    def login_for(self, address: str) -> str | None:
+        # Without Redmine, assume every sender is a Redmine user.
+        return address

@@ -1,0 +1,42 @@
+"""``mailgate pipe``: the MTA pipe transport (Postfix pipe(8), Exim's pipe transport).
+
+The MTA reads our exit status (sysexits.h): 0 once the mail is processed or
+durably spooled, 75 to keep it and retry, and a permanent code (65, 67, 77,
+78) to bounce it.  One line on stderr says why; Postfix puts it in the
+bounce.  The mail is processed right away; if that meets a temporary
+failure the mail stays spooled for ``mailgate worker`` (or ``serve``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from .dispatch import Envelope, Gateway, recipient_from_headers
+from .errors import EX_OK, BadMessage
+from .message import parse_mail
+from .outcome import Outcome
+from .worker import Worker
+
+log = logging.getLogger("mailgate.pipe")
+
+
+def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
+             sender: str | None = None) -> tuple[int, str]:
+    """Deliver one mail; returns (exit status, the line to say). Errors propagate."""
+    if not raw.strip():
+        raise BadMessage("empty input")
+    mail = parse_mail(raw)
+    recipient = recipient or recipient_from_headers(mail, gateway.config)
+    gateway.check_recipient(recipient)
+    sender = sender if sender is not None else _return_path(mail.headers, mail.from_address)
+    [delivery] = gateway.receive(Envelope(sender, (recipient,), raw), all_or_nothing=True)
+    result = Worker(gateway).run_once([delivery.spool_id])
+    if result is None or not isinstance(result[1], Outcome):
+        # Deferred (or dead-lettered) in the spool: the MTA's job is done.
+        return EX_OK, f"spooled as {delivery.spool_id}: {result[1] if result else 'queued'}"
+    return EX_OK, str(result[1])
+
+
+def _return_path(headers: dict[str, str], fallback: str) -> str:
+    value = headers.get("return-path", "").strip().strip("<>")
+    return value or fallback

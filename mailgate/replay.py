@@ -1,0 +1,57 @@
+"""``mailgate replay``: feed saved mail (files, directories, mbox) through the same
+dispatch path as SMTP, and process it at once."""
+
+from __future__ import annotations
+
+import mailbox
+from collections import Counter
+from pathlib import Path
+from typing import Iterator
+
+from .dispatch import Envelope, Gateway, recipient_from_headers
+from .errors import MailgateError, TemporaryError
+from .message import parse_mail
+from .outcome import Outcome
+from .worker import Worker
+
+
+def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(name, raw bytes) for every mail in the given files, directories and mboxes."""
+    for path in map(Path, paths):
+        if path.is_dir():
+            yield from messages([str(p) for p in sorted(path.rglob("*")) if p.is_file()])
+        elif path.read_bytes()[:5] == b"From ":
+            for index, message in enumerate(mailbox.mbox(path)):
+                yield f"{path}[{index}]", message.as_bytes()
+        else:
+            yield str(path), path.read_bytes()
+
+
+def replay(gateway: Gateway, paths: list[str], recipient: str | None, progress) -> Counter:
+    worker = Worker(gateway)
+    summary: Counter = Counter()
+    for name, raw in messages(paths):
+        kind, said = _deliver(gateway, worker, raw, recipient)
+        summary[kind] += 1
+        progress(f"{name}: {kind}: {said}")
+    return summary
+
+
+def _deliver(gateway: Gateway, worker: Worker, raw: bytes, recipient: str | None):
+    """(outcome kind, what to say) for one mail."""
+    try:
+        mail = parse_mail(raw)
+        address = recipient or recipient_from_headers(mail, gateway.config)
+        gateway.check_recipient(address)
+        [delivery] = gateway.receive(Envelope(mail.from_address, (address,), raw),
+                                     all_or_nothing=True)
+    except MailgateError as exc:
+        return "rejected", exc.smtp_reply
+    result = worker.run_once([delivery.spool_id])
+    if result is None:
+        return "queued", f"spooled as {delivery.spool_id}"
+    outcome = result[1]
+    if isinstance(outcome, Outcome):
+        return outcome.kind, str(outcome)
+    kind = "deferred" if isinstance(outcome, TemporaryError) else "dead-lettered"
+    return kind, f"{type(outcome).__name__}: {outcome}"

@@ -1,0 +1,108 @@
+"""The SMTP and LMTP listener (aiosmtpd): the network edge of the dispatch path.
+
+Everything the protocol can refuse is refused here, before the mail is
+accepted: an unknown address or a missing ticket at RCPT, a too-big mail at
+MAIL (SIZE) or DATA.  250 is only ever answered after ``Gateway.receive``
+has committed the mail to the spool; any unexpected error answers 451, so
+the sender's MTA keeps the mail and tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+
+from .dispatch import Delivery, Envelope, Gateway
+from .errors import MailgateError
+
+log = logging.getLogger("mailgate.smtp")
+
+S250_ACCEPTED = "250 2.0.0 Message accepted for delivery"
+S250_RCPT_OK = "250 2.1.5 Recipient ok"
+S451_INTERNAL = "451 4.3.0 Internal error, please try again later"
+S452_TOO_MANY = "452 4.5.3 Too many recipients"
+S552_TOO_BIG = "552 5.3.4 Message too big for this system"
+
+
+class _EnhancedStatus:
+    """aiosmtpd's own size refusals carry no enhanced status code (RFC 3463); add it."""
+
+    _REWRITES = {
+        "552 Error: message size exceeds fixed maximum message size": S552_TOO_BIG,
+        "552 Error: Too much mail data": S552_TOO_BIG,
+    }
+
+    async def push(self, status: str) -> None:
+        await super().push(self._REWRITES.get(status, status))
+
+
+class GatewaySMTP(_EnhancedStatus, SMTP):
+    pass
+
+
+class GatewayLMTP(_EnhancedStatus, LMTP):
+    pass
+
+
+class GatewayHandler:
+    """aiosmtpd hooks; the blocking gateway calls run in worker threads."""
+
+    def __init__(self, gateway: Gateway, *, lmtp: bool = False, on_spooled=lambda: None):
+        self.gateway = gateway
+        self.lmtp = lmtp
+        self.on_spooled = on_spooled
+        #: Transactions between DATA and our answer: shutdown waits for them.
+        self.in_flight = 0
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if len(envelope.rcpt_tos) >= self.gateway.config.max_recipients:
+            return S452_TOO_MANY
+        try:
+            await asyncio.to_thread(self.gateway.check_recipient, address)
+        except MailgateError as exc:
+            log.info("RCPT <%s> refused: %s", address, exc)
+            return exc.smtp_reply
+        envelope.rcpt_tos.append(address)
+        return S250_RCPT_OK
+
+    async def handle_DATA(self, server, session, envelope):
+        self.in_flight += 1
+        try:
+            return await self._data(envelope)
+        finally:
+            self.in_flight -= 1
+
+    async def _data(self, envelope) -> str:
+        mail = Envelope(envelope.mail_from or "", tuple(envelope.rcpt_tos),
+                        envelope.original_content or b"")
+        try:
+            deliveries = await asyncio.to_thread(
+                self.gateway.receive, mail, all_or_nothing=not self.lmtp)
+        except MailgateError as exc:
+            log.info("DATA refused: %s", exc)
+            count = len(mail.recipients) if self.lmtp else 1
+            return "\r\n".join([exc.smtp_reply] * count)
+        self.on_spooled()
+        if self.lmtp:
+            # LMTP answers once per recipient, in RCPT order (RFC 2033).
+            return "\r\n".join(_reply(d) for d in deliveries)
+        return S250_ACCEPTED
+
+    async def handle_exception(self, error):
+        # Never aiosmtpd's default "500 Error: (Exc)": a crash must not bounce mail.
+        log.error("internal error in the SMTP session", exc_info=error)
+        return S451_INTERNAL
+
+
+def _reply(delivery: Delivery) -> str:
+    return delivery.error.smtp_reply if delivery.error else S250_ACCEPTED
+
+
+def smtp_factory(handler: GatewayHandler, hostname: str, size_limit: int, loop):
+    cls = GatewayLMTP if handler.lmtp else GatewaySMTP
+    # hostname is set so aiosmtpd does not call getfqdn() on every connection.
+    return lambda: cls(handler, hostname=hostname, data_size_limit=size_limit,
+                       loop=loop, decode_data=False)
