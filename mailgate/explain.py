@@ -33,7 +33,9 @@ class Explanation:
         if d["sender"]["address"]:
             s = d["sender"]
             lines.append(f"  from {s['name']} <{s['address']}>, role {s['role']}")
-        if d["action"]:
+        if d["action"] == "open":
+            lines.append("  opens a new ticket")
+        elif d["action"]:
             lines.append(f"  {d['action']}: {d['from_state']} -> {d['to_state']}")
         for key in ("refused", "reason"):
             if d[key]:

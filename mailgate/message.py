@@ -13,6 +13,8 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass, field
+from email.errors import HeaderParseError
+from email.header import decode_header, make_header
 from email.utils import getaddresses, parseaddr
 
 import mailparser
@@ -57,21 +59,24 @@ def parse_mail(raw: bytes) -> ParsedMail:
         mail = mailparser.parse_from_bytes(raw)
     except Exception as exc:  # mail-parser raises assorted errors on garbage
         raise BadMessage(f"unparseable message: {exc}") from None
-    headers = {k.lower(): str(v) for k, v in mail.headers.items()}
-    if not headers:
+    message = mail.message
+    if not message.keys():
         raise BadMessage("unparseable message: no header fields")
-    name, address = parseaddr(headers.get("from", ""))
+    headers: dict[str, str] = {}
+    for header, value in message.items():
+        headers.setdefault(header.lower(), _decoded(value))
+    name, address = parseaddr(str(message.get("from", "")))
     message_id = _angle(headers.get("message-id", "")) or None
     return ParsedMail(
         message_id=message_id,
         from_address=address.lower(),
-        from_name=name or address,
+        from_name=_decoded(name) or address,
         subject=" ".join((mail.subject or "").split()),
         body=_body(mail),
         attachments=tuple(_attachments(mail)),
         references=tuple(_message_ids(headers.get("in-reply-to", ""))
                          + _message_ids(headers.get("references", ""))),
-        original_to=tuple(_recipient_hints(headers)),
+        original_to=tuple(_recipient_hints(message)),
         headers=headers,
         key=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
     )
@@ -118,9 +123,19 @@ def _message_ids(value: str) -> list[str]:
     return [f"<{m}>" for m in _MSGID.findall(value)]
 
 
-def _recipient_hints(headers: dict[str, str]) -> list[str]:
+def _recipient_hints(message) -> list[str]:
     """X-Original-To, Delivered-To, then To and Cc: the order MTAs make them trustworthy."""
     hints = []
     for name in ("x-original-to", "delivered-to", "to", "cc"):
-        hints += [addr.lower() for _, addr in getaddresses([headers.get(name, "")]) if addr]
+        values = [str(v) for v in message.get_all(name, [])]
+        hints += [addr.lower() for _, addr in getaddresses(values) if addr]
     return hints
+
+
+def _decoded(value) -> str:
+    """A header value with RFC 2047 encoded words decoded and folding undone."""
+    try:
+        text = str(make_header(decode_header(str(value))))
+    except (HeaderParseError, LookupError, UnicodeError):
+        text = str(value)
+    return " ".join(text.split())

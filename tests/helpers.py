@@ -1,0 +1,35 @@
+"""Small helpers shared by the tests: run the real `mailgate` command, read fixtures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = ROOT / "fixtures"
+MAIL = FIXTURES / "mail"
+DEMO_CONFIG = FIXTURES / "config" / "demo.yaml"
+
+
+def fixture(name: str) -> bytes:
+    return (MAIL / name).read_bytes()
+
+
+def run_mailgate(*args: str, stdin: bytes | None = None, env: dict | None = None,
+                 timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run the installed entry point in a child process, as an MTA or a person would."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "mailgate", *args], input=stdin,
+                          capture_output=True, env=full_env, timeout=timeout)
+
+
+def explain_json(*files: str, state: str = "open", owner: str = "owner@example.org",
+                 config: Path = DEMO_CONFIG, extra: tuple = ()) -> list[dict]:
+    result = run_mailgate("explain", "--config", str(config), "--ticket-state", state,
+                          "--ticket-owner", owner, "--json", *extra,
+                          *[str(MAIL / f) for f in files])
+    assert result.returncode == 0, result.stderr.decode()
+    return [json.loads(line) for line in result.stdout.decode().splitlines()]

@@ -1,0 +1,109 @@
+"""`mailgate explain`: the dry run, through the real command, without a Redmine."""
+
+import pytest
+
+from tests.helpers import MAIL, explain_json, run_mailgate
+
+KEYS = {"file", "route", "sender", "from_state", "action", "to_state", "refused",
+        "subject", "body", "attachments", "reason"}
+
+
+def test_every_field_is_there():
+    [result] = explain_json("owner-reply.eml")
+    assert set(result) == KEYS
+    assert result["route"] == {"kind": "reply", "ticket": 1, "site": None}
+    assert result["sender"] == {"address": "owner@example.org", "name": "Olive Owner",
+                                "role": "owner", "verified": False}
+
+
+@pytest.mark.parametrize("mail, state, action, to_state", [
+    ("owner-reply.eml", "open", "give-info", "open"),
+    ("owner-reply.eml", "needs-info", "give-info", "open"),
+    ("owner-reply.eml", "answered", "reopen", "open"),
+    ("owner-reply.eml", "expired", "reopen", "open"),
+    ("owner-reply.eml", "solved", "comment", "solved"),
+    ("owner-reply.eml", "invalid", "comment", "invalid"),
+    ("support-answer.eml", "open", "answer", "answered"),
+    ("support-answer.eml", "expired", "comment", "expired"),
+    ("support-requests-info.eml", "open", "request-info", "needs-info"),
+    ("owner-confirms.eml", "answered", "confirm", "solved"),
+    ("admin-sets-invalid.eml", "open", "set-status", "invalid"),
+])
+def test_actions_follow_the_workflow(mail, state, action, to_state):
+    [result] = explain_json(mail, state=state)
+    assert (result["from_state"], result["action"], result["to_state"]) == \
+        (state, action, to_state)
+
+
+def test_body_is_the_note_without_commands():
+    [result] = explain_json("owner-confirms.eml", state="answered")
+    assert result["body"] == "That did it, thank you!"
+
+
+def test_a_refused_command_is_a_comment_with_the_reason():
+    [result] = explain_json("owner-confirms-unanswered.eml", state="open")
+    assert result["action"] == "comment" and result["to_state"] == "open"
+    assert result["refused"] == "cannot confirm: the ticket has not been answered yet"
+    assert result["body"] == "Never mind, I fixed it myself."
+
+
+def test_html_only_mail_becomes_readable_text():
+    [result] = explain_json("html-only-answer.eml")
+    assert result["body"] == ("Hello Olive,\n\nplease try these steps:\n\n- unplug the router\n"
+                              "- wait 30 seconds & plug it in\n\nSam\nSupport team")
+
+
+def test_charsets_are_decoded():
+    [result] = explain_json("latin1-owner-reply.eml")
+    assert result["subject"] == "Réponse à votre question"
+    assert result["body"] == "Le routeur est déconnecté chaque soir à 20 h."
+
+
+def test_attachments_are_listed():
+    [result] = explain_json("owner-reply-with-attachments.eml")
+    assert result["attachments"] == [
+        {"filename": "screenshot.png", "size": 1032, "content_type": "image/png"},
+        {"filename": "router.log", "size": 54, "content_type": "text/plain"},
+    ]
+    assert result["body"] == "Here is the router's log from last night."
+
+
+@pytest.mark.parametrize("mail, how", [
+    ("site-a-subject-tag-reply.eml", "subject tag"),
+    ("redmine-notification-reply.eml", "Message-ID"),
+])
+def test_replies_to_a_site_or_redmine_address_land_on_the_ticket(mail, how):
+    [result] = explain_json(mail)
+    assert result["route"]["kind"] == "reply" and result["route"]["ticket"] == 1, how
+
+
+def test_site_address_opens_a_new_ticket():
+    [result] = explain_json("site-a-new-ticket.eml")
+    assert result["route"] == {"kind": "new", "ticket": None, "site": "site-a"}
+    assert result["action"] == "open"
+
+
+def test_the_recipient_option_overrides_the_headers():
+    [result] = explain_json("owner-reply.eml", extra=("--recipient", "ticket42@example.org"))
+    assert result["route"]["ticket"] == 42
+
+
+@pytest.mark.parametrize("mail, reason", [
+    ("unknown-address.eml", "no recipient given and no address in the headers"),
+    ("empty.eml", "empty message"),
+    ("garbage.eml", "unparseable message"),
+])
+def test_unroutable_mail_is_rejected_with_a_reason(mail, reason):
+    [result] = explain_json(mail)
+    assert result["route"]["kind"] == "rejected"
+    assert reason in result["reason"]
+
+
+def test_human_readable_output():
+    result = run_mailgate("explain", "--ticket-state", "answered", "--ticket-owner",
+                          "owner@example.org", str(MAIL / "owner-confirms.eml"),
+                          env={"MAILGATE_CONFIG": "fixtures/config/demo.yaml"})
+    text = result.stdout.decode()
+    assert result.returncode == 0, result.stderr
+    assert "reply to ticket #1" in text and "confirm: answered -> solved" in text
+    assert "| That did it, thank you!" in text
