@@ -1,0 +1,558 @@
+"""The Redmine REST client: the only module that talks HTTP to Redmine.
+
+It reads tickets and users, and writes notes, status changes, new tickets and
+attachments, always as JSON through one ``requests.Session``.  What went wrong
+is told by the error's class, chosen by what the caller can do about it::
+
+    connection refused, timeout, 5xx, 429,
+    422 with an empty error list (a concurrent edit)   RedmineUnavailable  retry later
+    401, 403                                          ConfigError         fix the key
+    404 on an issue                                   NoSuchTicket        refuse the mail
+    412 (no active user to switch to)                 UnknownUser         refuse the mail
+    422 with messages                                 RedmineRejected     refuse the mail
+
+Redmine 5.0 has quirks the code below works around; tests/test_redmine_contract.py
+pins each of them against a real Redmine and against tests/fakes/redmine.py:
+
+* A write without ``Content-Type: application/json`` is answered 204 and
+  writes nothing, so every write here sets it.
+* A status change the user's role and workflow do not allow (or an unknown
+  status id) is dropped silently: the note is kept and the answer is 204.
+  ``add_note`` reads the issue back and reports ``status_applied=False``.
+* A new issue always starts in its tracker's default status unless the
+  workflow has "new issue" transitions; ``create_issue`` moves it afterwards.
+* ``X-Redmine-Switch-User`` is ignored unless the key is an admin's, so the
+  client checks who it really writes as before it writes for someone.
+* A bad key is served as the anonymous user on public reads (200), and only
+  ``/users/current.json`` says 401: ``current_user`` is the start-up check.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import requests
+
+from .errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
+                     UnknownUser)
+
+if TYPE_CHECKING:
+    from .config import RedmineSettings
+
+log = logging.getLogger(__name__)
+
+#: How ``NoteResult.outcome`` names a status change Redmine dropped.
+STATUS_REFUSED = "status change refused by Redmine's workflow"
+
+#: Redmine's largest page for list endpoints.
+PAGE_SIZE = 100
+
+#: How long what we learnt about a user (email, login) is trusted.
+USER_CACHE_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    login: str
+    email: str | None
+    name: str
+
+
+@dataclass(frozen=True)
+class Journal:
+    id: int
+    user_id: int
+    user_name: str
+    notes: str
+    created_on: str
+    #: (old, new) status ids when this journal changed the status.
+    status_change: tuple[int | None, int | None] | None
+    #: Everything else the journal changed, as Redmine lists it.
+    details: tuple[Mapping[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Attachment:
+    id: int
+    filename: str
+    filesize: int
+    content_type: str | None
+    author_id: int | None
+
+
+@dataclass(frozen=True)
+class Issue:
+    id: int
+    project_id: int
+    project_name: str
+    tracker_id: int
+    subject: str
+    description: str
+    status_id: int
+    status_name: str
+    author_id: int
+    author_name: str
+    author_email: str | None
+    journals: tuple[Journal, ...]
+    #: custom field name -> value as Redmine stores it (a bool field is "1"/"0"/"" or None).
+    custom_fields: Mapping[str, Any]
+    updated_on: str
+    attachments: tuple[Attachment, ...] = ()
+    status_closed: bool = False
+
+
+@dataclass(frozen=True)
+class NoteResult:
+    journal_id: int | None
+    status_requested: int | None
+    status_applied: bool
+    #: The issue as read back after the write.
+    issue: Issue
+
+    @property
+    def status_refused(self) -> bool:
+        return self.status_requested is not None and not self.status_applied
+
+    @property
+    def outcome(self) -> str:
+        if self.status_refused:
+            return STATUS_REFUSED
+        return "status changed" if self.status_requested is not None else "note added"
+
+
+class _Cache:
+    """A dict whose entries are forgotten after ``ttl`` seconds."""
+
+    def __init__(self, ttl: float):
+        self.ttl = ttl
+        self._items: dict[Any, tuple[float, Any]] = {}
+
+    def get(self, key: Any, compute: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        hit = self._items.get(key)
+        if hit and hit[0] > now:
+            return hit[1]
+        value = compute()
+        self.put(key, value)
+        return value
+
+    def put(self, key: Any, value: Any) -> None:
+        self._items[key] = (time.monotonic() + self.ttl, value)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+class RedmineClient:
+    def __init__(self, url: str, api_key: str, *, timeout: float = 10.0,
+                 connect_timeout: float = 3.05):
+        self.url = url.rstrip("/")
+        self.timeout = (connect_timeout, timeout)
+        self.session = requests.Session()
+        self.session.headers.update({"X-Redmine-API-Key": api_key, "Accept": "application/json"})
+        self._users = _Cache(USER_CACHE_SECONDS)      # user id -> User | None
+        self._by_email = _Cache(USER_CACHE_SECONDS)   # lower-case address -> User | None
+        self._by_login = _Cache(USER_CACHE_SECONDS)   # login (None: the key's own) -> User
+        self._custom_field_ids: dict[str, int] | None = None
+
+    @classmethod
+    def from_settings(cls, settings: RedmineSettings) -> RedmineClient:
+        return cls(settings.url, settings.api_key, timeout=settings.timeout)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> RedmineClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ HTTP
+
+    def _request(self, method: str, path: str, *, as_user: str | None = None,
+                 missing: Callable[[str], Exception] | None = None,
+                 **kwargs: Any) -> requests.Response:
+        """Send one request; any answer but 2xx becomes the error the caller can act on."""
+        headers = kwargs.pop("headers", {})
+        if as_user is not None:
+            headers["X-Redmine-Switch-User"] = as_user
+        where = f"{method} {path}"
+        try:
+            response = self.session.request(method, self.url + path, headers=headers,
+                                            timeout=self.timeout, **kwargs)
+        except requests.Timeout:
+            raise RedmineUnavailable(f"Redmine did not answer {where} in time") from None
+        except requests.RequestException as exc:
+            raise RedmineUnavailable(f"cannot reach Redmine at {self.url}: {exc}") from None
+        if response.status_code >= 400:
+            raise _error_for(response, where, as_user, missing)
+        return response
+
+    def _get(self, path: str, **kwargs: Any) -> dict:
+        return _json(self._request("GET", path, **kwargs), f"GET {path}")
+
+    def _write(self, method: str, path: str, body: Mapping[str, Any],
+               **kwargs: Any) -> requests.Response:
+        # Without this Content-Type Redmine answers 204 and writes nothing.
+        return self._request(method, path, json=body,
+                             headers={"Content-Type": "application/json"}, **kwargs)
+
+    # ------------------------------------------------------- start-up checks
+
+    def current_user(self) -> User:
+        """Who the API key belongs to: the start-up check of the key (never cached)."""
+        user = self._whoami(None)
+        self._by_login.put(None, user)
+        return user
+
+    def status_ids(self, names: Mapping[str, str]) -> dict[str, int]:
+        """{state id: status name} -> {state id: status id}; a missing status is a ConfigError."""
+        known = {s["name"]: s["id"] for s in self._get("/issue_statuses.json")["issue_statuses"]}
+        missing = sorted(f"{name!r} (for state {state})" for state, name in names.items()
+                         if name not in known)
+        if missing:
+            raise ConfigError(f"Redmine has no issue status {', '.join(missing)};"
+                              f" it has {', '.join(map(repr, known))}")
+        return {state: known[name] for state, name in names.items()}
+
+    def tracker_id(self, name: str) -> int:
+        trackers = {t["name"]: t["id"] for t in self._get("/trackers.json")["trackers"]}
+        if name not in trackers:
+            raise ConfigError(f"Redmine has no tracker {name!r}; it has"
+                              f" {', '.join(map(repr, trackers))}")
+        return trackers[name]
+
+    # ----------------------------------------------------------------- reads
+
+    def get_issue(self, issue_id: int) -> Issue:
+        """The issue with its journals and attachments, and its author's address."""
+        path = f"/issues/{int(issue_id)}.json"
+        data = self._get(path, params={"include": "journals,attachments"},
+                         missing=_no_ticket(issue_id))
+        return self._issue(data["issue"])
+
+    def issue_exists(self, issue_id: int) -> bool:
+        try:
+            self._request("GET", f"/issues/{int(issue_id)}.json", missing=_no_ticket(issue_id))
+        except NoSuchTicket:
+            return False
+        return True
+
+    def find_user_by_email(self, email: str) -> User | None:
+        """The active user whose address this is (any case), or None."""
+        wanted = email.strip().lower()
+        return self._by_email.get(wanted, lambda: self._search_user(wanted))
+
+    def issues(self, *, status_id: int | None = None, updated_before: datetime | None = None,
+               project: str | None = None) -> list[Issue]:
+        """Every issue matching the filters, all pages, oldest id first; no journals."""
+        params: dict[str, Any] = {"status_id": status_id if status_id is not None else "*",
+                                  "sort": "id", "limit": PAGE_SIZE}
+        if updated_before is not None:
+            params["updated_on"] = "<=" + _before(updated_before)
+        if project is not None:
+            params["project_id"] = project
+        missing = (lambda where: ConfigError(f"Redmine has no project {project!r} ({where})"))
+        return [self._issue(raw) for raw in self._pages("/issues.json", "issues", params, missing)]
+
+    def _pages(self, path: str, key: str, params: dict[str, Any],
+               missing: Callable[[str], Exception] | None = None) -> list[dict]:
+        items: list[dict] = []
+        while True:
+            data = self._get(path, params={**params, "offset": len(items)}, missing=missing)
+            items.extend(data[key])
+            if not data[key] or len(items) >= data.get("total_count", 0):
+                return items
+
+    def _search_user(self, email: str) -> User | None:
+        # ?name= also matches logins and names: keep only an exact address.
+        data = self._get("/users.json", params={"name": email, "status": 1, "limit": PAGE_SIZE})
+        for raw in data["users"]:
+            if (raw.get("mail") or "").lower() == email:
+                return _user(raw)
+        return None
+
+    def _user(self, user_id: int) -> User | None:
+        """A user by id, with their address (only an admin key sees it)."""
+        return self._users.get(user_id, lambda: self._fetch_user(user_id))
+
+    def _fetch_user(self, user_id: int) -> User | None:
+        try:
+            return _user(self._get(f"/users/{user_id}.json", missing=_NotFound)["user"])
+        except _NotFound:
+            # Locked users are invisible to a non-admin key: the address is unknown.
+            return None
+
+    def _actor(self, login: str | None) -> User:
+        """The user a write as ``login`` (None: the key's own user) is really made by."""
+        return self._by_login.get(login, lambda: self._whoami(login))
+
+    def _whoami(self, login: str | None) -> User:
+        user = _user(self._get("/users/current.json", as_user=login)["user"])
+        if login is not None and user.login != login:
+            # Redmine ignores X-Redmine-Switch-User for a non-admin key and
+            # would write as the key's owner instead of the sender.
+            raise ConfigError(f"the Redmine API key is not an admin's: it cannot write as"
+                              f" {login!r} (it writes as {user.login!r})")
+        return user
+
+    def _issue(self, raw: Mapping[str, Any]) -> Issue:
+        author = self._user(raw["author"]["id"])
+        return _issue(raw, author.email if author else None)
+
+    # ---------------------------------------------------------------- writes
+
+    def upload(self, data: bytes, filename: str, content_type: str, *,
+               as_user: str | None = None) -> dict:
+        """Store a file in Redmine; the result goes in a write's ``uploads``."""
+        # Any Content-Type but octet-stream is answered 406.
+        response = self._request("POST", "/uploads.json", params={"filename": filename},
+                                 data=data, as_user=as_user,
+                                 headers={"Content-Type": "application/octet-stream"})
+        token = _json(response, "POST /uploads.json")["upload"]["token"]
+        return {"token": token, "filename": filename, "content_type": content_type}
+
+    def create_issue(self, project: str, subject: str, description: str, *,
+                     tracker_id: int | None = None, status_id: int | None = None,
+                     custom_fields: Mapping[str, Any] | None = None,
+                     uploads: Sequence[dict] = (), extra: Mapping[str, Any] | None = None,
+                     as_user: str | None = None) -> int:
+        """Open a ticket (as ``as_user``, who becomes its author) and return its id."""
+        fields = dict(extra or {})
+        named = {**_as_mapping(fields.pop("custom_fields", None)), **(custom_fields or {})}
+        body: dict[str, Any] = {**fields, "project_id": project, "subject": subject,
+                                "description": description}
+        if tracker_id is not None:
+            body["tracker_id"] = tracker_id
+        if named:
+            body["custom_fields"] = self._custom_field_values(named)
+        if uploads:
+            body["uploads"] = list(uploads)
+        if as_user is not None:
+            self._actor(as_user)
+        # An unknown project is a 422 ("Project cannot be blank"), not a 404.
+        created = _json(self._write("POST", "/issues.json", {"issue": body}, as_user=as_user),
+                        "POST /issues.json")["issue"]
+        if status_id is not None and created["status"]["id"] != status_id:
+            self._move_new_issue(created["id"], status_id, as_user)
+        return created["id"]
+
+    def _move_new_issue(self, issue_id: int, status_id: int, as_user: str | None) -> None:
+        # Redmine starts every issue in the tracker's default status unless the
+        # workflow has "new issue" transitions: take the ordinary transition.
+        result = self.add_note(issue_id, "", status_id=status_id, as_user=as_user)
+        if result.status_refused:
+            log.warning("new issue #%s stays in %r: %s to status %s for %s", issue_id,
+                        result.issue.status_name, STATUS_REFUSED, status_id, as_user)
+
+    def add_note(self, issue_id: int, notes: str, *, status_id: int | None = None,
+                 uploads: Sequence[dict] = (), as_user: str | None = None) -> NoteResult:
+        """Post a note (and a status change) as ``as_user``; say what Redmine really kept."""
+        actor = self._actor(as_user)
+        body: dict[str, Any] = {"notes": notes}
+        if status_id is not None:
+            body["status_id"] = status_id
+        if uploads:
+            body["uploads"] = list(uploads)
+        self._write("PUT", f"/issues/{int(issue_id)}.json", {"issue": body}, as_user=as_user,
+                    missing=_no_ticket(issue_id))
+        issue = self.get_issue(issue_id)
+        journal = _written_journal(issue, actor.id, notes)
+        if notes.strip() and journal is None:
+            raise RedmineRejected(f"Redmine answered 204 but kept no note on #{issue_id}"
+                                  f" (may {actor.login!r} add notes there?)")
+        applied = status_id is None or issue.status_id == status_id or bool(
+            journal and journal.status_change and journal.status_change[1] == status_id)
+        return NoteResult(journal.id if journal else None, status_id, applied, issue)
+
+    def set_custom_field(self, issue_id: int, name: str, value: Any) -> None:
+        """Set one custom field by name, and check that Redmine kept it."""
+        values = self._custom_field_values({name: value})
+        path = f"/issues/{int(issue_id)}.json"
+        self._write("PUT", path, {"issue": {"custom_fields": values}},
+                    missing=_no_ticket(issue_id))
+        kept = _issue(self._get(path, missing=_no_ticket(issue_id))["issue"], None)
+        if not _same_value(kept.custom_fields.get(name), values[0]["value"]):
+            raise RedmineRejected(f"Redmine did not keep {name}={value!r} on #{issue_id}"
+                                  f" (it has {kept.custom_fields.get(name)!r})")
+
+    def _custom_field_values(self, named: Mapping[str, Any]) -> list[dict]:
+        ids = self._custom_fields()
+        unknown = sorted(set(named) - set(ids))
+        if unknown:
+            raise ConfigError(f"Redmine has no issue custom field {', '.join(map(repr, unknown))}")
+        return [{"id": ids[name], "value": _field_value(value)} for name, value in named.items()]
+
+    def _custom_fields(self) -> dict[str, int]:
+        # Only an admin key may list custom fields; they change rarely.
+        if self._custom_field_ids is None:
+            fields = self._get("/custom_fields.json")["custom_fields"]
+            self._custom_field_ids = {f["name"]: f["id"] for f in fields
+                                      if f.get("customized_type") == "issue"}
+        return self._custom_field_ids
+
+    def clear_caches(self) -> None:
+        for cache in (self._users, self._by_email, self._by_login):
+            cache.clear()
+        self._custom_field_ids = None
+
+
+# ---------------------------------------------------------------- errors
+
+
+class _NotFound(Exception):
+    """A 404 the caller turns into an answer rather than an error."""
+
+
+def _no_ticket(issue_id: int) -> Callable[[str], Exception]:
+    return lambda where: NoSuchTicket(f"Redmine has no ticket #{issue_id}")
+
+
+def _error_for(response: requests.Response, where: str, as_user: str | None,
+               missing: Callable[[str], Exception] | None) -> Exception:
+    code = response.status_code
+    if code == 401:
+        return ConfigError(f"API key rejected by Redmine (401 on {where})")
+    if code == 403:
+        return ConfigError(f"the API key may not {where} (403): does it need to be an admin's?")
+    if code == 404:
+        return (missing or _wrong_url)(where)
+    if code == 412:
+        return UnknownUser(f"Redmine has no active user {as_user!r}")
+    if code == 422:
+        return _unprocessable(response, where)
+    if code == 429 or code >= 500:
+        return RedmineUnavailable(f"Redmine answered {code} to {where}")
+    # 400, 406, ...: a request this client should never send; retrying cannot help.
+    return RedmineRejected(f"Redmine answered {code} to {where}")
+
+
+def _wrong_url(where: str) -> Exception:
+    return ConfigError(f"Redmine answered 404 to {where}: is this the Redmine URL?")
+
+
+def _unprocessable(response: requests.Response, where: str) -> Exception:
+    try:
+        messages = [str(m) for m in response.json().get("errors") or []]
+    except (ValueError, AttributeError):
+        messages = []
+    if not messages:
+        # What Redmine says when someone else saved the issue in between.
+        return RedmineUnavailable(f"Redmine refused {where} without a reason"
+                                  " (a concurrent edit?); try again")
+    return RedmineRejected(f"Redmine refused {where}: {'; '.join(messages)}", messages)
+
+
+def _json(response: requests.Response, where: str) -> dict:
+    try:
+        data = response.json()
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where} did not answer JSON: is this the Redmine URL?")
+    return data
+
+
+# --------------------------------------------------------------- parsing
+
+
+def _user(raw: Mapping[str, Any]) -> User:
+    name = " ".join(filter(None, (raw.get("firstname"), raw.get("lastname"))))
+    return User(id=raw["id"], login=raw.get("login", ""), email=raw.get("mail"),
+                name=name or raw.get("login", ""))
+
+
+def _issue(raw: Mapping[str, Any], author_email: str | None) -> Issue:
+    return Issue(
+        id=raw["id"], project_id=raw["project"]["id"], project_name=raw["project"]["name"],
+        tracker_id=raw["tracker"]["id"], subject=raw["subject"],
+        description=raw.get("description") or "",
+        status_id=raw["status"]["id"], status_name=raw["status"]["name"],
+        status_closed=bool(raw["status"].get("is_closed")),
+        author_id=raw["author"]["id"], author_name=raw["author"]["name"],
+        author_email=author_email,
+        journals=tuple(_journal(j) for j in raw.get("journals", ())),
+        custom_fields={f["name"]: f.get("value") for f in raw.get("custom_fields", ())},
+        updated_on=raw["updated_on"],
+        attachments=tuple(_attachment(a) for a in raw.get("attachments", ())),
+    )
+
+
+def _journal(raw: Mapping[str, Any]) -> Journal:
+    details = tuple(raw.get("details") or ())
+    return Journal(id=raw["id"], user_id=raw["user"]["id"], user_name=raw["user"]["name"],
+                   notes=raw.get("notes") or "", created_on=raw["created_on"],
+                   status_change=_status_change(details), details=details)
+
+
+def _status_change(details: Sequence[Mapping[str, Any]]) -> tuple[int | None, int | None] | None:
+    for d in details:
+        if d.get("property") == "attr" and d.get("name") == "status_id":
+            return _int_or_none(d.get("old_value")), _int_or_none(d.get("new_value"))
+    return None
+
+
+def _attachment(raw: Mapping[str, Any]) -> Attachment:
+    return Attachment(id=raw["id"], filename=raw["filename"], filesize=raw["filesize"],
+                      content_type=raw.get("content_type"),
+                      author_id=(raw.get("author") or {}).get("id"))
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if value not in (None, "") else None
+
+
+def _written_journal(issue: Issue, user_id: int, notes: str) -> Journal | None:
+    """The newest journal by ``user_id`` with exactly these notes (our write, read back)."""
+    for journal in reversed(issue.journals):
+        # An empty note matches only a journal that changed something.
+        if journal.user_id == user_id and journal.notes == notes and (notes or journal.details):
+            return journal
+    return None
+
+
+# ----------------------------------------------------------------- values
+
+
+def _field_value(value: Any) -> Any:
+    """A custom field value as Redmine stores it: booleans are "1" and "0"."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return [_field_value(v) for v in value]
+    return str(value)
+
+
+def _same_value(stored: Any, sent: Any) -> bool:
+    # Redmine answers null for a field that was set to "".
+    return (stored if stored is not None else "") == sent
+
+
+def _as_mapping(value: Any) -> Mapping[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"custom_fields: expected a mapping of field name to value,"
+                          f" got {value!r}")
+    return value
+
+
+def _before(moment: datetime) -> str:
+    """Redmine's ``updated_on=<=`` bound for "updated before ``moment``".
+
+    Redmine keeps fractions of a second but takes the bound in whole seconds:
+    ``moment`` is rounded down, so the answer is right to the second (naive
+    datetimes are UTC).
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    moment = moment.astimezone(timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
