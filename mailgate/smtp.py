@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
@@ -54,8 +55,8 @@ class GatewayHandler:
         self.gateway = gateway
         self.lmtp = lmtp
         self.on_spooled = on_spooled
-        #: Transactions between DATA and our answer: shutdown waits for them.
-        self.in_flight = 0
+        #: The live sessions, so shutdown can wait for their transactions.
+        self.sessions: weakref.WeakSet = weakref.WeakSet()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if len(envelope.rcpt_tos) >= self.gateway.config.max_recipients:
@@ -68,14 +69,14 @@ class GatewayHandler:
         envelope.rcpt_tos.append(address)
         return S250_RCPT_OK
 
-    async def handle_DATA(self, server, session, envelope):
-        self.in_flight += 1
-        try:
-            return await self._data(envelope)
-        finally:
-            self.in_flight -= 1
+    @property
+    def in_flight(self) -> int:
+        """Sessions inside a transaction (after MAIL FROM, before our answer to DATA)."""
+        return sum(1 for s in self.sessions
+                   if s.transport is not None and s.envelope is not None
+                   and s.envelope.mail_from is not None)
 
-    async def _data(self, envelope) -> str:
+    async def handle_DATA(self, server, session, envelope) -> str:
         mail = Envelope(envelope.mail_from or "", tuple(envelope.rcpt_tos),
                         envelope.original_content or b"")
         try:
@@ -103,6 +104,12 @@ def _reply(delivery: Delivery) -> str:
 
 def smtp_factory(handler: GatewayHandler, hostname: str, size_limit: int, loop):
     cls = GatewayLMTP if handler.lmtp else GatewaySMTP
-    # hostname is set so aiosmtpd does not call getfqdn() on every connection.
-    return lambda: cls(handler, hostname=hostname, data_size_limit=size_limit,
-                       loop=loop, decode_data=False)
+
+    def make_session():
+        # hostname is set so aiosmtpd does not call getfqdn() on every connection.
+        session = cls(handler, hostname=hostname, data_size_limit=size_limit,
+                      loop=loop, decode_data=False)
+        handler.sessions.add(session)
+        return session
+
+    return make_session
