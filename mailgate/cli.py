@@ -122,6 +122,9 @@ def _check_config(args: argparse.Namespace) -> int:
 def _setup_logging() -> None:
     logging.basicConfig(level=os.environ.get("MAILGATE_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Both log every command and callback at INFO; our own lines say what matters.
+    for chatty in ("mail.log", "transitions"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def _gateway(args: argparse.Namespace):
