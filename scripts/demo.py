@@ -1,0 +1,162 @@
+"""The end-to-end demo: the Launchpad support story (shared/seeds/004) told by email.
+
+Starts `mailgate serve` against the local real Redmine, sends each mail over
+SMTP as a person would, and prints the ticket's timeline as Redmine has it.
+Run it through scripts/demo, which installs and starts everything first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from email.message import EmailMessage
+from pathlib import Path
+
+from mailgate.redmine import RedmineClient
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "fixtures" / "config" / "demo.yaml"
+PEOPLE = {"owner": "Olive Owner <owner@example.org>",
+          "support": "Sam Support <support@example.org>",
+          "admin": "Ada Admin <admin@example.org>"}
+
+# (who, how they address it, body): the story of one ticket.
+STORY = [
+    ("owner", "site", "My router drops the connection every evening. What can I do?"),
+    ("support", "ticket", "Action: Request for more information\n\n"
+                          "Which firmware version does it run?"),
+    ("owner", "notification", "It runs firmware 2.0.9."),
+    ("support", "ticket", "Please update to 2.1.3; it fixes the evening drop-outs."),
+    ("owner", "subject-tag", "I updated, but it still drops at eight."),
+    ("support", "ticket", "Then the DHCP lease is too short: set it to 24 hours."),
+    ("owner", "ticket", "Status: Solved\n\nThat did it, thank you!"),
+    ("owner", "ticket", "Thanks again, you are great."),
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def compose(who: str, how: str, body: str, ticket: int | None, subject: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = PEOPLE[who]
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@demo.example.org>"
+    msg["Subject"] = subject if ticket is None else f"Re: {subject}"
+    if how == "site":
+        msg["To"] = "site-a@example.org"
+    elif how == "ticket":
+        msg["To"] = f"ticket{ticket}@example.org"
+    elif how == "notification":
+        # A reply to Redmine's own notification mail, as a mail client sends it.
+        msg["To"] = "redmine@example.org"
+        msg["In-Reply-To"] = f"<redmine.issue-{ticket}.20261123080000.1@example.org>"
+    elif how == "subject-tag":
+        msg["To"] = "site-a@example.org"
+        msg.replace_header("Subject", f"Re: [site-a - Support #{ticket}] {subject}")
+    msg.set_content(body)
+    return msg
+
+
+def wait_for(predicate, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise SystemExit("demo: timed out waiting for mailgate to process a mail")
+
+
+def main() -> int:
+    client = RedmineClient(os.environ["MAILGATE_REDMINE_URL"],
+                           os.environ["MAILGATE_REDMINE_API_KEY"])
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--config",
+                               str(CONFIG), "--smtp", f"127.0.0.1:{port}"],
+                              env={**os.environ, "MAILGATE_LOG_LEVEL": "WARNING"})
+    try:
+        wait_for(lambda: _answers(port))
+        return tell_story(client, port)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def tell_story(client: RedmineClient, port: int) -> int:
+    subject = f"Router drops the connection ({uuid.uuid4().hex[:6]})"
+    ticket = None
+    print(f"Sending the story over SMTP to mailgate on 127.0.0.1:{port}\n")
+    for who, how, body in STORY:
+        msg = compose(who, how, body, ticket, subject)
+        with smtplib.SMTP("127.0.0.1", port) as smtp:
+            smtp.send_message(msg)
+        if ticket is None:
+            ticket = wait_for(lambda: _find_ticket(client, subject))
+        else:
+            wait_for(lambda: _has_note(client, ticket, body.splitlines()[-1]))
+        print(f"  {who:8} -> {msg['To']:24} {body.splitlines()[-1][:50]}")
+    print_timeline(client, ticket)
+    return 0
+
+
+def _find_ticket(client: RedmineClient, subject: str) -> int | None:
+    for issue in client.issues(project="site-a"):
+        if issue.subject == subject:
+            return issue.id
+    return None
+
+
+def _has_note(client: RedmineClient, ticket: int, line: str) -> bool:
+    return any(line in j.notes for j in client.get_issue(ticket).journals)
+
+
+def actions_taken(ticket: int) -> list[str]:
+    """The action mailgate chose for each mail on this ticket, from its spool."""
+    from mailgate.config import load_config
+
+    path = load_config(CONFIG).spool_path
+    rows = sqlite3.connect(path).execute(
+        "SELECT outcome FROM messages WHERE state = 'done' ORDER BY id").fetchall()
+    outcomes = [json.loads(row[0]) for row in rows]
+    return [o.get("action", o["kind"]) for o in outcomes if o.get("ticket") == ticket]
+
+
+def print_timeline(client: RedmineClient, ticket: int) -> None:
+    issue = client.get_issue(ticket)
+    actions = actions_taken(ticket)
+    names = {v: k for k, v in client.status_ids(
+        {s: s for s in ("Open", "Needs information", "Answered", "Solved")}).items()}
+    url = os.environ["MAILGATE_REDMINE_URL"]
+    print(f"\nTicket #{ticket} in Redmine ({url}/issues/{ticket}): {issue.subject}\n")
+    print(f"  {'who':13} {'action':14} {'status after':18} note")
+    state = "Open"
+    print(f"  {issue.author_name:13} {actions[0]:14} {state:18} {issue.description[:40]}")
+    for journal, action in zip(issue.journals, actions[1:]):
+        if journal.status_change:
+            state = names.get(journal.status_change[1], str(journal.status_change[1]))
+        first = (journal.notes.splitlines() or [""])[0]
+        print(f"  {journal.user_name:13} {action:14} {state:18} {first[:40]}")
+    print(f"\nFinal status: {issue.status_name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
