@@ -222,7 +222,7 @@ class FakeRedmine:
         self._server.daemon_threads = True
         host, port = self._server.server_address[:2]
         self.url = f"http://{host}:{port}"
-        threading.Thread(target=self._server.serve_forever, name="fake-redmine",
+        threading.Thread(target=self._server.serve_forever, args=(0.05,), name="fake-redmine",
                          daemon=True).start()
         return self
 
