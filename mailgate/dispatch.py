@@ -60,6 +60,10 @@ class Gateway:
             raise NoSuchTicket(f"no such ticket #{recipient.ticket}")
         return recipient
 
+    def check_size(self, raw: bytes) -> None:
+        if len(raw) > self.config.max_message_size:
+            raise MessageTooBig(f"message exceeds {self.config.max_message_size} bytes")
+
     def receive(self, envelope: Envelope, *, all_or_nothing: bool = False) -> list[Delivery]:
         """Check the mail for each recipient and spool it durably for those it passes.
 
@@ -67,8 +71,7 @@ class Gateway:
         ``all_or_nothing``: the first refusal is raised and nothing is spooled
         (spooling some would be answered with a 5xx and then sent again).
         """
-        if len(envelope.raw) > self.config.max_message_size:
-            raise MessageTooBig(f"message exceeds {self.config.max_message_size} bytes")
+        self.check_size(envelope.raw)
         mail = parse_mail(envelope.raw)
         results: dict[str, Delivery] = {}
         for address in envelope.recipients:

@@ -25,6 +25,7 @@ def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
     """Deliver one mail; returns (exit status, the line to say). Errors propagate."""
     if not raw.strip():
         raise BadMessage("empty input")
+    gateway.check_size(raw)
     mail = parse_mail(raw)
     recipient = recipient or recipient_from_headers(mail, gateway.config)
     gateway.check_recipient(recipient)

@@ -21,7 +21,10 @@ def fixture(name: str) -> bytes:
 def run_mailgate(*args: str, stdin: bytes | None = None, env: dict | None = None,
                  timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the installed entry point in a child process, as an MTA or a person would."""
-    full_env = {**os.environ, **(env or {})}
+    # The child sees only the MAILGATE_* settings the test gives: the ones that
+    # scripts/test exports (the real Redmine) would override every config file.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    full_env = {**inherited, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mailgate", *args], input=stdin,
                           capture_output=True, env=full_env, timeout=timeout)
 
