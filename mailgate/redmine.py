@@ -247,6 +247,8 @@ class RedmineClient:
     def find_user_by_email(self, email: str) -> User | None:
         """The active user whose address this is (any case), or None."""
         wanted = email.strip().lower()
+        if "@" not in wanted:
+            return None     # Redmine would search logins and names for it
         return self._by_email.get(wanted, lambda: self._search_user(wanted))
 
     def issues(self, *, status_id: int | None = None, updated_before: datetime | None = None,
@@ -335,6 +337,8 @@ class RedmineClient:
         if uploads:
             body["uploads"] = list(uploads)
         if as_user is not None:
+            # With a key that cannot switch user, Redmine would make the
+            # ticket the key owner's instead of the sender's.
             self._actor(as_user)
         # An unknown project is a 422 ("Project cannot be blank"), not a 404.
         created = _json(self._write("POST", "/issues.json", {"issue": body}, as_user=as_user),

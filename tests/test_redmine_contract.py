@@ -281,8 +281,9 @@ def test_find_user_by_email(client):
     assert client.find_user_by_email("locked@example.org") is None
     assert client.find_user_by_email("nobody@example.org") is None
     # Redmine's search also matches logins and names; only the address counts.
+    assert client.find_user_by_email("owner@example") is None
+    assert client.find_user_by_email("@example.org") is None
     assert client.find_user_by_email("owner") is None
-    assert client.find_user_by_email("example.org") is None
 
 
 def test_set_custom_field_by_name(client):
