@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -341,6 +342,28 @@ def test_a_put_that_is_not_json_is_204_and_writes_nothing(redmine, client, conte
                   data=json.dumps({"issue": {"notes": "lost"}}))
     assert answer.status_code == 204
     assert journals(redmine, issue_id) == []
+
+
+def test_any_accepted_put_moves_updated_on_even_when_it_writes_nothing(redmine, client):
+    # Matters for expiry by updated_on: a write Redmine drops still resets the clock.
+    issue_id = new_issue(client)
+    before = client.get_issue(issue_id).updated_on
+    time.sleep(1.1)   # Redmine shows whole seconds
+    answer = http(redmine, "PUT", f"/issues/{issue_id}.json",
+                  data=json.dumps({"issue": {"notes": "lost"}}))
+    assert answer.status_code == 204
+    after = client.get_issue(issue_id)
+    assert after.updated_on > before and after.journals == ()
+
+
+def test_a_boolean_field_keeps_whatever_string_it_is_sent(redmine, client):
+    # Why the client sends "1"/"0": JSON true would be stored as "true".
+    issue_id = new_issue(client)
+    fields = http(redmine, "GET", "/custom_fields.json").json()["custom_fields"]
+    field_id = next(f["id"] for f in fields if f["name"] == "discord-thread")
+    http(redmine, "PUT", f"/issues/{issue_id}.json",
+         json={"issue": {"custom_fields": [{"id": field_id, "value": True}]}})
+    assert client.get_issue(issue_id).custom_fields["discord-thread"] == "true"
 
 
 def test_json_that_does_not_parse_is_400(redmine, client):

@@ -614,13 +614,14 @@ def _issue_params(request: Request) -> dict:
 
 
 def _custom_values(values: Any) -> dict[int, Any]:
-    # Unknown field ids are ignored; Redmine keeps values as strings.
+    # Unknown field ids are ignored.  Values are kept as Ruby's to_s makes
+    # them, unchecked: JSON true in a boolean field is "true", not "1".
     found = {}
     for item in values or ():
         field_id = int(item.get("id", 0))
         if field_id in CUSTOM_FIELDS:
             value = item.get("value")
-            found[field_id] = "1" if value is True else "0" if value is False else (
+            found[field_id] = json.dumps(value) if isinstance(value, bool) else (
                 None if value is None else str(value))
     return found
 
