@@ -37,6 +37,8 @@ class TicketView:
     owner_address: str | None
     has_answer: bool
     subject: str = ""
+    #: Idempotency markers found in the ticket's notes (mailgate.idempotency).
+    markers: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class OpenTicket:
     description: str
     attachments: tuple[Attachment, ...]
     as_user: str | None
+    #: The idempotency marker the description carries, to find it after a crash.
+    marker: str = ""
 
 
 @dataclass(frozen=True)
@@ -73,4 +77,11 @@ class Ignore:
     reason: str
 
 
-Plan = Union[PostNote, OpenTicket, Refuse, Ignore]
+@dataclass(frozen=True)
+class Duplicate:
+    """This mail is already on the ticket: an outcome, never a second note."""
+
+    reason: str
+
+
+Plan = Union[PostNote, OpenTicket, Refuse, Ignore, Duplicate]

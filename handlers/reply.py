@@ -6,7 +6,9 @@ from mailgate.config import Config, Site
 from mailgate.message import ParsedMail
 from workflow import Decision, TicketFacts, parse_commands
 
-from .plans import Ignore, Plan, PostNote, Refuse, TicketView
+from mailgate.idempotency import with_marker
+
+from .plans import Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
 from .senders import attributed, role_of, sender_of, writer_for
 
 name = "reply"
@@ -14,7 +16,11 @@ description = "A reply to ticket N: a note, and the status the workflow decides.
 
 
 def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site | None,
-           config: Config) -> Plan:
+           config: Config, mark: str = "") -> Plan:
+    """``mark``: the idempotency marker this mail's note carries (see mailgate.idempotency)."""
+    if mark and mark in ticket.markers:
+        # Posted before, and the record of it was lost (a crash after Redmine answered).
+        return Duplicate(f"already on ticket #{ticket.id} as {mark}")
     role = role_of(mail.from_address, ticket.owner_address, config)
     sender = sender_of(mail, login, role)
     writer = writer_for(sender, site, config)
@@ -26,6 +32,8 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
         return Ignore("nothing to post: no text, no attachment, no status change")
     if writer != sender.login:
         text = attributed(text, sender)
+    if mark:
+        text = with_marker(text, mark)
     return PostNote(ticket=ticket.id, sender=sender, decision=decision, text=text,
                     attachments=mail.attachments, as_user=writer)
 

@@ -56,6 +56,13 @@ class Config:
     admins: frozenset[str]
     workflow: Workflow
     spool_path: Path
+    #: PostgreSQL URL for a spool shared by several gateway hosts (else SQLite at spool_path).
+    spool_url: str | None = None
+    lease_seconds: float = 300.0
+    retry_first_delay: float = 30.0
+    retry_max_delay: float = 3600.0
+    #: Give up on a temporary failure after this long (MTAs: five days).
+    max_age: float = 5 * 24 * 3600.0
     hostname: str = "mailgate.localhost"
     max_message_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = 50
@@ -80,7 +87,7 @@ class Config:
 ENV_KEYS = [
     ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
-    ("spool", "path"), ("listen", "smtp"), ("listen", "lmtp"), ("server", "hostname"),
+    ("spool", "path"), ("spool", "url"), ("listen", "smtp"), ("listen", "lmtp"), ("server", "hostname"),
 ]
 
 
@@ -149,6 +156,11 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         admins=frozenset(a.lower() for a in _list(data, "admins")),
         workflow=workflow,
         spool_path=base / str(spool.get("path", "var/spool.db")),
+        spool_url=spool.get("url") or None,
+        lease_seconds=_number(spool, "lease_seconds", 300.0, "spool"),
+        retry_first_delay=_number(spool, "retry_first_delay", 30.0, "spool"),
+        retry_max_delay=_number(spool, "retry_max_delay", 3600.0, "spool"),
+        max_age=_number(spool, "max_age", 5 * 24 * 3600.0, "spool"),
         hostname=str(server.get("hostname", "mailgate.localhost")),
         max_message_size=_int(server, "max_message_size", DEFAULT_MAX_SIZE, "server"),
         max_recipients=_int(server, "max_recipients", 50, "server"),
@@ -233,3 +245,14 @@ def _int(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
     return value
+
+
+def _number(data: Mapping[str, Any], key: str, default: float, where: str) -> float:
+    value = data.get(key, default)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.{key}: expected a number of seconds, got {value!r}") from None
+    if number <= 0:
+        raise ConfigError(f"{where}.{key}: must be positive, got {value!r}")
+    return number

@@ -13,17 +13,18 @@ import logging
 from dataclasses import dataclass
 
 from handlers import new_ticket, reply
-from handlers.plans import Plan
+from handlers.plans import Duplicate, Plan
 
 from .config import Config
 from .errors import (MailgateError, MessageTooBig, NoSuchTicket, SenderNotPermitted,
                      UnknownAddress)
 from .executor import execute
 from .facts import Facts, RedmineFacts
+from .idempotency import marker, normalise_key, route_key
 from .message import ParsedMail, parse_mail
 from .outcome import Outcome
 from .routing import Recipient, Route, resolve_recipient, route_mail
-from .spool import Spool, SpooledMail
+from .spool import Spool, SpooledMail, open_spool
 
 log = logging.getLogger("mailgate")
 
@@ -74,44 +75,63 @@ class Gateway:
         self.check_size(envelope.raw)
         mail = parse_mail(envelope.raw)
         results: dict[str, Delivery] = {}
+        order_keys: dict[str, str | None] = {}
         for address in envelope.recipients:
             try:
-                self._screen(address, mail)
+                order_keys[address] = self._screen(address, mail)
             except MailgateError as exc:
                 results[address] = Delivery(address, error=exc)
         if all_or_nothing and results:
             raise next(iter(results.values())).error
         accepted = [a for a in envelope.recipients if a not in results]
-        ids = self.spool.add(envelope.mail_from, accepted, envelope.raw) if accepted else []
+        ids = self.spool.add(envelope.mail_from, [(a, order_keys[a]) for a in accepted],
+                             envelope.raw) if accepted else []
         results.update({a: Delivery(a, spool_id=i) for a, i in zip(accepted, ids)})
         for address in envelope.recipients:
             log.info("received %s for <%s>: %s", mail.key, address,
                      results[address].error or f"spooled as {results[address].spool_id}")
         return [results[a] for a in envelope.recipients]
 
-    def _screen(self, address: str, mail: ParsedMail) -> None:
+    def _screen(self, address: str, mail: ParsedMail) -> str | None:
+        """Refuse now what can be refused now; return the mail's order key."""
         route = route_mail(resolve_recipient(address, self.config), mail)
         site = route.site
         policy = site.unknown_senders if site else self.config.unknown_senders
         # Only a "reject" policy needs Redmine now; "accept" decides later.
         if policy == "reject" and self.facts.login_for(mail.from_address) is None:
             raise SenderNotPermitted(f"<{mail.from_address}> is not a Redmine user")
+        # Replies to one ticket are applied in the order they arrived.
+        return f"ticket:{route.ticket}" if route.kind == "reply" else None
 
     # -- the worker's side --------------------------------------------------------
 
     def process(self, spooled: SpooledMail) -> Outcome:
+        """Apply one spooled mail, once: a (mail, route) already applied is a duplicate."""
         mail = parse_mail(spooled.raw)
         route = route_mail(resolve_recipient(spooled.rcpt, self.config), mail)
-        route, plan = plan_mail(route, mail, self.facts, self.config)
+        route, plan = plan_mail(route, mail, self.facts, self.config, self._seen)
         outcome = execute(plan, self.client, self.facts.status_ids)
-        log.info("processed %s (%s, %s): %s", mail.key, route.kind, route.how, outcome)
+        key = normalise_key(mail.key)
+        if outcome.kind != "duplicate":
+            self.spool.remember(key, _route_key(route), outcome.as_dict())
+        log.info("processed %s (%s, %s): %s", key, route.kind, route.how, outcome)
         return outcome
 
+    def _seen(self, mail: ParsedMail, route: Route) -> dict | None:
+        return self.spool.seen(normalise_key(mail.key), _route_key(route))
 
-def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config) -> tuple[Route, Plan]:
-    """Gather the facts the route's handler needs, and let it decide (no writes)."""
-    login = facts.login_for(mail.from_address)
+
+def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config,
+              seen=lambda mail, route: None) -> tuple[Route, Plan]:
+    """Gather the facts the route's handler needs, and let it decide (no writes).
+
+    ``seen(mail, route)`` tells whether this mail was already applied on that
+    route (the state store); then nothing else is asked of Redmine.
+    """
     if route.kind == "reply":
+        earlier = seen(mail, route)
+        if earlier is not None:
+            return route, Duplicate(f"already applied: {earlier.get('kind')}")
         try:
             ticket = facts.ticket(route.ticket)
         except NoSuchTicket:
@@ -121,8 +141,19 @@ def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config) -> t
             # ticket: the sender meant to write to the site, so open one.
             route = Route("new", None, route.site, f"{route.how} names no ticket")
         else:
-            return route, reply.handle(mail, ticket, login, route.site, config)
-    return route, new_ticket.handle(mail, route.site, login, config)
+            login = facts.login_for(mail.from_address)
+            return route, reply.handle(mail, ticket, login, route.site, config,
+                                       marker(mail.key, _route_key(route)))
+    earlier = seen(mail, route)
+    if earlier is not None:
+        return route, Duplicate(f"already applied: {earlier.get('kind')}")
+    login = facts.login_for(mail.from_address)
+    return route, new_ticket.handle(mail, route.site, login, config,
+                                    marker(mail.key, _route_key(route)))
+
+
+def _route_key(route: Route) -> str:
+    return route_key(route.kind, route.ticket, route.site.name if route.site else None)
 
 
 def recipient_from_headers(mail: ParsedMail, config: Config) -> str:
@@ -139,4 +170,6 @@ def recipient_from_headers(mail: ParsedMail, config: Config) -> str:
 def build_gateway(config: Config) -> Gateway:
     from .redmine import RedmineClient
 
-    return Gateway(config, RedmineClient.from_settings(config.redmine), Spool(config.spool_path))
+    spool = open_spool(config.spool_path, url=config.spool_url,
+                       lease_seconds=config.lease_seconds)
+    return Gateway(config, RedmineClient.from_settings(config.redmine), spool)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from handlers.plans import Ignore, OpenTicket, Plan, PostNote, Refuse
+from handlers.plans import Duplicate, Ignore, OpenTicket, Plan, PostNote, Refuse
 
 from .outcome import Outcome
 
@@ -16,6 +16,8 @@ def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:
         return _open_ticket(plan, client)
     if isinstance(plan, Ignore):
         return Outcome("ignored", reason=plan.reason)
+    if isinstance(plan, Duplicate):
+        return Outcome("duplicate", reason=plan.reason)
     if isinstance(plan, Refuse):
         raise plan.error(plan.reason)
     raise TypeError(f"not a plan: {plan!r}")
@@ -45,6 +47,11 @@ def _post_note(plan: PostNote, client, status_ids: Mapping[str, int]) -> Outcome
 
 def _open_ticket(plan: OpenTicket, client) -> Outcome:
     site = plan.site
+    if plan.marker:
+        # A crash after Redmine created the ticket but before we recorded it.
+        found = client.find_issue_with_text(site.project, plan.marker)
+        if found is not None:
+            return Outcome("duplicate", ticket=found, reason=f"already ticket #{found}")
     tracker_id = client.tracker_id(site.tracker) if site.tracker else None
     fields = dict(site.fields)
     custom_fields = fields.pop("custom_fields", None)

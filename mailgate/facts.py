@@ -11,6 +11,7 @@ from typing import Mapping, Protocol
 from handlers.plans import TicketView
 
 from .config import Config
+from .idempotency import markers_in
 
 
 class Facts(Protocol):
@@ -43,9 +44,11 @@ class RedmineFacts:
         answered = self.status_ids.get("answered")
         has_answer = issue.status_id == answered or any(
             j.status_change and j.status_change[1] == answered for j in issue.journals)
+        markers = set().union(*(markers_in(j.notes) for j in issue.journals))
         return TicketView(id=issue.id, state=states.get(issue.status_id),
                           status_name=issue.status_name, owner_address=issue.author_email,
-                          has_answer=has_answer, subject=issue.subject)
+                          has_answer=has_answer, subject=issue.subject,
+                          markers=frozenset(markers))
 
     def login_for(self, address: str) -> str | None:
         user = self.client.find_user_by_email(address)

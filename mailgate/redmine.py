@@ -263,6 +263,13 @@ class RedmineClient:
         missing = (lambda where: ConfigError(f"Redmine has no project {project!r} ({where})"))
         return [self._issue(raw) for raw in self._pages("/issues.json", "issues", params, missing)]
 
+    def find_issue_with_text(self, project: str, text: str) -> int | None:
+        """The id of an issue in ``project`` whose description contains ``text``, if any."""
+        params = {"project_id": project, "status_id": "*", "description": "~" + text,
+                  "sort": "id", "limit": 1}
+        issues = self._get("/issues.json", params=params)["issues"]
+        return issues[0]["id"] if issues else None
+
     def _pages(self, path: str, key: str, params: dict[str, Any],
                missing: Callable[[str], Exception] | None = None) -> list[dict]:
         items: list[dict] = []

@@ -1,13 +1,20 @@
-"""The durable spool: every accepted mail is committed here before we say 250.
+"""The durable spool and state store: every accepted mail is committed here before 250.
 
-SQLite in WAL mode with ``synchronous=FULL``: a COMMIT returns only after the
-write-ahead log is fsync'ed, so a mail we acknowledged survives a crash or a
-power cut.  One row per (mail, recipient), because each recipient is routed
-and answered on its own (LMTP answers per recipient).
+One row per (mail, recipient), because each recipient is routed and answered
+on its own (LMTP answers per recipient).  Rows move ``queued -> done`` or
+``queued -> dead``; a claim takes a lease, so a mail whose worker was killed
+is taken up again when the lease ends.  Mail for the same ticket carries the
+same ``order_key`` and is applied in arrival order: a claim never takes a mail
+while an earlier one of its ticket is still queued (waiting for a retry, or
+leased to another worker).
 
-Rows move ``queued -> done`` or ``queued -> dead``; a claim takes a lease so a
-worker that dies mid-mail leaves it to be taken up again when the lease ends.
-Several processes may share one file (``mailgate pipe`` runs per message).
+The ``processed`` table is the idempotency record: one row per (mail key,
+route), under a unique constraint, with the outcome and the Redmine journal.
+
+``Spool`` holds the SQL both backends share; ``SqliteSpool`` (the embedded
+default: WAL, ``synchronous=FULL``, so a COMMIT returns only once the log is
+on disk) and ``mailgate.spool_pg.PostgresSpool`` (several gateway hosts) add
+their connection handling and their way of claiming.
 """
 
 from __future__ import annotations
@@ -16,29 +23,15 @@ import json
 import sqlite3
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterator, Sequence
 
 from .errors import SpoolBusy
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS messages (
-    id INTEGER PRIMARY KEY,
-    received_at REAL NOT NULL,
-    mail_from TEXT NOT NULL,
-    rcpt TEXT NOT NULL,
-    raw BLOB NOT NULL,
-    state TEXT NOT NULL DEFAULT 'queued',   -- queued, done, dead
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_until REAL NOT NULL DEFAULT 0,
-    last_error TEXT,
-    outcome TEXT,                           -- JSON, once done
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
-"""
+COLUMNS = ("id, received_at, mail_from, rcpt, raw, attempts, state, last_error, outcome,"
+           " next_attempt_at, order_key")
 
 
 @dataclass(frozen=True)
@@ -52,9 +45,160 @@ class SpooledMail:
     state: str = "queued"
     last_error: str | None = None
     outcome: dict | None = None
+    next_attempt_at: float = 0.0
+    order_key: str | None = None
+
+    @classmethod
+    def from_row(cls, row) -> "SpooledMail":
+        values = list(row)
+        values[4] = bytes(values[4])
+        values[8] = json.loads(values[8]) if values[8] else None
+        return cls(*values)
 
 
 class Spool:
+    """The operations every backend offers; SQL written with ``?`` placeholders."""
+
+    lease_seconds: float
+
+    @contextmanager
+    def _transaction(self) -> Iterator:  # pragma: no cover - each backend has its own
+        raise NotImplementedError
+        yield
+
+    def _claim_sql(self, only: str) -> str:  # pragma: no cover
+        raise NotImplementedError
+
+    def _one(self, sql: str, params: Sequence = ()):
+        with self._transaction() as cur:
+            cur.execute(sql, tuple(params))
+            return cur.fetchone()
+
+    def _all(self, sql: str, params: Sequence = ()) -> list:
+        with self._transaction() as cur:
+            cur.execute(sql, tuple(params))
+            return cur.fetchall()
+
+    def _run(self, sql: str, params: Sequence = ()) -> int:
+        with self._transaction() as cur:
+            cur.execute(sql, tuple(params))
+            return cur.rowcount
+
+    # -- taking mail in ---------------------------------------------------------
+
+    def add(self, mail_from: str, recipients: Sequence[tuple[str, str | None]],
+            raw: bytes) -> list[int]:
+        """Commit one row per (recipient, order key), durably, and return their ids."""
+        now = time.time()
+        ids = []
+        with self._transaction() as cur:
+            for rcpt, order_key in recipients:
+                cur.execute("INSERT INTO messages (received_at, mail_from, rcpt, raw, order_key)"
+                            " VALUES (?, ?, ?, ?, ?) RETURNING id",
+                            (now, mail_from, rcpt, raw, order_key))
+                ids.append(cur.fetchone()[0])
+        return ids
+
+    # -- the worker's side --------------------------------------------------------
+
+    def claim(self, ids: Sequence[int] | None = None, now: float | None = None) -> SpooledMail | None:
+        """Take the oldest due mail (of ``ids``, if given) under a lease, in ticket order."""
+        now = time.time() if now is None else now
+        only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
+        row = self._one(self._claim_sql(only),
+                        [now + self.lease_seconds, now, now, *(ids or [])])
+        return SpooledMail.from_row(row) if row else None
+
+    def finish(self, mail_id: int, outcome: dict) -> None:
+        self._run("UPDATE messages SET state='done', outcome=?, finished_at=?, lease_until=0,"
+                  " last_error=NULL WHERE id=?", (json.dumps(outcome), time.time(), mail_id))
+
+    def defer(self, mail_id: int, error: str, delay: float) -> None:
+        self._run("UPDATE messages SET next_attempt_at=?, last_error=?, lease_until=0"
+                  " WHERE id=?", (time.time() + delay, error, mail_id))
+
+    def bury(self, mail_id: int, error: str, outcome: dict | None = None) -> None:
+        """Dead-letter a mail: kept with its reason, never retried on its own."""
+        self._run("UPDATE messages SET state='dead', last_error=?, outcome=?, finished_at=?,"
+                  " lease_until=0 WHERE id=?",
+                  (error, json.dumps(outcome) if outcome else None, time.time(), mail_id))
+
+    # -- idempotency ----------------------------------------------------------------
+
+    def seen(self, mail_key: str, route: str) -> dict | None:
+        row = self._one("SELECT outcome FROM processed WHERE mail_key=? AND route_key=?",
+                        (mail_key, route))
+        return json.loads(row[0]) if row else None
+
+    def remember(self, mail_key: str, route: str, outcome: dict) -> bool:
+        """Record what a (mail, route) became; False if it was already recorded."""
+        return self._run(
+            "INSERT INTO processed (mail_key, route_key, ticket, journal_id, outcome, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (mail_key, route_key) DO NOTHING",
+            (mail_key, route, outcome.get("ticket"), outcome.get("journal_id"),
+             json.dumps(outcome), time.time())) == 1
+
+    # -- for operators (``mailgate spool``) ------------------------------------------
+
+    def get(self, mail_id: int) -> SpooledMail | None:
+        row = self._one(f"SELECT {COLUMNS} FROM messages WHERE id=?", (mail_id,))
+        return SpooledMail.from_row(row) if row else None
+
+    def mails(self, state: str | None = "queued", limit: int = 1000) -> list[SpooledMail]:
+        where = "WHERE state=?" if state else ""
+        params = [state] if state else []
+        return [SpooledMail.from_row(r) for r in self._all(
+            f"SELECT {COLUMNS} FROM messages m {where} ORDER BY id LIMIT ?", [*params, limit])]
+
+    def retry(self, mail_id: int | None = None) -> int:
+        """Make a waiting or dead mail (or all of them) due now; returns how many."""
+        which = "id=?" if mail_id is not None else "state IN ('queued', 'dead')"
+        params = [mail_id] if mail_id is not None else []
+        return self._run(f"UPDATE messages SET state='queued', next_attempt_at=0, lease_until=0"
+                         f" WHERE {which} AND state <> 'done'", params)
+
+    def drop(self, mail_id: int) -> int:
+        return self._run("DELETE FROM messages WHERE id=? AND state <> 'done'", (mail_id,))
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._all("SELECT state, count(*) FROM messages GROUP BY state"))
+
+    def oldest_queued(self) -> float | None:
+        row = self._one("SELECT min(received_at) FROM messages WHERE state='queued'")
+        return row[0] if row and row[0] is not None else None
+
+
+SQLITE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    order_key TEXT,                         -- 'ticket:N': applied in arrival order
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, done, dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    outcome TEXT,                           -- JSON, once done
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id);
+CREATE TABLE IF NOT EXISTS processed (
+    mail_key TEXT NOT NULL,
+    route_key TEXT NOT NULL,
+    ticket INTEGER,
+    journal_id INTEGER,
+    outcome TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (mail_key, route_key)
+);
+"""
+
+
+class SqliteSpool(Spool):
     def __init__(self, path: str | Path, *, lease_seconds: float = 300.0):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -64,74 +208,51 @@ class Spool:
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
+        self._db.executescript(SQLITE_SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Cursor]:
         with self._lock:
             try:
-                return self._db.execute(sql, tuple(params))
-            except sqlite3.OperationalError as exc:
-                # "database is locked" after the busy timeout: let the MTA retry.
-                raise SpoolBusy(f"spool {self.path}: {exc}") from None
-
-    def add(self, mail_from: str, recipients: list[str], raw: bytes) -> list[int]:
-        """Commit one row per recipient, durably, and return their ids."""
-        now = time.time()
-        with self._lock:
-            try:
+                # IMMEDIATE takes the write lock at once: no deadlock on upgrade.
                 self._db.execute("BEGIN IMMEDIATE")
-                ids = [self._db.execute(
-                    "INSERT INTO messages (received_at, mail_from, rcpt, raw) VALUES (?,?,?,?)",
-                    (now, mail_from, rcpt, raw)).lastrowid for rcpt in recipients]
+                cur = self._db.cursor()
+                yield cur
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
+                self._rollback()
+                # "database is locked" after the busy timeout: the MTA retries.
                 raise SpoolBusy(f"spool {self.path}: {exc}") from None
-        return ids
+            except BaseException:
+                self._rollback()
+                raise
 
-    def claim(self, ids: list[int] | None = None, now: float | None = None) -> SpooledMail | None:
-        """Take the oldest due mail (of ``ids``, if given) under a lease."""
-        now = time.time() if now is None else now
-        only = f"AND id IN ({','.join('?' * len(ids))})" if ids else ""
-        row = self._write(
-            f"""UPDATE messages SET lease_until = ?, attempts = attempts + 1
-                WHERE id = (SELECT id FROM messages
-                            WHERE state = 'queued' AND next_attempt_at <= ?
-                              AND lease_until <= ? {only}
-                            ORDER BY id LIMIT 1)
-                RETURNING id, received_at, mail_from, rcpt, raw, attempts""",
-            [now + self.lease_seconds, now, now, *(ids or [])]).fetchone()
-        return SpooledMail(*row) if row else None
+    def _rollback(self) -> None:
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
-    def finish(self, mail_id: int, outcome: dict) -> None:
-        self._write("UPDATE messages SET state='done', outcome=?, finished_at=?, lease_until=0"
-                    " WHERE id=?", (json.dumps(outcome), time.time(), mail_id))
+    def _claim_sql(self, only: str) -> str:
+        # One UPDATE ... RETURNING: SQLite has one writer at a time, so the
+        # check for an earlier mail of the same ticket and the claim are atomic.
+        return f"""UPDATE messages SET lease_until = ?, attempts = attempts + 1
+            WHERE id = (SELECT m.id FROM messages m
+                        WHERE m.state = 'queued' AND m.next_attempt_at <= ?
+                          AND m.lease_until <= ? {only}
+                          AND NOT EXISTS (SELECT 1 FROM messages e
+                                          WHERE e.order_key = m.order_key
+                                            AND e.state = 'queued' AND e.id < m.id)
+                        ORDER BY m.id LIMIT 1)
+            RETURNING {COLUMNS}"""
 
-    def defer(self, mail_id: int, error: str, delay: float) -> None:
-        self._write("UPDATE messages SET next_attempt_at=?, last_error=?, lease_until=0"
-                    " WHERE id=?", (time.time() + delay, error, mail_id))
 
-    def bury(self, mail_id: int, error: str, outcome: dict | None = None) -> None:
-        """Dead-letter a mail: kept with its reason, never retried on its own."""
-        self._write("UPDATE messages SET state='dead', last_error=?, outcome=?, finished_at=?,"
-                    " lease_until=0 WHERE id=?",
-                    (error, json.dumps(outcome) if outcome else None, time.time(), mail_id))
+def open_spool(path: str | Path, *, url: str | None = None, lease_seconds: float = 300.0) -> Spool:
+    """The configured backend: PostgreSQL when a URL is given, else SQLite at ``path``."""
+    if url:
+        from .spool_pg import PostgresSpool
 
-    def get(self, mail_id: int) -> SpooledMail | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT id, received_at, mail_from, rcpt, raw, attempts, state, last_error,"
-                " outcome FROM messages WHERE id=?", (mail_id,)).fetchone()
-        if not row:
-            return None
-        return SpooledMail(*row[:8], outcome=json.loads(row[8]) if row[8] else None)
-
-    def counts(self) -> dict[str, int]:
-        with self._lock:
-            rows = self._db.execute("SELECT state, count(*) FROM messages GROUP BY state")
-            return dict(rows.fetchall())
+        return PostgresSpool(url, lease_seconds=lease_seconds)
+    return SqliteSpool(path, lease_seconds=lease_seconds)

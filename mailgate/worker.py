@@ -38,10 +38,12 @@ class RetryPolicy:
 
 
 class Worker:
-    def __init__(self, gateway, retry: RetryPolicy = RetryPolicy()):
+    def __init__(self, gateway, retry: RetryPolicy | None = None):
         self.gateway = gateway
         self.spool = gateway.spool
-        self.retry = retry
+        config = gateway.config
+        self.retry = retry or RetryPolicy(config.retry_first_delay, config.retry_max_delay,
+                                          config.max_age)
         self.wake = threading.Event()
 
     def run_once(self, ids: list[int] | None = None) -> tuple[SpooledMail, Outcome | Exception] | None:

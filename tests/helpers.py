@@ -36,3 +36,11 @@ def explain_json(*files: str, state: str = "open", owner: str = "owner@example.o
                           *[str(MAIL / f) for f in files])
     assert result.returncode == 0, result.stderr.decode()
     return [json.loads(line) for line in result.stdout.decode().splitlines()]
+
+
+def without_marker(text: str) -> str:
+    """A note's text without the idempotency marker line every note ends with."""
+    body, sep, rest = (text or "").rpartition("\n\n(mailgate:")
+    if sep and rest.endswith(")") and "\n" not in rest:
+        return body.strip()
+    return (text or "").strip() if not (text or "").startswith("(mailgate:") else ""

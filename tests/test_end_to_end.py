@@ -15,7 +15,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.redmine import RedmineClient
-from tests.helpers import run_mailgate
+from tests.helpers import run_mailgate, without_marker
 from tests.servers import RunningGateway, write_config
 
 SENDERS = {"owner": ("Olive Owner", "owner@example.org", "owner"),
@@ -90,7 +90,7 @@ def wait_for_note(client, ticket: int, text: str, timeout: float = 20.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         issue = client.get_issue(ticket)
-        notes = [j for j in issue.journals if j.notes.strip() == text]
+        notes = [j for j in issue.journals if without_marker(j.notes) == text]
         if notes:
             return issue, notes[-1]
         time.sleep(0.2)
@@ -117,3 +117,4 @@ def test_default_cell_lands_in_redmine(entry, role, state, action, to_state, cli
     issue, note = wait_for_note(client, ticket, body)
     assert issue.status_id == status_ids[to_state], f"expected {to_state}, got {issue.status_name}"
     assert note.user_name == SENDERS[role][0] if role != "admin" else note.user_id == 1
+    assert "(mailgate:" in note.notes.splitlines()[-1]

@@ -2,7 +2,7 @@
 
 import sqlite3
 
-from mailgate.spool import Spool
+from mailgate.spool import SqliteSpool as Spool
 
 
 def test_settings_that_make_a_commit_durable(tmp_path):
@@ -13,7 +13,7 @@ def test_settings_that_make_a_commit_durable(tmp_path):
 
 def test_one_row_per_recipient_visible_to_another_process_connection(tmp_path):
     spool = Spool(tmp_path / "s.db")
-    ids = spool.add("a@b.test", ["ticket1@example.org", "ticket2@example.org"], b"raw")
+    ids = spool.add("a@b.test", [("ticket1@example.org", None), ("ticket2@example.org", None)], b"raw")
     other = sqlite3.connect(tmp_path / "s.db")
     rows = other.execute("SELECT id, rcpt, raw, state FROM messages ORDER BY id").fetchall()
     assert rows == [(ids[0], "ticket1@example.org", b"raw", "queued"),
@@ -22,7 +22,7 @@ def test_one_row_per_recipient_visible_to_another_process_connection(tmp_path):
 
 def test_claim_takes_the_oldest_and_leases_it(tmp_path):
     spool = Spool(tmp_path / "s.db", lease_seconds=60)
-    first, second = spool.add("a", ["x", "y"], b"raw")
+    first, second = spool.add("a", [("x", None), ("y", None)], b"raw")
     claimed = spool.claim(now=1000.0)
     assert claimed.id == first and claimed.attempts == 1
     assert spool.claim(now=1000.0).id == second
@@ -33,7 +33,7 @@ def test_claim_takes_the_oldest_and_leases_it(tmp_path):
 
 def test_finish_defer_bury(tmp_path):
     spool = Spool(tmp_path / "s.db")
-    a, b, c = spool.add("s", ["a", "b", "c"], b"raw")
+    a, b, c = spool.add("s", [("a", None), ("b", None), ("c", None)], b"raw")
     for _ in range(3):
         spool.claim()
     spool.finish(a, {"kind": "applied"})

@@ -365,6 +365,10 @@ class FakeRedmine:
         if "updated_on" in q:
             bound = _updated_bound(q["updated_on"])
             issues = [i for i in issues if i.updated_on <= bound]
+        if q.get("description", "").startswith("~"):
+            # Redmine's "contains" operator, case-insensitive.
+            wanted = q["description"][1:].lower()
+            issues = [i for i in issues if wanted in (i.description or "").lower()]
         issues.sort(key=lambda i: i.id, reverse=q.get("sort", "id:desc") != "id")
         return _page(request, "issues", [self._issue_json(i, set()) for i in issues], 25)
 
