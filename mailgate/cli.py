@@ -65,6 +65,29 @@ def _mail_commands(commands) -> None:
     replay.add_argument("--recipient", help="the recipient for every mail (default: headers)")
     replay.add_argument("paths", nargs="+", metavar="FILE|DIR|MBOX")
     replay.set_defaults(run=_replay)
+    _spool_commands(commands)
+
+
+def _spool_commands(commands) -> None:
+    spool = commands.add_parser("spool", help="see and fix what is waiting in the spool")
+    sub = spool.add_subparsers(dest="spool_command", metavar="WHAT")
+    sub.required = True
+    listing = sub.add_parser("list", help="mails by state, with age, tries and last error")
+    listing.add_argument("--state", default="queued", choices=("queued", "dead", "done", "all"))
+    show = sub.add_parser("show", help="one mail in detail")
+    show.add_argument("id", type=int)
+    show.add_argument("--raw", action="store_true", help="print the mail as received")
+    retry = sub.add_parser("retry", help="make a waiting or dead mail due now")
+    which = retry.add_mutually_exclusive_group(required=True)
+    which.add_argument("id", type=int, nargs="?")
+    which.add_argument("--all", action="store_true")
+    drop = sub.add_parser("drop", help="delete a waiting or dead mail (asks first)")
+    drop.add_argument("id", type=int)
+    drop.add_argument("--yes", action="store_true", help="do not ask")
+    stats = sub.add_parser("stats", help="counts by state and the oldest waiting mail")
+    for each in (listing, show, retry, drop, stats):
+        _config_option(each)
+        each.set_defaults(run=_spool)
 
 
 def _workflow_commands(commands) -> None:
@@ -204,6 +227,26 @@ def _replay(args: argparse.Namespace) -> int:
                      lambda line: print(line, file=sys.stderr, flush=True))
     print(", ".join(f"{count} {kind}" for kind, count in sorted(summary.items())) or "no mail")
     return EX_OK
+
+
+def _spool(args: argparse.Namespace) -> int:
+    from . import spool_cli
+    from .config import load_config
+    from .spool import open_spool
+
+    config = load_config(args.config, need_redmine=False)
+    spool = open_spool(config.spool_path, url=config.spool_url)
+    out = sys.stdout
+    command = args.spool_command
+    if command == "list":
+        return spool_cli.list_mails(spool, args.state, out)
+    if command == "show":
+        return spool_cli.show(spool, args.id, args.raw, out)
+    if command == "retry":
+        return spool_cli.retry(spool, None if args.all else args.id, out)
+    if command == "drop":
+        return spool_cli.drop(spool, args.id, args.yes, input, out)
+    return spool_cli.stats(spool, out)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
