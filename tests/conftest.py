@@ -71,3 +71,38 @@ def _unavailable(reason: str) -> None:
 def redmine(request: pytest.FixtureRequest):
     """Each test twice: against the fake Redmine and against the real one."""
     return request.getfixturevalue(f"{request.param}_redmine")
+
+
+@pytest.fixture
+def pg_url() -> str:
+    """A fresh schema in the test PostgreSQL (scripts/postgres-local), as a URL using it."""
+    import uuid
+    from urllib.parse import quote
+
+    import psycopg
+
+    base = os.environ.get("MAILGATE_TEST_PG_URL", "")
+    if not base:
+        _unavailable("MAILGATE_TEST_PG_URL is not set (scripts/test sets it:"
+                     " eval \"$(scripts/postgres-local start)\")")
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    try:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+    except psycopg.OperationalError as exc:
+        _unavailable(f"no PostgreSQL answers at {base}: {exc}")
+    sep = "&" if "?" in base else "?"
+    yield f"{base}{sep}options={quote(f'-csearch_path={schema}')}"
+    with psycopg.connect(base, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def spool_backend(request, tmp_path):
+    """Each spool test twice: on the SQLite default and on PostgreSQL."""
+    from mailgate.spool import open_spool
+
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
+    spool = open_spool(tmp_path / "spool.db", url=url, lease_seconds=60)
+    yield spool
+    spool.close()

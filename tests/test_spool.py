@@ -1,38 +1,57 @@
-"""The durable spool: WAL + synchronous=FULL, claims under a lease, done/deferred/dead."""
+"""The durable spool and state store, on both backends (SQLite default, PostgreSQL)."""
 
 import sqlite3
 
-from mailgate.spool import SqliteSpool as Spool
+from mailgate.spool import SqliteSpool
 
 
-def test_settings_that_make_a_commit_durable(tmp_path):
-    Spool(tmp_path / "s.db")
+def test_sqlite_settings_that_make_a_commit_durable(tmp_path):
+    spool = SqliteSpool(tmp_path / "s.db")
+    assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == 2      # FULL
     db = sqlite3.connect(tmp_path / "s.db")
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_one_row_per_recipient_visible_to_another_process_connection(tmp_path):
-    spool = Spool(tmp_path / "s.db")
-    ids = spool.add("a@b.test", [("ticket1@example.org", None), ("ticket2@example.org", None)], b"raw")
-    other = sqlite3.connect(tmp_path / "s.db")
-    rows = other.execute("SELECT id, rcpt, raw, state FROM messages ORDER BY id").fetchall()
-    assert rows == [(ids[0], "ticket1@example.org", b"raw", "queued"),
-                    (ids[1], "ticket2@example.org", b"raw", "queued")]
+def test_one_row_per_recipient(spool_backend):
+    spool = spool_backend
+    ids = spool.add("a@b.test", [("ticket1@example.org", "ticket:1"),
+                                 ("site-a@example.org", None)], b"raw\x00\xff")
+    rows = [spool.get(i) for i in ids]
+    assert [(r.rcpt, r.raw, r.state, r.order_key) for r in rows] == [
+        ("ticket1@example.org", b"raw\x00\xff", "queued", "ticket:1"),
+        ("site-a@example.org", b"raw\x00\xff", "queued", None)]
 
 
-def test_claim_takes_the_oldest_and_leases_it(tmp_path):
-    spool = Spool(tmp_path / "s.db", lease_seconds=60)
+def test_claim_takes_the_oldest_and_leases_it(spool_backend):
+    spool = spool_backend
     first, second = spool.add("a", [("x", None), ("y", None)], b"raw")
     claimed = spool.claim(now=1000.0)
     assert claimed.id == first and claimed.attempts == 1
     assert spool.claim(now=1000.0).id == second
     assert spool.claim(now=1000.0) is None
     # A worker that died holding the lease: the mail is taken up again later.
-    assert spool.claim(now=10_000_000_000.0).id == first
+    again = spool.claim(now=1000.0 + 61)
+    assert again.id == first and again.attempts == 2
 
 
-def test_finish_defer_bury(tmp_path):
-    spool = Spool(tmp_path / "s.db")
+def test_claim_keeps_ticket_order(spool_backend):
+    spool = spool_backend
+    a1, a2, b1 = spool.add("s", [("x", "ticket:1"), ("x", "ticket:1"), ("y", "ticket:2")],
+                           b"raw")
+    assert spool.claim().id == a1
+    # a2 must wait while a1 is leased; ticket 2 goes on.
+    assert spool.claim().id == b1
+    assert spool.claim() is None
+    spool.defer(a1, "RedmineUnavailable", delay=3600)
+    assert spool.claim() is None              # a1 waits for its retry: so does a2
+    spool.retry(a1)
+    assert spool.claim().id == a1
+    spool.finish(a1, {"kind": "applied"})
+    assert spool.claim().id == a2
+
+
+def test_finish_defer_bury(spool_backend):
+    spool = spool_backend
     a, b, c = spool.add("s", [("a", None), ("b", None), ("c", None)], b"raw")
     for _ in range(3):
         spool.claim()
@@ -44,3 +63,14 @@ def test_finish_defer_bury(tmp_path):
     assert spool.claim() is None   # b is not due for an hour
     assert spool.get(c).state == "dead"
     assert spool.counts() == {"done": 1, "queued": 1, "dead": 1}
+    assert spool.retry() == 2 and spool.counts() == {"done": 1, "queued": 2}
+    assert spool.drop(a) == 0 and spool.drop(c) == 1
+
+
+def test_processed_is_unique_per_mail_and_route(spool_backend):
+    spool = spool_backend
+    assert spool.seen("m@x", "ticket:1") is None
+    assert spool.remember("m@x", "ticket:1", {"kind": "applied", "ticket": 1, "journal_id": 9})
+    assert not spool.remember("m@x", "ticket:1", {"kind": "applied", "ticket": 1})
+    assert spool.remember("m@x", "ticket:2", {"kind": "applied", "ticket": 2})
+    assert spool.seen("m@x", "ticket:1") == {"kind": "applied", "ticket": 1, "journal_id": 9}
