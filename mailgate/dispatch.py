@@ -10,14 +10,15 @@ spooled mail: route, gather facts, let a handler decide, execute the plan.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 from handlers import new_ticket, reply
 from handlers.plans import Duplicate, Plan
 
 from .config import Config
-from .errors import (MailgateError, MessageTooBig, NoSuchTicket, SenderNotPermitted,
-                     UnknownAddress)
+from .errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
+                     SenderNotPermitted, UnknownAddress)
 from .executor import execute
 from .facts import Facts, RedmineFacts
 from .idempotency import marker, normalise_key, route_key
@@ -27,6 +28,9 @@ from .routing import Recipient, Route, resolve_recipient, route_mail
 from .spool import Spool, SpooledMail, open_spool
 
 log = logging.getLogger("mailgate")
+
+#: How long a ticket's existence, once confirmed, is trusted without asking Redmine.
+KNOWN_TICKET_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -51,15 +55,36 @@ class Gateway:
         self.client = client
         self.spool = spool
         self.facts = facts or RedmineFacts(client, config)
+        #: ticket id -> when Redmine last confirmed it exists (time.monotonic()).
+        self._known_tickets: dict[int, float] = {}
 
     # -- before we answer -------------------------------------------------------
 
     def check_recipient(self, address: str) -> Recipient:
         """RCPT-time check: an address we serve, and for ticket<N>@ a ticket that exists."""
         recipient = resolve_recipient(address, self.config)
-        if recipient.kind == "ticket" and not self.client.issue_exists(recipient.ticket):
-            raise NoSuchTicket(f"no such ticket #{recipient.ticket}")
+        if recipient.kind == "ticket":
+            self._check_ticket(recipient.ticket)
         return recipient
+
+    def _check_ticket(self, ticket: int) -> None:
+        # A ticket confirmed recently is not asked about again; one confirmed
+        # at any time is still accepted while Redmine is down, so the spool
+        # takes replies during an outage instead of deferring them all.
+        confirmed = self._known_tickets.get(ticket)
+        now = time.monotonic()
+        if confirmed is not None and now - confirmed < KNOWN_TICKET_SECONDS:
+            return
+        try:
+            exists = self.client.issue_exists(ticket)
+        except RedmineUnavailable:
+            if confirmed is not None:
+                return
+            raise
+        if not exists:
+            self._known_tickets.pop(ticket, None)
+            raise NoSuchTicket(f"no such ticket #{ticket}")
+        self._known_tickets[ticket] = now
 
     def check_size(self, raw: bytes) -> None:
         if len(raw) > self.config.max_message_size:

@@ -18,15 +18,20 @@ def fixture(name: str) -> bytes:
     return (MAIL / name).read_bytes()
 
 
+def child_env(extra: dict | None = None) -> dict:
+    """The environment for a child `mailgate`: only the MAILGATE_* settings a test gives.
+
+    The ones scripts/test exports (the real Redmine) would override every config file.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    return {**inherited, **(extra or {})}
+
+
 def run_mailgate(*args: str, stdin: bytes | None = None, env: dict | None = None,
                  timeout: float = 60) -> subprocess.CompletedProcess:
     """Run the installed entry point in a child process, as an MTA or a person would."""
-    # The child sees only the MAILGATE_* settings the test gives: the ones that
-    # scripts/test exports (the real Redmine) would override every config file.
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    full_env = {**inherited, **(env or {})}
     return subprocess.run([sys.executable, "-m", "mailgate", *args], input=stdin,
-                          capture_output=True, env=full_env, timeout=timeout)
+                          capture_output=True, env=child_env(env), timeout=timeout)
 
 
 def explain_json(*files: str, state: str = "open", owner: str = "owner@example.org",

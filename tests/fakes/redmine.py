@@ -203,6 +203,29 @@ def _status_id(name: str) -> int:
 # ---------------------------------------------------------------- the fake
 
 
+class Chaos:
+    """Random trouble for fault tests: failures before a request is served, and
+    after it (the write happened, the client does not learn it)."""
+
+    BEFORE = {"500": lambda: Response(500, {"errors": ["Internal error"]}),
+              "422-empty": lambda: Response(422, {"errors": []})}
+
+    def __init__(self, rate: float, seed: int = 0, timeout: float = 1.5):
+        import random
+
+        self.rate = rate
+        self.timeout = timeout
+        self._random = random.Random(seed)
+        self.drawn: list[str] = []
+
+    def draw(self) -> str | None:
+        if self._random.random() >= self.rate:
+            return None
+        trouble = self._random.choice(["500", "422-empty", "timeout-after", "500-after"])
+        self.drawn.append(trouble)
+        return trouble
+
+
 class FakeRedmine:
     """The server and its data.  ``with FakeRedmine() as fake: ...`` starts and stops it."""
 
@@ -246,6 +269,7 @@ class FakeRedmine:
             self._ids = {"issue": 0, "journal": 0, "upload": 0}
             self._failures: list[tuple[Response, str | None]] = []
             self.delay = 0.0
+            self.chaos: Chaos | None = None
             self.requests: list[Seen] = []
 
     # ---------------------------------------------------- test hooks & peeks
@@ -283,10 +307,22 @@ class FakeRedmine:
             self.requests.append(Seen(request.method, request.path, dict(request.query),
                                       dict(request.headers), request.body))
             failure = self._take_failure(request.path)
+            trouble = self.chaos.draw() if self.chaos else None
         if self.delay:
             time.sleep(self.delay)
         if failure is not None:
             return failure
+        if trouble in Chaos.BEFORE:
+            return Chaos.BEFORE[trouble]()
+        response = self._serve(request)
+        if trouble == "timeout-after":
+            # The write is done, but the client gives up before it hears so.
+            time.sleep(self.chaos.timeout)
+        elif trouble == "500-after":
+            return Response(500, {"errors": ["Internal error"]})
+        return response
+
+    def _serve(self, request: Request) -> Response:
         try:
             action = _route(request.method, request.path)
             with self._lock:
