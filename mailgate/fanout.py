@@ -703,4 +703,8 @@ class Fanout:
 
     def stats(self) -> dict:
         """What the queue holds (durable) and what this process did (since start)."""
-        return {**self.queue.counts(), **{f"run_{k}": v for k, v in self._counts.items()}}
+        try:
+            held = self.queue.counts()
+        except sqlite3.Error as exc:   # monitoring must not fail with the database
+            held = {"database_error": str(exc)}
+        return {**held, **{f"run_{k}": v for k, v in self._counts.items()}}

@@ -118,7 +118,7 @@ class FakeDiscord:
             self.down = False
             self.delay = 0.0
             self.delay_after = 0.0
-            self._forced: list[Answer] = []
+            self._forced: list[tuple[Answer, str | None]] = []
             self._buckets: dict[str, tuple[float, int]] = {}
             self._nonces: dict[tuple[str, str], tuple[float, dict]] = {}
             self._last_id = 0
@@ -151,6 +151,10 @@ class FakeDiscord:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
 
     @property
     def url(self) -> str:
@@ -199,12 +203,14 @@ class FakeDiscord:
             headers["X-RateLimit-Global"] = "true"
         answer = Answer(429, None if header_only else body, headers)
         with self._lock:
-            self._forced.extend([answer] * count)
+            self._forced.extend([(answer, None)] * count)
 
-    def fail_next(self, status: int = 500, count: int = 1) -> None:
+    def fail_next(self, status: int = 500, count: int = 1, *, path: str | None = None) -> None:
+        """Answer ``status`` to the next ``count`` requests (whose path contains ``path``)."""
+        answer = Answer(status, {"message": "Internal Server Error" if status >= 500
+                                 else "Bad Request", "code": 0})
         with self._lock:
-            self._forced.extend([Answer(status, {"message": "Internal Server Error",
-                                                 "code": 0})] * count)
+            self._forced.extend([(answer, path)] * count)
 
     def statuses(self) -> dict[int, int]:
         with self._lock:
@@ -232,8 +238,9 @@ class FakeDiscord:
         if self.delay:
             time.sleep(self.delay)
         with self._lock:
-            if self._forced:
-                return self._forced.pop(0)
+            forced = self._take_forced(path)
+            if forced:
+                return forced
             bucket = None
             try:
                 action, args, bucket = _route(method, _api_path(path))
@@ -242,6 +249,13 @@ class FakeDiscord:
                 answer = refusal.answer
             answer.headers.update(self._bucket_headers(bucket))
             return answer
+
+    def _take_forced(self, path: str) -> Answer | None:
+        for i, (answer, part) in enumerate(self._forced):
+            if part is None or part in path:
+                del self._forced[i]
+                return answer
+        return None
 
     # -- rate limits
 
