@@ -1,0 +1,29 @@
+"""`mailgate replay FILE|DIR|MBOX`: saved mail through the same dispatch path, with a summary."""
+
+from __future__ import annotations
+
+from mailgate.redmine import RedmineClient
+from tests.helpers import MAIL, run_mailgate
+from tests.servers import write_config
+
+
+def test_replay_a_directory(fake_redmine, tmp_path):
+    client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    ticket = client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+    assert ticket == 1     # the fixtures write to ticket1@
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key)
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    for name in ("support-answer.eml", "owner-reply.eml", "unknown-address.eml",
+                 "site-a-new-ticket.eml", "empty.eml"):
+        (inbox / name).write_bytes((MAIL / name).read_bytes())
+    result = run_mailgate("replay", "--config", str(config), str(inbox))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.decode().strip() == "2 applied, 1 created, 2 rejected"
+    progress = result.stderr.decode()
+    # Files go in name order: the owner writes first, then support answers.
+    assert "owner-reply.eml: applied: applied #1 give-info: open -> open" in progress
+    assert "support-answer.eml: applied: applied #1 answer: open -> answered" in progress
+    assert "unknown-address.eml: rejected: 550 5.1.1" in progress
+    assert "empty.eml: rejected: 554 5.6.0 empty message" in progress
+    assert client.get_issue(ticket).status_name == "Answered"
