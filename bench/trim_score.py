@@ -1,0 +1,149 @@
+"""Score reply trimming on the corpus in fixtures/replies/, side by side.
+
+    python bench/trim_score.py [--verbose]
+
+For each trimmer it prints the share of cases whose output is exactly what
+the person wrote, and how many cases lose real text (some line of the
+expected text is missing from the output, in order).  The naive cut
+(everything from the first ">" line or "On ... wrote:") is measured in the
+same run; talon, email-reply-parser and mail-parser-reply too when they are
+importable (they are not project dependencies: install them in a separate
+environment to compare).  The last line is the ratio of our exact-match
+score to the naive cut's.
+
+The scoring functions are imported by tests/test_trimming.py, so the test and
+this report can never disagree about what "exact" means.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "fixtures" / "replies"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mailgate.trimming import trim_reply  # noqa: E402
+
+
+class Case(NamedTuple):
+    name: str
+    body: str
+    expected: str
+
+
+class Score(NamedTuple):
+    exact: int
+    cut: int
+    total: int
+    misses: list[str]
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.exact / self.total
+
+
+def load_corpus(folder: Path = CORPUS) -> list[Case]:
+    cases = []
+    for expected in sorted(folder.glob("*.expected.txt")):
+        name = expected.name[: -len(".expected.txt")]
+        body = (folder / f"{name}.txt").read_text(encoding="utf-8")
+        cases.append(Case(name, body, expected.read_text(encoding="utf-8")))
+    return cases
+
+
+def normalise(text: str) -> str:
+    """Lines without trailing whitespace, without leading/trailing blank lines."""
+    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n")).strip("\n")
+
+
+def is_exact(output: str, expected: str) -> bool:
+    return normalise(output) == normalise(expected)
+
+
+def cuts_real_text(output: str, expected: str) -> bool:
+    """Whether some line the person wrote is missing from the output (in order)."""
+    remaining = iter(normalise(output).split("\n"))
+    for line in normalise(expected).split("\n"):
+        wanted = line.strip()
+        if wanted and not any(wanted in got for got in remaining):
+            return True
+    return False
+
+
+def score(trim: Callable[[str], str], cases: list[Case]) -> Score:
+    exact, cut, misses = 0, 0, []
+    for case in cases:
+        output = trim(case.body)
+        if is_exact(output, case.expected):
+            exact += 1
+        else:
+            misses.append(case.name)
+        if cuts_real_text(output, case.expected):
+            cut += 1
+            misses[-1] += " (REAL TEXT CUT)"
+    return Score(exact, cut, len(cases), misses)
+
+
+# --- the trimmers --------------------------------------------------------------
+
+def ours(text: str) -> str:
+    return trim_reply(text).text
+
+
+NAIVE_CUT = re.compile(r"^(>|On .* wrote:\s*$)", re.MULTILINE)
+
+
+def naive(text: str) -> str:
+    """Everything above the first line starting with ">" or "On ... wrote:"."""
+    found = NAIVE_CUT.search(text)
+    return text[: found.start()] if found else text
+
+
+def libraries() -> dict[str, Callable[[str], str]]:
+    """The third-party trimmers that are importable here, by name."""
+    found: dict[str, Callable[[str], str]] = {}
+    try:
+        from talon import quotations
+        from talon.signature.bruteforce import extract_signature
+        found["talon (quotations + bruteforce signature)"] = (
+            lambda text: extract_signature(quotations.extract_from_plain(text))[0])
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        pass
+    try:
+        from email_reply_parser import EmailReplyParser as Zapier
+        found["email-reply-parser"] = Zapier.parse_reply
+    except Exception:  # noqa: BLE001
+        pass
+    try:
+        from mailparser_reply import EmailReplyParser as Multi
+        from mailparser_reply.constants import MAIL_LANGUAGES
+        parser = Multi(languages=[lang for lang in MAIL_LANGUAGES if lang != "david"])
+        found["mail-parser-reply (all languages)"] = lambda text: parser.parse_reply(text=text) or ""
+    except Exception:  # noqa: BLE001
+        pass
+    return found
+
+
+def main(argv: list[str]) -> int:
+    verbose = "--verbose" in argv
+    cases = load_corpus()
+    trimmers = {"mailgate trim_reply": ours, "naive cut": naive, **libraries()}
+    scores = {name: score(trim, cases) for name, trim in trimmers.items()}
+    print(f"corpus: {len(cases)} cases in {CORPUS.relative_to(ROOT)}")
+    print(f"{'trimmer':45} {'exact':>13} {'real text cut':>14}")
+    for name, result in scores.items():
+        print(f"{name:45} {result.exact:4}/{result.total} {result.percent:5.1f}% {result.cut:14}")
+        if verbose and result.misses:
+            print("    missed: " + ", ".join(result.misses))
+    ratio = scores["mailgate trim_reply"].percent / max(scores["naive cut"].percent, 1e-9)
+    print(f"exact-match ratio mailgate / naive cut: {ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,355 @@
+"""Reply trimming: the text a person wrote, without quoted history or signature.
+
+A reply to a ticket notification carries, below what the person wrote, the
+notification itself (quoted with ``>`` or pasted under an Outlook header
+block) and often a signature.  Posting all of it would copy every earlier
+note into every new one.  ``trim_reply`` cuts at the first line where the
+history starts and drops the signature just above it.
+
+It only ever cuts: the text it returns is the input's first lines (never
+reordered, never rewritten), and when in doubt it keeps the text.  Three rules
+keep real text safe:
+
+* history is cut only where *everything* below the cut is history: a ``>``
+  block followed by new text is an interleaved (or bottom-posted) reply, and
+  the answers between the quotes are the point of it, so the mail is kept;
+* a mail with nothing of its own above the history (a plain forward, a lone
+  signature) is kept whole: an empty note would lose the mail;
+* signatures are recognised only by the ``-- `` delimiter, known mobile/app
+  lines and mailing-list footers, never by guessing at names or sign-offs.
+
+Pure and stdlib-only; see docs/trimming.md for the rules and their scores.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Trimmed:
+    #: What the person wrote (the input unchanged when nothing was cut).
+    text: str
+    #: What was cut off below it ("" when nothing was cut).
+    removed: str
+    #: Why, for logs and `mailgate explain` ("" reasons are never used).
+    reason: str | None
+
+
+def trim_reply(text: str) -> Trimmed:
+    """The text a person wrote in ``text``, with what was cut and why.
+
+    >>> trim_reply("Fixed, thanks.\\n\\nOn Mon, 2 Jun 2025 at 10:00, Bob <bob@example.com> wrote:\\n> Is it fixed?").text
+    'Fixed, thanks.'
+    >>> trim_reply("Fixed, thanks.\\n\\nSent from my iPhone").reason
+    'mobile signature'
+    """
+    lines = re.split(r"\r?\n", text)
+    cut, reasons = _history_cut(lines)
+    if not _has_text(lines[:cut]):
+        # Nothing written above the history (a forward, a bare quote):
+        # keep the whole mail rather than post an empty note.
+        cut, reasons = len(lines), []
+    kept_end, sig_reasons = _signature_cut(lines, cut)
+    if _has_text(lines[:kept_end]):
+        cut, reasons = kept_end, reasons + sig_reasons
+    if not reasons:
+        return Trimmed(text=text, removed="", reason=None)
+    return Trimmed(text="\n".join(lines[:cut]).rstrip(),
+                   removed="\n".join(lines[cut:]).strip("\n"),
+                   reason=", ".join(reasons))
+
+
+def _has_text(lines: list[str]) -> bool:
+    return any(line.strip() for line in lines)
+
+
+# --- where the history starts ------------------------------------------------
+
+def _history_cut(lines: list[str]) -> tuple[int, list[str]]:
+    """The first line of quoted history, or len(lines) when there is none."""
+    for i in range(len(lines)):
+        found = _history_at(lines, i)
+        if found is None:
+            continue
+        start, body, reason = found
+        if body is not None and not _only_quotes_below(lines, body):
+            # New text below the quote: an interleaved or bottom-posted
+            # reply.  Its answers sit between the quotes, so keep it all.
+            return len(lines), []
+        return start, [reason]
+    return len(lines), []
+
+
+def _history_at(lines: list[str], i: int) -> tuple[int, int | None, str] | None:
+    """(cut line, first quoted line or None, reason) if history starts at line i.
+
+    The quoted line is None when the history below is not ``>``-quoted
+    (Outlook pastes it under a header block): everything below is history.
+    """
+    line = lines[i]
+    if _is_quoted(line):
+        return i, i, "quoted history"
+    if SEPARATOR.match(line) or DASHED_ATTRIBUTION.match(line):
+        return i, None, "original-message separator"
+    if _header_block_at(lines, i):
+        start = i - 1 if i and RULE.match(lines[i - 1]) else i
+        return start, None, "header block of the original message"
+    start = _attribution_ending_at(lines, i)
+    if start is not None:
+        below = _next_text_line(lines, i + 1)
+        quoted = below is not None and _is_quoted(lines[below])
+        return start, below if quoted else None, "attribution line"
+    return None
+
+
+def _next_text_line(lines: list[str], i: int) -> int | None:
+    return next((j for j in range(i, len(lines)) if lines[j].strip()), None)
+
+
+def _is_quoted(line: str) -> bool:
+    return QUOTED.match(line) is not None
+
+
+QUOTED = re.compile(r"^[ \t]{0,3}>")
+
+# A horizontal rule Outlook draws above its header block.
+RULE = re.compile(r"^\s*_{10,}\s*$")
+
+SEPARATOR = re.compile(
+    r"^\s*-{2,}\s*(?:original message|reply message|message d'origine|message original|"
+    r"ursprüngliche nachricht|originalnachricht|antwort nachricht|oprindelig meddelelse|"
+    r"mensaje original|messaggio originale|oorspronkelijk bericht|originalmeddelande|"
+    r"opprinnelig melding|alkuperäinen viesti|mensagem original|wiadomość oryginalna|"
+    r"исходное сообщение|původní zpráva|eredeti üzenet|"
+    r"forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|"
+    r"messaggio inoltrato|doorgestuurd bericht|videresendt meddelelse|vidarebefordrat meddelande|"
+    r"mensagem encaminhada|wiadomość przekazana|пересылаемое сообщение)\s*-*\s*$"
+    r"|^\s*(?:begin forwarded message|anfang der weitergeleiteten nachricht|"
+    r"début du message (?:transféré|réexpédié)|inizio messaggio inoltrato|"
+    r"comienzo del mensaje reenviado|início da mensagem reencaminhada)\s*:\s*$",
+    re.IGNORECASE)
+
+
+# --- attribution lines ("On <date>, <person> wrote:") ------------------------
+
+_EMAIL = r"[\w.+'-]+@[\w-]+(?:\.[\w-]+)+"
+EMAIL = re.compile(_EMAIL)
+DATE_OR_TIME = re.compile(r"\d{1,2}[:.]\d{2}|\b(?:19|20)\d\d\b|\d{4}年|\d+月\d+日")
+
+# "wrote:" in the languages mail clients write it in (Latin scripts need a
+# word boundary, CJK ones cannot have one).
+WROTE = re.compile(
+    r"(?:(?<![^\W\d_])(?:wrote|writes|sent|schrieb|geschrieben|geschreven|het volgende|a écrit|a ecrit|escribió|"
+    r"escribio|escreveu|ha scritto|scrisse|schreef|napisał|napisała|napisał\(a\)|napsal|"
+    r"napsala|napisao|napisala|a scris|пише|написал|написала|написал\(а\)|писал|kirjoitti|"
+    r"skrev|skriver|írta|yazdı|đã viết|kirjutas|rašė|rakstīja|έγραψε|כתב|كتب)"
+    r"|写道|寫道|のメッセージ|のメール)\s*[:：]\s*$",
+    re.IGNORECASE)
+
+# "---- John Smith wrote ----", "------On 12/29/1987 ..., Julius wrote-----".
+DASHED_ATTRIBUTION = re.compile(r"^\s*-{2,}.*\b(?:wrote|schrieb|a écrit|escribió)\b\s*-{2,}\s*$",
+                                re.IGNORECASE)
+
+# A date-first attribution without a verb: "2014-10-17 11:28 GMT+03:00 Bob <bob@x.org>:",
+# "ср, 30 апр. 2025 г. в 15:19, John <doe@x.com>:".
+ADDRESS_COLON = re.compile(r"[<(\[]?(?:mailto:)?" + _EMAIL + r"[>)\]]*\s*[:：]\s*$")
+
+# "23 лист. 2015", "2014-10-17", "15. marts": a date opening the line.
+DATE_FIRST = re.compile(r"^\d{1,4}(?:[./\-年]|\s)")
+
+# Gmail's oldest form: "2011/4/7 Nathan <support@example.com>" right above a quote.
+DATE_ADDRESS = re.compile(r"^\s*\d{4}[/-]\d{1,2}[/-]\d{1,2}\b.*<" + _EMAIL + r">\s*$")
+
+
+def _attribution_ending_at(lines: list[str], end: int) -> int | None:
+    """The first line of an attribution (wrapped over up to 3 lines) ending at ``end``."""
+    if not lines[end].strip() or _is_quoted(lines[end]):
+        return None
+    for start in range(end, max(end - 3, -1), -1):
+        if start < end and (not lines[start].strip() or _is_quoted(lines[start])):
+            return None
+        # The smallest window that reads as an attribution wins, so a line of
+        # the reply directly above it is never swallowed.
+        joined = " ".join(line.strip() for line in lines[start:end + 1])
+        if _starts_a_paragraph(lines, start) and _reads_as_attribution(joined, lines, end):
+            return start
+    return None
+
+
+def _starts_a_paragraph(lines: list[str], i: int) -> bool:
+    """Whether line i can open an attribution: wrapped tails like "<bob@x.org> wrote:" cannot."""
+    if i == 0 or not lines[i - 1].strip() or _is_quoted(lines[i - 1]):
+        return True
+    text = lines[i].strip()
+    return text[:1].isupper() or DATE_FIRST.match(text) is not None
+
+
+def _reads_as_attribution(joined: str, lines: list[str], end: int) -> bool:
+    if len(joined) > 250:
+        return False
+    has_email, has_date = EMAIL.search(joined), DATE_OR_TIME.search(joined)
+    if WROTE.search(joined):
+        # A verb alone is too weak ("The author writes:"): it needs who or when.
+        return bool(has_email or has_date)
+    if ADDRESS_COLON.search(joined):
+        return bool(has_date)
+    below = _next_text_line(lines, end + 1)
+    return bool(DATE_ADDRESS.match(joined) and below is not None and _is_quoted(lines[below]))
+
+
+# --- Outlook header blocks ("From: / Sent: / To: / Subject:") ------------------
+
+HEADER_NAMES = {
+    "from": "from|von|de|da|van|fra|från|od|lähettäjä|feladó|kimden|от|发件人|寄件者|差出人",
+    "date": "sent|date|gesendet|datum|envoyé|enviado|enviado el|enviada em|fecha|inviato|data|"
+            "verzonden|sendt|dato|skickat|wysłano|lähetetty|küldve|odesláno|gönderildi|"
+            "отправлено|дата|日期|发送时间|寄件日期|送信日時|日時",
+    "to": "to|an|à|a|para|aan|til|till|do|vastaanottaja|címzett|komu|kime|кому|收件人|收件者|宛先",
+    "cc": "cc|kopie|copie|cópia|kopio|másolat|копия|抄送|副本",
+    "subject": "subject|betreff|objet|asunto|assunto|oggetto|ogg|onderwerp|emne|ämne|temat|"
+               "aihe|tárgy|předmět|konu|тема|主题|主旨|件名",
+}
+HEADER_LINE = re.compile(
+    r"^\s*[*_]?(" + "|".join(HEADER_NAMES.values()) + r")[*_]?\s?[:：][*_]?(?:\s|$)",
+    re.IGNORECASE)
+_KIND_OF = {name: kind for kind, names in HEADER_NAMES.items() for name in names.split("|")}
+INLINE_HEADER = re.compile(r"(?:^|\s)(from|to|subject|date|sent|cc)\s?:", re.IGNORECASE)
+
+
+def _header_block_at(lines: list[str], i: int) -> bool:
+    """Whether a block of quoted-mail header fields starts at line i."""
+    if not HEADER_LINE.match(lines[i]):
+        return False
+    block = _header_lines(lines, i)
+    kinds = {_header_kind(line) for line in block} - {None}
+    if len(block) == 1:
+        # "Date: ... From: ... To: ... Subject: ..." flattened onto one line.
+        kinds = {m.group(1).lower().replace("sent", "date") for m in INLINE_HEADER.finditer(block[0])}
+    has_address = any(EMAIL.search(line) for line in block)
+    # Two fields could be an agenda ("Date: / To:"), so they need an address;
+    # three need the sender or an address.
+    if len(kinds) >= 3:
+        return "from" in kinds or has_address
+    return len(kinds) == 2 and has_address
+
+
+def _header_lines(lines: list[str], i: int) -> list[str]:
+    """The header field lines from i on, with values wrapped onto following lines."""
+    block, j = [], i
+    while j < len(lines) and lines[j].strip():
+        if HEADER_LINE.match(lines[j]):
+            block.append(lines[j])
+        elif not any(HEADER_LINE.match(line) for line in lines[j + 1:j + 3] if line.strip()):
+            break  # a wrapped value is always followed by another field
+        j += 1
+    return block
+
+
+def _header_kind(line: str) -> str | None:
+    match = HEADER_LINE.match(line)
+    return _KIND_OF.get(match.group(1).lower()) if match else None
+
+
+# --- is everything below the quote still history? ------------------------------
+
+def _only_quotes_below(lines: list[str], first: int) -> bool:
+    """Whether lines[first:] hold only quotes, blank lines and a signature."""
+    for j in range(first, len(lines)):
+        line = lines[j]
+        if not line.strip() or _is_quoted(line) or _continues_quote(lines, j):
+            continue
+        return _is_signature_tail(lines, j)
+    return True
+
+
+def _continues_quote(lines: list[str], j: int) -> bool:
+    """A long quoted line that the sender's client wrapped without re-quoting.
+
+    Only taken as such when the first word could not have fitted on the
+    quoted line and that line stopped mid-sentence, so an answer written
+    right below a short question is never mistaken for it.
+    """
+    if j == 0:
+        return False
+    previous, line = lines[j - 1].rstrip(), lines[j].strip()
+    if not _is_quoted(previous) or not line[:1].islower():
+        return False
+    word = line.split()[0]
+    return len(previous) >= 60 and len(previous) + 1 + len(word) > 76 and previous[-1] not in ".?!:;"
+
+
+def _is_signature_tail(lines: list[str], j: int) -> bool:
+    rest = [line for line in lines[j:] if line.strip()]
+    if SIG_DELIMITER.match(lines[j]):
+        return len(rest) <= SIGNATURE_MAX_LINES and not any(map(_is_quoted, rest))
+    if MOBILE_SIGNATURE.match(lines[j]):
+        return len(rest) == 1
+    return _is_list_footer(lines[j:])
+
+
+# --- signatures ------------------------------------------------------------------
+
+SIG_DELIMITER = re.compile(r"^-- ?$")
+# A longer block after "--" is more likely text that happens to follow one.
+SIGNATURE_MAX_LINES = 20
+
+# Lines a phone or app appends; short, and never a sentence (so "Sent from my
+# desk, is much easier then my mobile phone." is kept).  Without a possessive
+# ("my", "meinem") the next word must be a product name (capitalised, or
+# iPhone-style), so "Sent from the office" stays.
+_POSSESSIVE_LEAD = (
+    r"sent from my |von meinem |gesendet von meinem |envoyé de mon |envoyé depuis mon |"
+    r"enviado desde mi |enviado do meu |enviado de meu |inviato dal mio |inviato da mio |"
+    r"verzonden vanaf mijn |verstuurd vanaf mijn |skickat från min |sendt fra min |"
+    r"get outlook for |download outlook for |télécharger outlook pour |"
+    r"obtener outlook para |scarica outlook per |baixe o outlook para |发自我的|从我的|來自我的")
+_PRODUCT_LEAD = (
+    r"sent from |sent with |gesendet von |envoyé depuis |enviado desde |inviato da |"
+    r"verzonden met |wysłano z |отправлено с ")
+_WORD = r"[^\s,.;:!?<(]+"
+MOBILE_SIGNATURE = re.compile(
+    r"^\s*(?:(?i:" + _POSSESSIVE_LEAD + r")" + _WORD + r"|(?i:" + _PRODUCT_LEAD + r")(?:[A-Z]|i[A-Z])"
+    + _WORD + r"?)(?: " + _WORD + r"){0,4}\.?\s*(?:<[^>\s]+>|\([^)\s]+\))?\s*$"
+    r"|^\s*(?i:iphoneから送信|androidから送信)\s*$")
+
+LIST_FOOTER_WORDS = re.compile(r"mailing list|/listinfo/|mailman", re.IGNORECASE)
+
+
+def _is_list_footer(tail: list[str]) -> bool:
+    """A Mailman footer: a rule of underscores, then the list's name and URL."""
+    rest = [line for line in tail if line.strip()]
+    return (bool(rest) and re.match(r"^\s*_{2,}\s*$", rest[0]) is not None
+            and len(rest) <= 6 and any(LIST_FOOTER_WORDS.search(line) for line in rest[1:]))
+
+
+def _signature_cut(lines: list[str], end: int) -> tuple[int, list[str]]:
+    """Where the text above ``end`` stops once trailing signatures are dropped."""
+    reasons: list[str] = []
+    while True:
+        end = _without_blank_tail(lines, end)
+        found = _trailing_signature(lines, end)
+        if found is None:
+            return end, reasons
+        end, reason = found
+        reasons.append(reason)
+
+
+def _without_blank_tail(lines: list[str], end: int) -> int:
+    while end > 0 and not lines[end - 1].strip():
+        end -= 1
+    return end
+
+
+def _trailing_signature(lines: list[str], end: int) -> tuple[int, str] | None:
+    if end and MOBILE_SIGNATURE.match(lines[end - 1]):
+        return end - 1, "mobile signature"
+    for j in range(end - 1, max(end - 1 - SIGNATURE_MAX_LINES, -1), -1):
+        if _is_quoted(lines[j]):
+            return None  # a signature never holds quotes: this is an interleaved reply
+        if SIG_DELIMITER.match(lines[j]):
+            return j, "signature"
+        if _is_list_footer(lines[j:end]):
+            return j, "mailing-list footer"
+    return None
