@@ -39,6 +39,10 @@ SUPPRESS_EMBEDS = 1 << 2
 PUBLIC_THREAD = 11
 #: Discord's JSON error code for a channel or thread that does not exist.
 UNKNOWN_CHANNEL = 10003
+#: Refusals that no message could pass until the channel or config changes: a forum
+#: that requires tags (40067), a forum without a thread (220001), a thread name for a
+#: channel that is not a forum (220003).
+CONFIG_CODES = {40067, 220001, 220003}
 #: A week: threads about a ticket should stay visible while people still answer.
 THREAD_ARCHIVE_MINUTES = 10080
 #: Longer waits than this are the queue's business (defer the message), not a sleep.
@@ -241,7 +245,7 @@ def _answer(what: str, response: requests.Response) -> dict:
     detail = f"{what}: {status} {text} (code {code}){_form_errors(error.get('errors'))}"
     if code == UNKNOWN_CHANNEL:
         raise UnknownChannel(detail, code)
-    if status in (401, 403, 404):
+    if status in (401, 403, 404) or code in CONFIG_CODES:
         # A deleted webhook, a wrong token, a bot without access: no message will pass.
         raise DiscordConfigError(detail)
     raise DiscordRejected(detail, code, error.get("errors"))
@@ -271,7 +275,7 @@ def message_body(content: str) -> dict:
 _URL = re.compile(r"https?://[^\s<>\"]+")
 _INLINE = re.compile(r"([\\*_~`|\[\]<>])")
 # At a line's start: headings, lists, quotes, subtext ("-# ").
-_LINE_START = re.compile(r"^(\s*)([#>+-]|\d+\.)", re.MULTILINE)
+_LINE_START = re.compile(r"^([ \t]*)([#+-]|\d+\.)", re.MULTILINE)
 
 
 def discord_length(text: str) -> int:
@@ -302,9 +306,7 @@ def _escape_plain(text: str) -> str:
 
 
 def _escape_marker(marker: str) -> str:
-    # "\>" is already escaped by _INLINE; "12." becomes "12\." so it is not a list.
-    if marker.startswith("\\"):
-        return marker
+    # ">" is escaped everywhere by _INLINE; "12." becomes "12\." so it is not a list.
     return marker[:-1] + "\\." if marker.endswith(".") else "\\" + marker
 
 

@@ -163,6 +163,9 @@ def load_discord_settings(section: Mapping | None, *,
               if section.get("triage") else None)
     if not channels and triage is None:
         raise ConfigError("discord.channels: no channel configured (nor discord.triage)")
+    api_base = str(section.get("api_base") or DEFAULT_API_BASE).rstrip("/")
+    if not re.match(r"https?://", api_base):
+        raise ConfigError(f"discord.api_base: expected an http(s) URL, got {api_base!r}")
     retry = section.get("retry") or {}
     if not isinstance(retry, Mapping):
         raise ConfigError("discord.retry: expected a mapping")
@@ -172,7 +175,7 @@ def load_discord_settings(section: Mapping | None, *,
         show_addresses=_bool(section, "show_addresses", False, "discord"),
         redmine_fields=_bool(section, "redmine_fields", False, "discord"),
         excerpt_length=int(_number(section, "excerpt_length", 600, "discord", whole=True)),
-        api_base=str(section.get("api_base") or DEFAULT_API_BASE).rstrip("/"),
+        api_base=api_base,
         timeout=_number(section, "timeout", 10.0, "discord"),
         first_delay=_number(retry, "first_delay", 5.0, "discord.retry"),
         max_delay=_number(retry, "max_delay", 300.0, "discord.retry"),
@@ -381,9 +384,14 @@ class PostQueue:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
 
-    def _run(self, sql: str, params: Iterable = ()) -> sqlite3.Cursor:
+    def _run(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        """Rows (of a SELECT or a RETURNING), read while the connection is ours."""
         with self._lock:
-            return self._db.execute(sql, tuple(params))
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def _change(self, sql: str, params: Iterable = ()) -> int:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).rowcount
 
     def close(self) -> None:
         with self._lock:
@@ -392,15 +400,14 @@ class PostQueue:
     def add(self, mail_key: str, channel: str, ticket: int, rendered: Rendered,
             now: float) -> bool:
         """Queue a post; False if this mail already has one for this channel."""
-        cursor = self._run(
+        return self._change(
             "INSERT OR IGNORE INTO discord_posts (mail_key, channel, ticket, content,"
             " thread_name, created_at) VALUES (?,?,?,?,?,?)",
-            (mail_key, channel, ticket, rendered.content, rendered.thread_name, now))
-        return cursor.rowcount == 1
+            (mail_key, channel, ticket, rendered.content, rendered.thread_name, now)) == 1
 
     def claim(self, now: float, lease: float) -> QueuedPost | None:
         """The oldest due post whose ticket has no older post still waiting in its channel."""
-        row = self._run(
+        rows = self._run(
             f"""UPDATE discord_posts SET lease_until = ?
                 WHERE id = (SELECT p.id FROM discord_posts p
                             WHERE p.state = 'queued' AND p.next_attempt_at <= ?
@@ -410,29 +417,29 @@ class PostQueue:
                                                 AND e.ticket = p.ticket
                                                 AND e.state = 'queued' AND e.id < p.id)
                             ORDER BY p.id LIMIT 1)
-                RETURNING {_POST}""", (now + lease, now, now)).fetchone()
-        return QueuedPost(*row) if row else None
+                RETURNING {_POST}""", (now + lease, now, now))
+        return QueuedPost(*rows[0]) if rows else None
 
     def channel_of(self, ticket: int) -> str | None:
         """The channel a ticket's posts went to first (for events that name no site)."""
-        row = self._run("SELECT channel FROM discord_posts WHERE ticket = ? ORDER BY id LIMIT 1",
-                        (ticket,)).fetchone()
-        return row[0] if row else None
+        rows = self._run("SELECT channel FROM discord_posts WHERE ticket = ? ORDER BY id LIMIT 1",
+                         (ticket,))
+        return rows[0][0] if rows else None
 
     def thread(self, channel: str, ticket: int) -> str | None:
-        row = self._run("SELECT thread_id FROM discord_threads WHERE channel=? AND ticket=?",
-                        (channel, ticket)).fetchone()
-        return row[0] if row else None
+        rows = self._run("SELECT thread_id FROM discord_threads WHERE channel=? AND ticket=?",
+                         (channel, ticket))
+        return rows[0][0] if rows else None
 
     def add_thread(self, channel: str, ticket: int, thread_id: str, now: float,
                    announced: bool) -> None:
-        self._run("INSERT OR REPLACE INTO discord_threads (channel, ticket, thread_id,"
-                  " created_at, announced) VALUES (?,?,?,?,?)",
-                  (channel, ticket, thread_id, now, 1 if announced else 0))
+        self._change("INSERT OR REPLACE INTO discord_threads (channel, ticket, thread_id,"
+                     " created_at, announced) VALUES (?,?,?,?,?)",
+                     (channel, ticket, thread_id, now, 1 if announced else 0))
 
     def forget_thread(self, channel: str, ticket: int, thread_id: str) -> None:
-        self._run("DELETE FROM discord_threads WHERE channel=? AND ticket=? AND thread_id=?",
-                  (channel, ticket, thread_id))
+        self._change("DELETE FROM discord_threads WHERE channel=? AND ticket=? AND thread_id=?",
+                     (channel, ticket, thread_id))
 
     def sent(self, post: QueuedPost, posted: Posted, now: float,
              new_thread: bool = False, announced: bool = True) -> None:
@@ -459,33 +466,32 @@ class PostQueue:
                 raise
 
     def defer(self, post: QueuedPost, error: str, until: float, failed: bool) -> None:
-        self._run("UPDATE discord_posts SET next_attempt_at=?, last_error=?, lease_until=0,"
-                  " failures = failures + ? WHERE id=?", (until, error, int(failed), post.id))
+        self._change("UPDATE discord_posts SET next_attempt_at=?, last_error=?, lease_until=0,"
+                     " failures = failures + ? WHERE id=?", (until, error, int(failed), post.id))
 
     def bury(self, post: QueuedPost, error: str, now: float) -> None:
         """Dead-letter a post: kept with its reason; the ticket's next post moves up."""
-        self._run("UPDATE discord_posts SET state='dead', last_error=?, finished_at=?,"
-                  " lease_until=0 WHERE id=?", (error, now, post.id))
+        self._change("UPDATE discord_posts SET state='dead', last_error=?, finished_at=?,"
+                     " lease_until=0 WHERE id=?", (error, now, post.id))
 
     def due_thread(self, now: float) -> PendingThread | None:
-        row = self._run("SELECT channel, ticket, thread_id, created_at, failures"
-                        " FROM discord_threads WHERE announced = 0 AND next_attempt_at <= ?"
-                        " ORDER BY created_at LIMIT 1", (now,)).fetchone()
-        return PendingThread(*row) if row else None
+        rows = self._run("SELECT channel, ticket, thread_id, created_at, failures"
+                         " FROM discord_threads WHERE announced = 0 AND next_attempt_at <= ?"
+                         " ORDER BY created_at LIMIT 1", (now,))
+        return PendingThread(*rows[0]) if rows else None
 
     def announced(self, pending: PendingThread, state: int = 1, error: str | None = None,
                   until: float = 0.0) -> None:
         """``state`` 1: done; -1: given up; 0: failed, try again at ``until``."""
-        self._run("UPDATE discord_threads SET announced=?, last_error=?, next_attempt_at=?,"
-                  " failures = failures + ? WHERE channel=? AND ticket=? AND thread_id=?",
-                  (state, error, until, int(state != 1), pending.channel, pending.ticket,
-                   pending.thread_id))
+        self._change("UPDATE discord_threads SET announced=?, last_error=?, next_attempt_at=?,"
+                     " failures = failures + ? WHERE channel=? AND ticket=? AND thread_id=?",
+                     (state, error, until, int(state != 1), pending.channel, pending.ticket,
+                      pending.thread_id))
 
     def next_due(self) -> float | None:
-        row = self._run("SELECT min(t) FROM (SELECT min(next_attempt_at) t FROM discord_posts"
-                        " WHERE state='queued' UNION ALL SELECT min(next_attempt_at)"
-                        " FROM discord_threads WHERE announced=0)").fetchone()
-        return row[0]
+        return self._run("SELECT min(t) FROM (SELECT min(next_attempt_at) t FROM discord_posts"
+                         " WHERE state='queued' UNION ALL SELECT min(next_attempt_at)"
+                         " FROM discord_threads WHERE announced=0)")[0][0]
 
     def counts(self) -> dict[str, int]:
         posts = dict(self._run("SELECT state, count(*) FROM discord_posts GROUP BY state"))
@@ -575,8 +581,15 @@ class Fanout:
         """Deliver until ``stop`` is set (set ``wake`` too, to stop at once)."""
         self._stop = stop
         while not stop.is_set():
-            if not self.run_once():
-                self.wake.wait(self._idle(poll))
+            try:
+                busy = self.run_once()
+                idle = 0.0 if busy else self._idle(poll)
+            except sqlite3.Error as exc:
+                # "database is locked" and the like: the thread must outlive them.
+                log.error("discord: queue database error (retrying in %.0f s): %s", poll, exc)
+                idle = poll
+            if idle:
+                self.wake.wait(idle)
                 self.wake.clear()
 
     def _idle(self, poll: float) -> float:

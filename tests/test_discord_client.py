@@ -104,9 +104,16 @@ def test_an_empty_message_is_rejected(fake):
 
 
 def test_a_forum_needs_a_thread_name_or_a_thread_id(fake):
-    with pytest.raises(DiscordRejected) as caught:
+    # Only a config saying "forum: false" for a forum's webhook sends this: the operator's.
+    with pytest.raises(DiscordConfigError, match="code 220001"):
         client(fake).execute_webhook(hook(fake), "lost")
-    assert caught.value.code == 220001
+
+
+def test_a_thread_name_for_a_channel_that_is_no_forum_is_for_the_operator(fake):
+    # The config says "forum" and the webhook is a text channel's: no post could pass.
+    with pytest.raises(DiscordConfigError) as caught:
+        client(fake).execute_webhook(hook(fake, forum=False), "x", thread_name="#1")
+    assert "220003" in str(caught.value)
 
 
 def test_a_deleted_thread_is_an_unknown_channel(fake):

@@ -132,6 +132,7 @@ def test_no_section_or_enabled_false_is_no_discord():
     ({"mode": "bot", "bot_token": "t", "channels": {"site-a": "#general"}},
      "discord.channels.site-a: not a Discord channel id"),
     ({"timeout": "soon"}, "discord.timeout: expected a number"),
+    ({"api_base": "discord.com/api"}, "discord.api_base: expected an http(s) URL"),
     ({"retry": {"max_delay": -1}}, "discord.retry.max_delay"),
     ({"channels": {}}, "discord.channels: no channel configured"),
 ])
@@ -305,6 +306,25 @@ def test_a_webhook_on_a_plain_channel_posts_without_threads(fake, make_fanout):
     drain(fanout)
     assert fake.threads() == [] and markers(fake, fake.webhook_channel(url)) == ["1", "2"]
     assert all("thread_name" not in p.json and "thread_id" not in p.query for p in fake.posts)
+
+
+def test_posts_wait_for_a_wrong_forum_setting_to_be_fixed(fake, make_fanout):
+    url = fake.add_webhook(forum=False)
+    wrong = load_discord_settings(section(fake, channels={"site-a": url}))
+    fanout = make_fanout(wrong)
+    fanout.enqueue(new(1, 1))
+    for _ in range(3):
+        fanout.run_once()
+        time.sleep(0.06)
+    assert fake.messages == [] and fanout.stats()["dead"] == 0
+    assert fanout.stats()["run_retries"] >= 2
+    fanout.close()
+
+    fixed = load_discord_settings(section(
+        fake, channels={"site-a": {"webhook": url, "forum": False}}))
+    restarted = make_fanout(fixed)
+    drain(restarted)
+    assert markers(fake) == ["1"]
 
 
 def test_bot_mode_threads_in_a_text_channel(fake, make_fanout):
