@@ -92,7 +92,7 @@ def test_redmine_stopped_for_30_seconds_mid_load(real_redmine, tmp_path):
     server = ServeProcess(config, port, tmp_path / "serve.log").start()
     warmup, mails = make_mails(tickets, 5), make_mails(tickets, 100)
     Load(port, warmup, clients=1).run()   # the gateway has now seen each ticket exist
-    load = Load(port, mails, clients=3, deadline=300, pause=0.3)
+    load = Load(port, mails, clients=2, deadline=300, pause=0.6)
     sender = threading.Thread(target=load.run)
     sender.start()
     time.sleep(3)
@@ -107,8 +107,10 @@ def test_redmine_stopped_for_30_seconds_mid_load(real_redmine, tmp_path):
     print(f"Redmine down {time.monotonic() - down_since:.0f} s; 250s meanwhile: "
           f"{accepted_during}")
     sender.join()
-    assert accepted_during >= 50, "the listener stopped accepting while Redmine was down"
+    assert accepted_during >= 30, "the listener stopped accepting while Redmine was down"
     assert all(m.accepted for m in mails), load.errors[:3]
+    # Not one 4xx while Redmine was away: every mail was taken at its first try.
+    assert [m.tries for m in mails] == [1] * len(mails)
     assert wait_until(lambda: spool_idle(tmp_path / "spool.db"), 180, 1), "spool never drained"
     server.stop()
     assert_exactly_once(client, tickets, warmup + mails)
