@@ -121,7 +121,7 @@ SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(?:original message|reply message|message d'origine|message original|"
     r"ursprüngliche nachricht|originalnachricht|antwort nachricht|oprindelig meddelelse|"
     r"mensaje original|messaggio originale|oorspronkelijk bericht|originalmeddelande|"
-    r"opprinnelig melding|alkuperäinen viesti|mensagem original|wiadomość oryginalna|"
+    r"oprindelig besked|opprinnelig melding|alkuperäinen viesti|mensagem original|wiadomość oryginalna|"
     r"исходное сообщение|původní zpráva|eredeti üzenet|"
     r"forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|"
     r"messaggio inoltrato|doorgestuurd bericht|videresendt meddelelse|vidarebefordrat meddelande|"
@@ -139,13 +139,20 @@ EMAIL = re.compile(_EMAIL)
 DATE_OR_TIME = re.compile(r"\d{1,2}[:.]\d{2}|\b(?:19|20)\d\d\b|\d{4}年|\d+月\d+日")
 
 # "wrote:" in the languages mail clients write it in (Latin scripts need a
-# word boundary, CJK ones cannot have one).
+# word boundary, CJK ones cannot have one).  Hungarian Gmail adds the date in
+# brackets after the verb: "ezt írta (időpont: 2026. aug. 16., Ke 12:27):".
 WROTE = re.compile(
-    r"(?:(?<![^\W\d_])(?:wrote|writes|sent|schrieb|geschrieben|geschreven|het volgende|a écrit|a ecrit|escribió|"
-    r"escribio|escreveu|ha scritto|scrisse|schreef|napisał|napisała|napisał\(a\)|napsal|"
-    r"napsala|napisao|napisala|a scris|пише|написал|написала|написал\(а\)|писал|kirjoitti|"
-    r"skrev|skriver|írta|yazdı|đã viết|kirjutas|rašė|rakstīja|έγραψε|כתב|كتب)"
-    r"|写道|寫道|のメッセージ|のメール)\s*[:：]\s*$",
+    r"(?:(?<![^\W\d_])(?:wrote|writes|sent|schrieb|geschrieben|geschreven|het volgende|a écrit|"
+    r"a ecrit|escribió|escribio|escreveu|ha scritto|scrisse|schreef|napisał|napisała|napsal|"
+    r"napsala|napisao|napisala|a scris|пише|написал|написала|писал|kirjoitti|skrev|skriver|írta|"
+    r"yazdı|đã viết|kirjutas|rašė|rakstīja|έγραψε|כתב|كتب)(?:\(a\))?"
+    r"|写道|寫道|のメッセージ|のメール)(?:\s*\([^()]*\))?\s*[:：]\s*$"
+    # Some clients drop the colon: "On Wed, 14 Nov 2018 ... <john@doe.com> wrote".
+    r"|^\s*On\b.*\bwrote\s*$"
+    # Gmail in German and friends put the verb before the date:
+    # "Aa Bb <abc@abc.org> schrieb am So., 23. Juni 2024, 21:08:".
+    r"|(?<![^\W\d_])(?:schrieb am|wrote on|a écrit le|escribió el|ha scritto il|schreef op|"
+    r"skrev den|napisał w dniu)\b.*[:：]\s*$",
     re.IGNORECASE)
 
 # "---- John Smith wrote ----", "------On 12/29/1987 ..., Julius wrote-----".
@@ -212,7 +219,7 @@ HEADER_NAMES = {
                "aihe|tárgy|předmět|konu|тема|主题|主旨|件名",
 }
 HEADER_LINE = re.compile(
-    r"^\s*[*_]?(" + "|".join(HEADER_NAMES.values()) + r")[*_]?\s?[:：][*_]?(?:\s|$)",
+    r"^\s*[*_]{0,2}(" + "|".join(HEADER_NAMES.values()) + r")[*_]{0,2}\s?[:：][*_]{0,2}(?:\s|$)",
     re.IGNORECASE)
 _KIND_OF = {name: kind for kind, names in HEADER_NAMES.items() for name in names.split("|")}
 INLINE_HEADER = re.compile(r"(?:^|\s)(from|to|subject|date|sent|cc)\s?:", re.IGNORECASE)
