@@ -521,7 +521,9 @@ class Fanout:
         # While Discord as a whole is failing, probe with one post, not all of them.
         self._hold_until = 0.0
         self._counts: Counter[str] = Counter()
-        self._lease = max(60.0, 3 * settings.timeout + MAX_SLEEP)
+        # Longer than one delivery can take (two requests, each after a rate-limit
+        # wait), so that no other process takes a post this one is still sending.
+        self._lease = 2 * (settings.timeout + MAX_SLEEP) + 30.0
 
     def _nap(self, seconds: float) -> None:
         # A rate-limit wait must not hold up a shutdown.

@@ -279,6 +279,27 @@ def test_a_deleted_thread_is_replaced_and_redmine_told_the_new_one(fake, make_fa
     assert markers(fake, told[1]) == ["2"]
 
 
+def test_the_thread_fields_reach_redmine_through_the_callback(fake, make_fanout,
+                                                              fake_redmine):
+    # The callback as the lead wires it: fanout itself never imports the Redmine client.
+    from mailgate.redmine import RedmineClient
+
+    redmine = RedmineClient(fake_redmine.url, fake_redmine.admin_key, timeout=5)
+    ticket = redmine.create_issue("site-a", "Printer", "It smokes.")
+
+    def on_thread_created(ticket: int, thread_id: str) -> None:
+        redmine.set_custom_field(ticket, "discord-thread", True)
+        redmine.set_custom_field(ticket, "discord-thread-id", thread_id)
+
+    fanout = make_fanout(load_discord_settings(section(fake, redmine_fields=True)),
+                         on_thread_created=on_thread_created)
+    fanout.enqueue(new(1, ticket))
+    drain(fanout)
+    fields = {f["name"]: f.get("value") for f in fake_redmine.issue(ticket)["custom_fields"]}
+    assert fields["discord-thread-id"] == thread_of(fake, ticket).id
+    assert fields["discord-thread"] in ("1", "true")
+
+
 def test_redmine_being_down_does_not_hold_up_discord(fake, make_fanout):
     calls = []
 
