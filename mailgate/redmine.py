@@ -260,14 +260,14 @@ class RedmineClient:
             params["updated_on"] = "<=" + _before(updated_before)
         if project is not None:
             params["project_id"] = project
-        missing = (lambda where: ConfigError(f"Redmine has no project {project!r} ({where})"))
-        return [self._issue(raw) for raw in self._pages("/issues.json", "issues", params, missing)]
+        pages = self._pages("/issues.json", "issues", params, _no_project(project))
+        return [self._issue(raw) for raw in pages]
 
     def find_issue_with_text(self, project: str, text: str) -> int | None:
         """The id of an issue in ``project`` whose description contains ``text``, if any."""
         params = {"project_id": project, "status_id": "*", "description": "~" + text,
                   "sort": "id", "limit": 1}
-        issues = self._get("/issues.json", params=params)["issues"]
+        issues = self._get("/issues.json", params=params, missing=_no_project(project))["issues"]
         return issues[0]["id"] if issues else None
 
     def _pages(self, path: str, key: str, params: dict[str, Any],
@@ -423,6 +423,10 @@ class _NotFound(Exception):
 
 def _no_ticket(issue_id: int) -> Callable[[str], Exception]:
     return lambda where: NoSuchTicket(f"Redmine has no ticket #{issue_id}")
+
+
+def _no_project(project: str | None) -> Callable[[str], Exception]:
+    return lambda where: ConfigError(f"Redmine has no project {project!r} ({where})")
 
 
 def _error_for(response: requests.Response, where: str, as_user: str | None,

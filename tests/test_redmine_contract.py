@@ -316,9 +316,21 @@ def test_issues_by_status_and_last_update(client, status):
     assert (listed.author_email, listed.status_id) == ("owner@example.org", status["open"])
 
 
+def test_find_issue_with_text_in_its_description(client):
+    # How a ticket created before a crash is found again (mailgate.idempotency).
+    mark = f"(mailgate:{uuid.uuid4().hex[:16]})"
+    issue_id = client.create_issue("triage", unique(), f"Help.\n\n{mark}", as_user="owner")
+    assert client.find_issue_with_text("triage", mark) == issue_id
+    assert client.find_issue_with_text("triage", mark.upper()) == issue_id
+    assert client.find_issue_with_text("site-a", mark) is None
+    assert client.find_issue_with_text("triage", f"(mailgate:{uuid.uuid4().hex[:16]})") is None
+
+
 def test_issues_of_an_unknown_project_is_a_config_error(client):
-    with pytest.raises(ConfigError, match="no-such-project"):
+    with pytest.raises(ConfigError, match="no project 'no-such-project'"):
         client.issues(project="no-such-project")
+    with pytest.raises(ConfigError, match="no project 'no-such-project'"):
+        client.find_issue_with_text("no-such-project", "x")
 
 
 # ------------------------------------------------ raw HTTP: Redmine's quirks
