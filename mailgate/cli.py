@@ -67,6 +67,11 @@ def _mail_commands(commands) -> None:
     replay.set_defaults(run=_replay)
     _spool_commands(commands)
 
+    sweep = commands.add_parser("sweep", help="expire tickets with no activity (for cron)")
+    _config_option(sweep)
+    sweep.add_argument("--dry-run", action="store_true", help="say what would be done")
+    sweep.set_defaults(run=_sweep)
+
 
 def _spool_commands(commands) -> None:
     spool = commands.add_parser("spool", help="see and fix what is waiting in the spool")
@@ -226,6 +231,17 @@ def _replay(args: argparse.Namespace) -> int:
     summary = replay(_gateway(args), args.paths, args.recipient,
                      lambda line: print(line, file=sys.stderr, flush=True))
     print(", ".join(f"{count} {kind}" for kind, count in sorted(summary.items())) or "no mail")
+    return EX_OK
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import sweep
+
+    _setup_logging()
+    actions = sweep(_gateway(args), dry_run=args.dry_run)
+    for action in actions:
+        print(action)
+    print(f"{len(actions)} ticket(s) {'due' if args.dry_run else 'swept'}")
     return EX_OK
 
 

@@ -63,6 +63,10 @@ class Config:
     retry_max_delay: float = 3600.0
     #: Give up on a temporary failure after this long (MTAs: five days).
     max_age: float = 5 * 24 * 3600.0
+    #: Launchpad's expiry: open / needs-info with no activity for this many days.
+    expire_after_days: float = 15.0
+    #: How often `serve` runs the sweep (seconds).
+    sweep_interval: float = 3600.0
     hostname: str = "mailgate.localhost"
     max_message_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = 50
@@ -161,6 +165,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         retry_first_delay=_number(spool, "retry_first_delay", 30.0, "spool"),
         retry_max_delay=_number(spool, "retry_max_delay", 3600.0, "spool"),
         max_age=_number(spool, "max_age", 5 * 24 * 3600.0, "spool"),
+        expire_after_days=_number(_section(data, "sweep"), "expire_after_days", 15.0, "sweep"),
+        sweep_interval=_number(_section(data, "sweep"), "interval", 3600.0, "sweep"),
         hostname=str(server.get("hostname", "mailgate.localhost")),
         max_message_size=_int(server, "max_message_size", DEFAULT_MAX_SIZE, "server"),
         max_recipients=_int(server, "max_recipients", 50, "server"),

@@ -36,7 +36,7 @@ def write_config(path: Path, url: str, api_key: str, **overrides) -> Path:
         "spool": {"path": str(path.parent / "spool.db")},
     }
     for key, value in overrides.items():
-        data[key] = {**data[key], **value} if isinstance(value, dict) else value
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
     path.write_text(yaml.safe_dump(data))
     return path
 

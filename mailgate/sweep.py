@@ -1,0 +1,76 @@
+"""The time-based workflow: expiry (Launchpad's rule) and, with Discord, reminders.
+
+A ticket in ``open`` or ``needs-info`` with no activity for ``expire_after_days``
+gets the ``expire`` action as the ``system`` role: a note saying why, and the
+status Expired.  The decision is the workflow's like any other, so a site's
+table decides whether expiry applies.  Running the sweep twice changes nothing
+more: an expired ticket is no longer open, and the note itself is activity.
+
+``sweep`` takes ``now`` from its caller, so tests (and ``--dry-run``) control
+the clock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from workflow import Commands
+
+from .idempotency import marker, with_marker
+
+log = logging.getLogger("mailgate.sweep")
+
+EXPIRABLE = ("open", "needs-info")
+
+
+@dataclass(frozen=True)
+class SweepAction:
+    ticket: int
+    action: str
+    from_state: str
+    to_state: str
+    done: bool
+    reason: str = ""
+
+    def __str__(self) -> str:
+        verb = "" if self.done else "would "
+        return f"#{self.ticket}: {verb}{self.action} {self.from_state} -> {self.to_state}" + (
+            f" ({self.reason})" if self.reason else "")
+
+
+def expiry_note(days: float) -> str:
+    return (f"This ticket has expired: nobody wrote on it for {days:g} days. "
+            "If it still needs attention, reply to this ticket's mail and it opens again.")
+
+
+def sweep(gateway, now: datetime | None = None, dry_run: bool = False) -> list[SweepAction]:
+    """Expire what is due; returns what was (or, with ``dry_run``, would be) done."""
+    config = gateway.config
+    now = now or datetime.now(timezone.utc)
+    days = config.expire_after_days
+    status_ids = gateway.facts.status_ids
+    cutoff = now - timedelta(days=days)
+    actions = []
+    for state in EXPIRABLE:
+        for issue in gateway.client.issues(status_id=status_ids[state], updated_before=cutoff):
+            actions.append(_expire(gateway, issue, state, days, dry_run))
+    return actions
+
+
+def _expire(gateway, issue, state: str, days: float, dry_run: bool) -> SweepAction:
+    decision = gateway.config.workflow.decide("system", state, Commands(action="expire"))
+    if decision.refused:
+        return SweepAction(issue.id, "expire", state, state, False, decision.refused)
+    if dry_run:
+        return SweepAction(issue.id, "expire", state, decision.to_state, False)
+    # Keyed on the last activity: a ticket that expires again later gets a new note.
+    mark = marker(f"expire:{issue.id}:{issue.updated_on}", f"ticket:{issue.id}")
+    result = gateway.client.add_note(issue.id, with_marker(expiry_note(days), mark),
+                                     status_id=gateway.facts.status_ids[decision.to_state])
+    done = result.status_applied
+    reason = "" if done else "status change refused by Redmine's workflow"
+    log.info("sweep: expired #%s (%s -> %s)%s", issue.id, state, decision.to_state,
+             f": {reason}" if reason else "")
+    return SweepAction(issue.id, "expire", state, decision.to_state, done, reason)

@@ -1,0 +1,76 @@
+"""Expiry with a clock the test controls: `sweep(now=...)`, and `mailgate sweep`."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from mailgate.config import load_config
+from mailgate.dispatch import build_gateway
+from mailgate.redmine import RedmineClient
+from mailgate.sweep import sweep
+from tests.helpers import run_mailgate, without_marker
+from tests.servers import write_config
+
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture
+def setup(fake_redmine, tmp_path):
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          sweep={"expire_after_days": 15})
+    gateway = build_gateway(load_config(config, environ={}))
+    client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    ids = gateway.facts.status_ids
+
+    def ticket(state: str, idle_days: float) -> int:
+        n = client.create_issue("site-a", f"{state} {idle_days}", "x", as_user="owner")
+        if state != "open":
+            client.add_note(n, "", status_id=ids[state])
+        fake_redmine.set_updated_on(n, NOW - timedelta(days=idle_days))
+        return n
+
+    return gateway, client, ticket, config
+
+
+def test_open_and_needs_info_expire_after_15_idle_days(setup):
+    gateway, client, ticket, _ = setup
+    due = [ticket("open", 16), ticket("needs-info", 30)]
+    not_due = [ticket("open", 14), ticket("answered", 40), ticket("solved", 40)]
+    actions = sweep(gateway, now=NOW)
+    assert sorted(a.ticket for a in actions) == due and all(a.done for a in actions)
+    for n in due:
+        issue = client.get_issue(n)
+        assert issue.status_name == "Expired"
+        assert without_marker(issue.journals[-1].notes).startswith(
+            "This ticket has expired: nobody wrote on it for 15 days.")
+    for n in not_due:
+        assert client.get_issue(n).status_name != "Expired"
+
+
+def test_sweeping_twice_changes_nothing_more(setup):
+    gateway, client, ticket, _ = setup
+    n = ticket("open", 20)
+    sweep(gateway, now=NOW)
+    journals = len(client.get_issue(n).journals)
+    assert sweep(gateway, now=NOW + timedelta(hours=1)) == []
+    assert len(client.get_issue(n).journals) == journals
+
+
+def test_dry_run_writes_nothing(setup):
+    gateway, client, ticket, _ = setup
+    n = ticket("open", 20)
+    [action] = sweep(gateway, now=NOW, dry_run=True)
+    assert str(action) == f"#{n}: would expire open -> expired"
+    assert client.get_issue(n).status_name == "Open"
+
+
+def test_the_command(setup):
+    gateway, client, ticket, config = setup
+    n = ticket("open", 400)      # idle long before the real "now"
+    result = run_mailgate("sweep", "--config", str(config), "--dry-run")
+    assert result.returncode == 0 and f"#{n}: would expire" in result.stdout.decode()
+    result = run_mailgate("sweep", "--config", str(config))
+    assert result.stdout.decode().strip().endswith("1 ticket(s) swept")
+    assert client.get_issue(n).status_name == "Expired"
