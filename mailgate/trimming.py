@@ -139,13 +139,13 @@ EMAIL = re.compile(_EMAIL)
 DATE_OR_TIME = re.compile(r"\d{1,2}[:.]\d{2}|\b(?:19|20)\d\d\b|\d{4}年|\d+月\d+日")
 
 # "wrote:" in the languages mail clients write it in (Latin scripts need a
-# word boundary, CJK ones cannot have one).  Hungarian Gmail adds the date in
-# brackets after the verb: "ezt írta (időpont: 2026. aug. 16., Ke 12:27):".
+# word boundary, CJK ones cannot have one).  A bracket may follow the verb:
+# "napsal(a):", "написал(а):", Hungarian Gmail's "írta (időpont: 2026. aug. 16.):".
 WROTE = re.compile(
     r"(?:(?<![^\W\d_])(?:wrote|writes|sent|schrieb|geschrieben|geschreven|het volgende|a écrit|"
-    r"a ecrit|escribió|escribio|escreveu|ha scritto|scrisse|schreef|napisał|napisała|napsal|"
+    r"a ecrit|escribió|escribio|escreveu|ha scritto|scrisse|schreef|pisze|napisał|napisała|napsal|"
     r"napsala|napisao|napisala|a scris|пише|написал|написала|писал|kirjoitti|skrev|skriver|írta|"
-    r"yazdı|đã viết|kirjutas|rašė|rakstīja|έγραψε|כתב|كتب)(?:\(a\))?"
+    r"yazdı|đã viết|kirjutas|rašė|rakstīja|έγραψε|כתב|كتب)"
     r"|写道|寫道|のメッセージ|のメール)(?:\s*\([^()]*\))?\s*[:：]\s*$"
     # Some clients drop the colon: "On Wed, 14 Nov 2018 ... <john@doe.com> wrote".
     r"|^\s*On\b.*\bwrote\s*$"
