@@ -1,0 +1,232 @@
+"""automatic_reason: one test per rule, and the human mail that must get through.
+
+Each test parses a raw message with mailgate.message.parse_mail, the way
+mailgate will see it, and calls the rule with what the parser gives.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from handlers.automatic import RULES, automatic_reason
+from mailgate.message import parse_mail
+
+LOOP_ID = "mailgate@support.example.com"
+REDMINE = "redmine@support.example.com"
+
+HUMAN = b"""\
+Return-Path: <alice@example.org>
+From: Alice Example <alice@example.org>
+To: ticket12@support.example.com
+Subject: Re: [Support #12] Printer on fire
+Date: Thu, 03 Mar 2016 17:21:00 +0100
+Message-ID: <human-1@example.org>
+In-Reply-To: <redmine.issue-12.20160303@support.example.com>
+MIME-Version: 1.0
+Content-Type: text/plain; charset=utf-8
+%(extra)s
+It is out now, thanks.
+"""
+
+
+def human(extra: str = "") -> bytes:
+    """Alice's ordinary reply, with extra header lines."""
+    return HUMAN % {b"extra": extra.encode()}
+
+
+def reason(raw: bytes, envelope_sender: str | None = "alice@example.org") -> str | None:
+    mail = parse_mail(raw)
+    return automatic_reason(mail.headers, envelope_sender, mail.from_address,
+                            content_type=mail.headers.get("content-type", ""),
+                            own_loop_id=LOOP_ID, redmine_address=REDMINE)
+
+
+def test_a_person_writing_is_not_automatic():
+    assert reason(human()) is None
+
+
+# --- one test per rule ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("value", ["auto-replied", "auto-generated", "auto-notified",
+                                   "Auto-Replied; owner-email=alice@example.org"])
+def test_auto_submitted_other_than_no_is_automatic(value):
+    assert reason(human(f"Auto-Submitted: {value}\n")).startswith("Auto-Submitted:")
+
+
+@pytest.mark.parametrize("value", ["no", "No", "no (a person wrote this)"])
+def test_auto_submitted_no_is_a_person(value):
+    assert reason(human(f"Auto-Submitted: {value}\n")) is None
+
+
+@pytest.mark.parametrize("value", ["bulk", "junk", "list", "auto_reply", "BULK"])
+def test_precedence_bulk_junk_list_auto_reply_is_automatic(value):
+    assert reason(human(f"Precedence: {value}\n")) == f"Precedence: {value.lower()}"
+
+
+def test_x_precedence_auto_reply_is_automatic():
+    assert reason(human("X-Precedence: auto_reply\n")) == "X-Precedence: auto_reply"
+
+
+@pytest.mark.parametrize("value", ["first-class", "normal", ""])
+def test_other_precedence_is_a_person(value):
+    assert reason(human(f"Precedence: {value}\n")) is None
+
+
+@pytest.mark.parametrize("envelope", ["", "<>", " <> "])
+def test_null_envelope_sender_is_automatic(envelope):
+    assert "null envelope sender" in reason(human(), envelope_sender=envelope)
+
+
+def test_unknown_envelope_sender_is_not_judged():
+    assert reason(human(), envelope_sender=None) is None
+
+
+def test_return_path_null_header_is_automatic():
+    raw = human().replace(b"Return-Path: <alice@example.org>", b"Return-Path: <>")
+    assert reason(raw, envelope_sender=None).startswith("Return-Path: <>")
+
+
+DSN = b"""\
+From: Mail Delivery System <bounces@mx.example.com>
+To: ticket12@support.example.com
+Subject: Undelivered Mail Returned to Sender
+Message-ID: <dsn-1@mx.example.com>
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+This is the mail system at host mx.example.com. Your message could not be delivered.
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.com
+
+Final-Recipient: rfc822; nobody@example.org
+Action: failed
+Status: 5.1.1
+--B--
+"""
+
+
+def test_multipart_report_is_automatic():
+    # A bounce relayed with a real-looking sender and envelope: only the type tells.
+    assert reason(DSN, envelope_sender="bounces@mx.example.com").startswith("multipart/report")
+
+
+@pytest.mark.parametrize("sender", ["MAILER-DAEMON@mx.example.com", "postmaster@example.org",
+                                    "Mailer-Daemon@example.org"])
+def test_mailer_daemon_and_postmaster_senders_are_automatic(sender):
+    raw = human().replace(b"Alice Example <alice@example.org>", sender.encode())
+    assert reason(raw).startswith("sent by the mail system")
+
+
+def test_mailer_daemon_envelope_sender_is_automatic():
+    assert reason(human(), envelope_sender="MAILER-DAEMON").startswith("sent by the mail system")
+
+
+def test_local_part_must_match_whole():
+    raw = human().replace(b"Alice Example <alice@example.org>", b"postmaster-team@example.org")
+    assert reason(raw) is None
+
+
+@pytest.mark.parametrize("field", ["X-Autoreply: yes", "X-Autoreply: no", "X-Autorespond: 1",
+                                   "X-Autoresponse: whatever", "X-AutoReply-From: a@example.org",
+                                   "X-Mail-Autoreply: yes"])
+def test_autoreply_headers_with_any_value_are_automatic(field):
+    assert "auto-responder" in reason(human(field + "\n"))
+
+
+def test_x_autogenerated_reply_is_automatic():
+    assert reason(human("X-Autogenerated: Reply\n")).startswith("X-Autogenerated: Reply")
+
+
+def test_x_autogenerated_forward_is_a_person():
+    # CommuniGate's Forward/Redirect relay a person's own message.
+    assert reason(human("X-Autogenerated: Forward\n")) is None
+
+
+def test_our_own_x_loop_is_automatic():
+    assert reason(human(f"X-Loop: {LOOP_ID}\n")).startswith(f"X-Loop: {LOOP_ID}")
+    assert reason(human(f"X-Loop: {LOOP_ID.upper()}\n")) is not None
+
+
+def test_someone_elses_x_loop_is_a_person():
+    # Lists and other robots stamp their own X-Loop on mail people write.
+    assert reason(human("X-Loop: support-list@lists.example.org\n")) is None
+
+
+def test_mail_from_the_redmine_notification_address_is_automatic():
+    raw = human().replace(b"Alice Example <alice@example.org>",
+                          b"Redmine <Redmine@Support.example.com>")
+    assert reason(raw) == "sent from Redmine's notification address <redmine@support.example.com>"
+
+
+def test_without_a_redmine_address_nobody_is_redmine():
+    mail = parse_mail(human())
+    assert automatic_reason(mail.headers, None, mail.from_address, content_type="text/plain",
+                            own_loop_id=LOOP_ID, redmine_address=None) is None
+
+
+# --- what must get through ------------------------------------------------------------------
+
+OUTLOOK = b"""\
+From: "Novak, Jan" <jan.novak@example.com>
+To: ticket12@support.example.com
+Subject: RE: [Support #12] Printer on fire
+Date: Thu, 3 Mar 2016 16:21:00 +0000
+Message-ID: <DB6PR0301MB2345@DB6PR0301MB2345.eurprd03.prod.outlook.com>
+Accept-Language: en-US
+Content-Language: en-US
+X-MS-Has-Attach:
+X-MS-TNEF-Correlator:
+X-Auto-Response-Suppress: OOF, DR, RN, NRN, AutoReply
+MIME-Version: 1.0
+Content-Type: text/plain; charset="us-ascii"
+
+Replaced the fuser, it works.
+"""
+
+
+def test_x_auto_response_suppress_alone_is_a_person():
+    # Outlook sets it on mail people write; Redmine had to revert treating it as automatic.
+    assert reason(OUTLOOK, envelope_sender="jan.novak@example.com") is None
+
+
+@pytest.mark.parametrize("value", ["All", "OOF", "DR, RN, NRN, OOF, AutoReply"])
+def test_no_value_of_x_auto_response_suppress_makes_a_mail_automatic(value):
+    assert reason(human(f"X-Auto-Response-Suppress: {value}\n")) is None
+
+
+def test_list_id_alone_is_a_person():
+    # A reply relayed by a project list or a Google Group support address.
+    extra = ("List-Id: Support <support.lists.example.org>\n"
+             "List-Unsubscribe: <mailto:support-leave@lists.example.org>\n")
+    assert reason(human(extra)) is None
+
+
+def test_list_id_with_precedence_list_is_automatic():
+    # Mailman adds "Precedence: list" too: the precedence rule decides, not List-Id.
+    extra = "List-Id: Support <support.lists.example.org>\nPrecedence: list\n"
+    assert reason(human(extra)) == "Precedence: list"
+
+
+# --- the table itself ------------------------------------------------------------------------
+
+def test_own_loop_is_checked_before_anything_else():
+    # Our echo is named as such even when it also looks like bulk mail.
+    extra = f"X-Loop: {LOOP_ID}\nPrecedence: bulk\nAuto-Submitted: auto-generated\n"
+    assert reason(human(extra)).startswith("X-Loop")
+
+
+def test_every_rule_is_a_documented_function():
+    for rule in RULES:
+        assert rule.__name__.startswith("_") and callable(rule)
+    assert len({rule.__name__ for rule in RULES}) == len(RULES)
+
+
+def test_header_names_are_matched_in_any_case():
+    assert automatic_reason({"AUTO-SUBMITTED": "auto-replied"}, None, "a@example.org",
+                            content_type="text/plain", own_loop_id=LOOP_ID,
+                            redmine_address=None) == "Auto-Submitted: auto-replied (RFC 3834)"
