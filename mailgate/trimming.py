@@ -33,7 +33,7 @@ class Trimmed:
     text: str
     #: What was cut off below it ("" when nothing was cut).
     removed: str
-    #: Why, for logs and `mailgate explain` ("" reasons are never used).
+    #: Why, for logs and `mailgate explain`; None when nothing was cut.
     reason: str | None
 
 
