@@ -37,6 +37,8 @@ def _mail_commands(commands) -> None:
     _config_option(serve)
     serve.add_argument("--smtp", metavar="HOST:PORT", help="SMTP listen address")
     serve.add_argument("--lmtp", metavar="HOST:PORT", help="LMTP listen address")
+    serve.add_argument("--metrics", metavar="HOST:PORT",
+                       help="serve /metrics (Prometheus) and /healthz here")
     serve.set_defaults(run=_serve)
 
     pipe = commands.add_parser("pipe", help="deliver one mail from stdin (MTA pipe transport)")
@@ -174,7 +176,8 @@ def _serve(args: argparse.Namespace) -> int:
     if not (smtp or lmtp):
         raise SystemExit("mailgate serve: give --smtp and/or --lmtp (or listen: in the config)")
     check_startup(gateway)
-    asyncio.run(serve(gateway, smtp, lmtp))
+    metrics = args.metrics or gateway.config.metrics_listen
+    asyncio.run(serve(gateway, smtp, lmtp, metrics=metrics))
     return EX_OK
 
 
@@ -193,9 +196,15 @@ def _worker(args: argparse.Namespace) -> int:
     from .worker import Worker
 
     _setup_logging()
-    worker = Worker(_gateway(args))
+    gateway = _gateway(args)
+    worker = Worker(gateway)
     if args.forever:
-        worker.run_forever(threading.Event())
+        from .serve import background_threads
+
+        stop = threading.Event()
+        for thread in background_threads(gateway, stop):
+            thread.start()
+        worker.run_forever(stop)
     else:
         worker.run_until_idle()
     return EX_OK

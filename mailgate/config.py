@@ -18,6 +18,7 @@ import yaml
 from workflow import Workflow, WorkflowError, load_default_table
 
 from .errors import ConfigError
+from .fanout import load_discord_settings
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 
@@ -73,6 +74,14 @@ class Config:
     unknown_senders: str = "reject"
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
+    #: Discord fan-out (mailgate.fanout), or None.
+    discord: Any = None
+    #: Where `serve` offers /metrics and /healthz, or None.
+    metrics_listen: str | None = None
+    #: /healthz fails when Redmine has been unreachable this long (seconds).
+    redmine_down_alarm: float = 600.0
+    #: /healthz fails when the oldest waiting mail is older than this (seconds).
+    spool_stuck_alarm: float = 3600.0
 
     def site_for_address(self, address: str) -> Site | None:
         wanted = address.lower()
@@ -83,6 +92,12 @@ class Config:
             return self.triage
         return None
 
+    def site_for_project(self, project: str | None) -> Site | None:
+        for site in [*self.sites.values(), *([self.triage] if self.triage else [])]:
+            if site.project == project:
+                return site
+        return None
+
     def workflow_for(self, site: Site | None) -> Workflow:
         return site.workflow if site and site.workflow else self.workflow
 
@@ -91,7 +106,8 @@ class Config:
 ENV_KEYS = [
     ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
-    ("spool", "path"), ("spool", "url"), ("listen", "smtp"), ("listen", "lmtp"), ("server", "hostname"),
+    ("spool", "path"), ("spool", "url"), ("listen", "smtp"), ("listen", "lmtp"),
+    ("listen", "metrics"), ("server", "hostname"), ("discord", "bot_token"),
 ]
 
 
@@ -173,6 +189,10 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         unknown_senders=unknown,
         smtp_listen=listen.get("smtp"),
         lmtp_listen=listen.get("lmtp"),
+        discord=load_discord_settings(data.get("discord"), sites=[*sites, "triage"]),
+        metrics_listen=listen.get("metrics"),
+        redmine_down_alarm=_number(server, "redmine_down_alarm", 600.0, "server"),
+        spool_stuck_alarm=_number(server, "spool_stuck_alarm", 3600.0, "server"),
     )
 
 

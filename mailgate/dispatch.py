@@ -11,18 +11,20 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from handlers import new_ticket, reply
-from handlers.plans import Duplicate, Plan
+from handlers.plans import Duplicate, OpenTicket, Plan
 
 from .config import Config
 from .errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
                      SenderNotPermitted, UnknownAddress)
 from .executor import execute
 from .facts import Facts, RedmineFacts
-from .idempotency import marker, normalise_key, route_key
+from .fanout import event_for
+from .idempotency import marker, normalise_key, route_key, without_marker
 from .message import ParsedMail, parse_mail
+from .metrics import Metrics
 from .outcome import Outcome
 from .routing import Recipient, Route, resolve_recipient, route_mail
 from .spool import Spool, SpooledMail, open_spool
@@ -50,10 +52,17 @@ class Delivery:
 
 
 class Gateway:
-    def __init__(self, config: Config, client, spool: Spool, facts: Facts | None = None):
+    def __init__(self, config: Config, client, spool: Spool, facts: Facts | None = None,
+                 fanout=None):
         self.config = config
         self.client = client
         self.spool = spool
+        #: mailgate.fanout.Fanout, when Discord is configured.
+        self.fanout = fanout
+        self.metrics = Metrics()
+        if hasattr(client, "session"):
+            self.metrics.watch_redmine(client)
+        self.metrics.watch_queues(spool, fanout)
         self.facts = facts or RedmineFacts(client, config)
         #: ticket id -> when Redmine last confirmed it exists (time.monotonic()).
         self._known_tickets: dict[int, float] = {}
@@ -132,15 +141,50 @@ class Gateway:
 
     def process(self, spooled: SpooledMail) -> Outcome:
         """Apply one spooled mail, once: a (mail, route) already applied is a duplicate."""
+        started = time.monotonic()
+        try:
+            outcome, mail, route, plan = self._apply(spooled)
+        except RedmineUnavailable as exc:
+            self.metrics.redmine_failed(exc)
+            raise
+        self.metrics.redmine_ok()
+        seconds = time.monotonic() - started
+        self.metrics.mails.labels(outcome.kind).inc()
+        self.metrics.processing.observe(seconds)
+        # One line per mail, key=value, for people and for log search.
+        sender = getattr(plan, "sender", None)
+        log.info("mail key=%s route=%s role=%s action=%s outcome=%s duration_ms=%d%s",
+                 normalise_key(mail.key), _route_key(route), sender.role if sender else "-",
+                 outcome.action or "-", outcome.kind, seconds * 1000,
+                 f" reason={outcome.reason!r}" if outcome.reason else "")
+        return outcome
+
+    def _apply(self, spooled: SpooledMail):
         mail = parse_mail(spooled.raw)
         route = route_mail(resolve_recipient(spooled.rcpt, self.config), mail)
         route, plan = plan_mail(route, mail, self.facts, self.config, self._seen)
         outcome = execute(plan, self.client, self.facts.status_ids)
         key = normalise_key(mail.key)
         if outcome.kind != "duplicate":
+            self._tell_discord(outcome, mail, route, plan)
             self.spool.remember(key, _route_key(route), outcome.as_dict())
-        log.info("processed %s (%s, %s): %s", key, route.kind, route.how, outcome)
-        return outcome
+        return outcome, mail, route, plan
+
+    def _tell_discord(self, outcome: Outcome, mail: ParsedMail, route: Route, plan) -> None:
+        if self.fanout is None:
+            return
+        if isinstance(plan, OpenTicket):
+            site, subject, text = plan.site.name, plan.subject, plan.description
+        else:
+            found = self.config.site_for_project(getattr(plan, "project", None))
+            site, subject, text = (found.name if found else None), plan.subject, plan.text
+        event = event_for(outcome, mail, site=site, subject=subject,
+                          url=f"{self.config.redmine.url}/issues/{outcome.ticket}",
+                          excerpt=without_marker(text))
+        if event is not None:
+            # One post per (mail, route): the same mail on two tickets is two posts.
+            self.fanout.enqueue(replace(event, mail_key=f"{normalise_key(mail.key)}|"
+                                                        f"{_route_key(route)}"))
 
     def _seen(self, mail: ParsedMail, route: Route) -> dict | None:
         return self.spool.seen(normalise_key(mail.key), _route_key(route))
@@ -197,4 +241,22 @@ def build_gateway(config: Config) -> Gateway:
 
     spool = open_spool(config.spool_path, url=config.spool_url,
                        lease_seconds=config.lease_seconds)
-    return Gateway(config, RedmineClient.from_settings(config.redmine), spool)
+    return Gateway(config, RedmineClient.from_settings(config.redmine), spool,
+                   fanout=build_fanout(config))
+
+
+def build_fanout(config: Config):
+    """The Discord fan-out, with its own Redmine client for the thread fields."""
+    if config.discord is None:
+        return None
+    from .fanout import Fanout
+    from .redmine import RedmineClient
+
+    # requests.Session is not thread-safe: the fan-out thread gets its own client.
+    redmine = RedmineClient.from_settings(config.redmine)
+
+    def thread_created(ticket: int, thread_id: str) -> None:
+        redmine.set_custom_field(ticket, "discord-thread", True)
+        redmine.set_custom_field(ticket, "discord-thread-id", thread_id)
+
+    return Fanout(config.discord, config.spool_path, on_thread_created=thread_created)

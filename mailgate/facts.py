@@ -48,7 +48,7 @@ class RedmineFacts:
         return TicketView(id=issue.id, state=states.get(issue.status_id),
                           status_name=issue.status_name, owner_address=issue.author_email,
                           has_answer=has_answer, subject=issue.subject,
-                          markers=frozenset(markers))
+                          markers=frozenset(markers), project=issue.project_name)
 
     def login_for(self, address: str) -> str | None:
         user = self.client.find_user_by_email(address)

@@ -46,5 +46,10 @@ def with_marker(text: str, mark: str) -> str:
     return f"{text}\n\n{mark}" if text.strip() else mark
 
 
+def without_marker(text: str) -> str:
+    """The text a person wrote, without the marker line (for Discord excerpts)."""
+    return _MARKER.sub("", text or "").rstrip()
+
+
 def markers_in(text: str) -> set[str]:
     return {f"(mailgate:{m})" for m in _MARKER.findall(text or "")}

@@ -18,6 +18,7 @@ import time
 from .dispatch import Gateway
 from .errors import RedmineUnavailable
 from .smtp import GatewayHandler, smtp_factory
+from .httpd import start_http
 from .worker import Worker
 
 log = logging.getLogger("mailgate.serve")
@@ -42,7 +43,7 @@ def check_startup(gateway: Gateway) -> None:
 
 async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
                 ready: threading.Event | None = None, stop: asyncio.Event | None = None,
-                run_worker: bool = True) -> None:
+                run_worker: bool = True, metrics: str | None = None) -> None:
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -64,10 +65,13 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         handlers.append(handler)
         servers.append(server)
         log.info("%s listening on %s:%d", "LMTP" if lmtp_mode else "SMTP", host, port)
-    thread = threading.Thread(target=worker.run_forever, args=(worker_stop,),
-                              name="spool-worker", daemon=True)
+    threads = [threading.Thread(target=worker.run_forever, args=(worker_stop,),
+                                name="spool-worker", daemon=True)]
+    threads += background_threads(gateway, worker_stop)
     if run_worker:
-        thread.start()
+        for thread in threads:
+            thread.start()
+    http = start_http(gateway, metrics) if metrics else None
     if ready:
         ready.set()
     await stop.wait()
@@ -77,9 +81,34 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     await _drain(handlers)
     worker_stop.set()
     worker.wake.set()
+    if gateway.fanout is not None:
+        gateway.fanout.wake.set()
     if run_worker:
-        await asyncio.to_thread(thread.join, SHUTDOWN_GRACE)
+        for thread in threads:
+            await asyncio.to_thread(thread.join, SHUTDOWN_GRACE)
+    if http is not None:
+        http.shutdown()
     log.info("stopped")
+
+
+def background_threads(gateway: Gateway, stop: threading.Event) -> list[threading.Thread]:
+    """Beside the spool worker: the Discord fan-out and the periodic sweep."""
+    threads = [threading.Thread(target=_sweep_forever, args=(gateway, stop),
+                                name="sweep", daemon=True)]
+    if gateway.fanout is not None:
+        threads.append(threading.Thread(target=gateway.fanout.run_forever, args=(stop,),
+                                        name="discord-fanout", daemon=True))
+    return threads
+
+
+def _sweep_forever(gateway: Gateway, stop: threading.Event) -> None:
+    from .sweep import sweep
+
+    while not stop.wait(gateway.config.sweep_interval):
+        try:
+            sweep(gateway)
+        except Exception:  # a failed sweep is retried at the next interval
+            log.exception("sweep failed")
 
 
 async def _drain(handlers: list[GatewayHandler]) -> None:

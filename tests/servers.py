@@ -44,11 +44,12 @@ def write_config(path: Path, url: str, api_key: str, **overrides) -> Path:
 class RunningGateway:
     """``mailgate serve`` in a background thread: the same code the command runs."""
 
-    def __init__(self, config_path: Path, lmtp: bool = True):
+    def __init__(self, config_path: Path, lmtp: bool = True, metrics: bool = False):
         self.config = load_config(config_path, environ={})
         self.gateway = build_gateway(self.config)
         self.smtp_port = free_port()
         self.lmtp_port = free_port() if lmtp else None
+        self.metrics_port = free_port() if metrics else None
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -59,8 +60,9 @@ class RunningGateway:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
             lmtp = f"127.0.0.1:{self.lmtp_port}" if self.lmtp_port else None
+            metrics = f"127.0.0.1:{self.metrics_port}" if self.metrics_port else None
             await serve(self.gateway, f"127.0.0.1:{self.smtp_port}", lmtp,
-                        ready=self._ready, stop=self._stop)
+                        ready=self._ready, stop=self._stop, metrics=metrics)
         asyncio.run(main())
 
     def __enter__(self) -> "RunningGateway":

@@ -1,0 +1,91 @@
+"""Observability for ``serve``: Prometheus metrics and a health check.
+
+The registry belongs to the gateway that made it (no process-wide default
+registry), so two gateways in one process, as in tests, never mix figures.
+What is expensive to keep up to date (spool depth, oldest mail, Discord's
+queue) is read when Prometheus scrapes, by a collector.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self):
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.mails = Counter("mailgate_mails", "Mails processed, by outcome",
+                             ["outcome"], registry=self.registry)
+        self.processing = Histogram("mailgate_processing_seconds", "Time to apply one mail",
+                                    buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.redmine_latency = Histogram("mailgate_redmine_request_seconds",
+                                         "Redmine REST answers, by method", ["method"],
+                                         buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.redmine_errors = Counter("mailgate_redmine_errors",
+                                      "Redmine failures, by error class", ["error"],
+                                      registry=self.registry)
+        #: When Redmine last failed us with no success since (time.time()), or None.
+        self.redmine_down_since: float | None = None
+
+    def watch_redmine(self, client) -> None:
+        """Time every Redmine answer (a requests response hook: no patching)."""
+        def observe(response, *args, **kwargs):
+            self.redmine_latency.labels(response.request.method).observe(
+                response.elapsed.total_seconds())
+        client.session.hooks["response"].append(observe)
+
+    def redmine_failed(self, error: Exception) -> None:
+        self.redmine_errors.labels(type(error).__name__).inc()
+        if self.redmine_down_since is None:
+            self.redmine_down_since = time.time()
+
+    def redmine_ok(self) -> None:
+        self.redmine_down_since = None
+
+    def watch_queues(self, spool, fanout=None) -> None:
+        self.registry.register(_QueueCollector(spool, fanout))
+
+
+class _QueueCollector:
+    def __init__(self, spool, fanout):
+        self.spool = spool
+        self.fanout = fanout
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        depth = GaugeMetricFamily("mailgate_spool_mails", "Mails in the spool, by state",
+                                  labels=["state"])
+        for state, count in self.spool.counts().items():
+            depth.add_metric([state], count)
+        yield depth
+        oldest = self.spool.oldest_queued()
+        yield GaugeMetricFamily("mailgate_spool_oldest_age_seconds",
+                                "Age of the oldest mail waiting in the spool",
+                                value=time.time() - oldest if oldest else 0.0)
+        if self.fanout is not None:
+            discord = GaugeMetricFamily("mailgate_discord_posts",
+                                        "Discord fan-out queue and work, by kind",
+                                        labels=["kind"])
+            for kind, count in self.fanout.stats().items():
+                if isinstance(count, (int, float)):
+                    discord.add_metric([kind], count)
+            yield discord
+
+
+def health(metrics: Metrics, spool, *, redmine_alarm: float, stuck_alarm: float,
+           now: float | None = None) -> list[str]:
+    """What is wrong, in words; an empty list means healthy."""
+    now = time.time() if now is None else now
+    problems = []
+    down = metrics.redmine_down_since
+    if down is not None and now - down > redmine_alarm:
+        problems.append(f"Redmine unreachable for {now - down:.0f} s")
+    oldest = spool.oldest_queued()
+    if oldest is not None and now - oldest > stuck_alarm:
+        problems.append(f"spool stuck: oldest waiting mail is {now - oldest:.0f} s old")
+    return problems

@@ -1,0 +1,54 @@
+"""One log line per mail, /metrics in Prometheus format, and /healthz."""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+import time
+
+import requests
+
+from mailgate.redmine import RedmineClient
+from tests.helpers import fixture
+from tests.load import wait_until
+from tests.servers import RunningGateway, write_config
+
+
+def send(server, ticket: int, raw: bytes) -> None:
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+        smtp.sendmail("support@example.org", [f"ticket{ticket}@example.org"], raw)
+
+
+def test_metrics_health_and_the_log_line(fake_redmine, tmp_path, caplog):
+    client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    ticket = client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          server={"redmine_down_alarm": 1, "spool_stuck_alarm": 600},
+                          spool={"retry_first_delay": 60})
+    raw = fixture("support-answer.eml").replace(b"ticket1@", f"ticket{ticket}@".encode())
+    with caplog.at_level(logging.INFO, logger="mailgate"), \
+            RunningGateway(config, lmtp=False, metrics=True) as server:
+        base = f"http://127.0.0.1:{server.metrics_port}"
+        send(server, ticket, raw)
+        assert wait_until(lambda: server.gateway.spool.counts().get("done") == 1, 10, 0.1)
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+        assert 'mailgate_mails_total{outcome="applied"} 1.0' in metrics
+        assert 'mailgate_spool_mails{state="done"} 1.0' in metrics
+        assert 'mailgate_redmine_request_seconds_count{method="PUT"} 1.0' in metrics
+        assert "mailgate_spool_oldest_age_seconds 0.0" in metrics
+        assert requests.get(f"{base}/healthz", timeout=5).text == "ok\n"
+
+        # Redmine goes away: the mail waits; after the alarm time /healthz fails.
+        fake_redmine.fail_next(status=503, count=1000)
+        send(server, ticket, raw.replace(b"<support-answer-1@", b"<support-answer-2@"))
+        assert wait_until(lambda: server.gateway.metrics.redmine_down_since, 10, 0.1)
+        time.sleep(1.2)
+        answer = requests.get(f"{base}/healthz", timeout=5)
+        assert answer.status_code == 503
+        assert answer.text.startswith("Redmine unreachable for")
+        assert 'mailgate_redmine_errors_total{error="RedmineUnavailable"} 1.0' in \
+            requests.get(f"{base}/metrics", timeout=5).text
+    line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("mail key="))
+    assert line.startswith("mail key=support-answer-1@mail.example.org "
+                           f"route=ticket:{ticket} role=other action=answer outcome=applied "
+                           "duration_ms=")
