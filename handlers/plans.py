@@ -37,6 +37,8 @@ class TicketView:
     owner_address: str | None
     has_answer: bool
     subject: str = ""
+    #: The Redmine project the ticket is in (its site, for Discord).
+    project: str | None = None
     #: Idempotency markers found in the ticket's notes (mailgate.idempotency).
     markers: frozenset[str] = frozenset()
 
@@ -50,6 +52,9 @@ class PostNote:
     attachments: tuple[Attachment, ...]
     #: Who writes in Redmine: the sender's login, or the gateway's own user.
     as_user: str | None
+    #: The ticket's subject and project, for telling Discord.
+    subject: str = ""
+    project: str | None = None
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,8 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
     if mark:
         text = with_marker(text, mark)
     return PostNote(ticket=ticket.id, sender=sender, decision=decision, text=text,
-                    attachments=mail.attachments, as_user=writer)
+                    attachments=mail.attachments, as_user=writer, subject=ticket.subject,
+                    project=ticket.project)
 
 
 def _decide(ticket: TicketView, role: str, commands, site: Site | None,
