@@ -123,7 +123,8 @@ def libraries() -> dict[str, Callable[[str], str]]:
         from mailparser_reply import EmailReplyParser as Multi
         from mailparser_reply.constants import MAIL_LANGUAGES
         parser = Multi(languages=[lang for lang in MAIL_LANGUAGES if lang != "david"])
-        found["mail-parser-reply (all languages)"] = lambda text: parser.parse_reply(text=text) or ""
+        found["mail-parser-reply (all languages)"] = (
+            lambda text: parser.parse_reply(text=text) or "")
     except Exception:  # noqa: BLE001
         pass
     return found

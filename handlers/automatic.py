@@ -129,7 +129,8 @@ _SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
 
 
 def _system_sender(mail: _Mail) -> str | None:
-    for address in (mail.from_address, mail.envelope_sender or "", mail.header("return-path") or ""):
+    return_path = mail.header("return-path") or ""
+    for address in (mail.from_address, mail.envelope_sender or "", return_path):
         local = address.strip().strip("<>").rpartition("@")[0] or address.strip().strip("<>")
         if local.lower() in _SYSTEM_MAILBOXES:
             return f"sent by the mail system ({address.strip()})"

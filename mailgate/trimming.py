@@ -40,7 +40,8 @@ class Trimmed:
 def trim_reply(text: str) -> Trimmed:
     """The text a person wrote in ``text``, with what was cut and why.
 
-    >>> trim_reply("Fixed, thanks.\\n\\nOn Mon, 2 Jun 2025 at 10:00, Bob <bob@example.com> wrote:\\n> Is it fixed?").text
+    >>> trim_reply("Fixed, thanks.\\n\\nOn Mon, 2 Jun 2025, Bob <bob@example.com> wrote:\\n"
+    ...            "> Is it fixed?").text
     'Fixed, thanks.'
     >>> trim_reply("Fixed, thanks.\\n\\nSent from my iPhone").reason
     'mobile signature'
@@ -121,7 +122,8 @@ SEPARATOR = re.compile(
     r"^\s*-{2,}\s*(?:original message|reply message|message d'origine|message original|"
     r"ursprüngliche nachricht|originalnachricht|antwort nachricht|oprindelig meddelelse|"
     r"mensaje original|messaggio originale|oorspronkelijk bericht|originalmeddelande|"
-    r"oprindelig besked|opprinnelig melding|alkuperäinen viesti|mensagem original|wiadomość oryginalna|"
+    r"oprindelig besked|opprinnelig melding|alkuperäinen viesti|mensagem original|"
+    r"wiadomość oryginalna|"
     r"исходное сообщение|původní zpráva|eredeti üzenet|"
     r"forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|"
     r"messaggio inoltrato|doorgestuurd bericht|videresendt meddelelse|vidarebefordrat meddelande|"
@@ -233,7 +235,8 @@ def _header_block_at(lines: list[str], i: int) -> bool:
     kinds = {_header_kind(line) for line in block} - {None}
     if len(block) == 1:
         # "Date: ... From: ... To: ... Subject: ..." flattened onto one line.
-        kinds = {m.group(1).lower().replace("sent", "date") for m in INLINE_HEADER.finditer(block[0])}
+        found = INLINE_HEADER.finditer(block[0])
+        kinds = {m.group(1).lower().replace("sent", "date") for m in found}
     has_address = any(EMAIL.search(line) for line in block)
     # Two fields could be an agenda ("Date: / To:"), so they need an address;
     # three need the sender or an address.
@@ -284,7 +287,8 @@ def _continues_quote(lines: list[str], j: int) -> bool:
     if not _is_quoted(previous) or not line[:1].islower():
         return False
     word = line.split()[0]
-    return len(previous) >= 60 and len(previous) + 1 + len(word) > 76 and previous[-1] not in ".?!:;"
+    too_long = len(previous) + 1 + len(word) > 76
+    return len(previous) >= 60 and too_long and previous[-1] not in ".?!:;"
 
 
 def _is_signature_tail(lines: list[str], j: int) -> bool:
@@ -317,8 +321,9 @@ _PRODUCT_LEAD = (
     r"verzonden met |wysłano z |отправлено с ")
 _WORD = r"[^\s,.;:!?<(]+"
 MOBILE_SIGNATURE = re.compile(
-    r"^\s*(?:(?i:" + _POSSESSIVE_LEAD + r")" + _WORD + r"|(?i:" + _PRODUCT_LEAD + r")(?:[A-Z]|i[A-Z])"
-    + _WORD + r"?)(?: " + _WORD + r"){0,4}\.?\s*(?:<[^>\s]+>|\([^)\s]+\))?\s*$"
+    r"^\s*(?:(?i:" + _POSSESSIVE_LEAD + r")" + _WORD
+    + r"|(?i:" + _PRODUCT_LEAD + r")(?:[A-Z]|i[A-Z])" + _WORD + r"?)"
+    + r"(?: " + _WORD + r"){0,4}\.?\s*(?:<[^>\s]+>|\([^)\s]+\))?\s*$"
     r"|^\s*(?i:iphoneから送信|androidから送信)\s*$")
 
 LIST_FOOTER_WORDS = re.compile(r"mailing list|/listinfo/|mailman", re.IGNORECASE)

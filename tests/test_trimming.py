@@ -255,7 +255,8 @@ def test_mobile_signature_is_cut(line):
 
 
 def test_mobile_signature_above_the_quote_is_cut_with_it():
-    text = "Hello\n\nSent from my iPhone\n\nOn Apr 3, 2012, at 4:19 PM, bob <b@example.com> wrote:\n\n> Hi"
+    text = ("Hello\n\nSent from my iPhone\n\n"
+            "On Apr 3, 2012, at 4:19 PM, bob <b@example.com> wrote:\n\n> Hi")
     assert trim_reply(text).text == "Hello"
     assert trim_reply(text).reason == "attribution line, mobile signature"
 
@@ -283,7 +284,8 @@ def test_mobile_line_with_nothing_above_it_is_kept():
 
 def test_mailing_list_footer_is_cut():
     text = ("Wat is de beste manier?\n\n-Maarten\n\n\n______________________\n"
-            "riak mailing list\nriak@lists.example.com\nhttp://lists.example.com/mailman/listinfo/riak")
+            "riak mailing list\nriak@lists.example.com\n"
+            "http://lists.example.com/mailman/listinfo/riak")
     assert trim_reply(text).text == "Wat is de beste manier?\n\n-Maarten"
     assert trim_reply(text).reason == "mailing-list footer"
 
