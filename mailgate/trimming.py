@@ -92,13 +92,15 @@ def _history_at(lines: list[str], i: int) -> tuple[int, int | None, str] | None:
     line = lines[i]
     if _is_quoted(line):
         return i, i, "quoted history"
-    if SEPARATOR.match(line) or DASHED_ATTRIBUTION.match(line):
+    if SEPARATOR.match(line):
         return i, None, "original-message separator"
     if _header_block_at(lines, i):
         start = i - 1 if i and RULE.match(lines[i - 1]) else i
         return start, None, "header block of the original message"
-    start = _attribution_ending_at(lines, i)
+    start = i if DASHED_ATTRIBUTION.match(line) else _attribution_ending_at(lines, i)
     if start is not None:
+        # Below an attribution the history is either ">"-quoted (and then
+        # must be checked for answers) or pasted as is, up to the end.
         below = _next_text_line(lines, i + 1)
         quoted = below is not None and _is_quoted(lines[below])
         return start, below if quoted else None, "attribution line"

@@ -196,6 +196,12 @@ def test_interleaved_answers_keep_the_whole_mail():
     assert trim_reply(text) == Trimmed(text, "", None)
 
 
+def test_answers_below_an_android_attribution_keep_the_whole_mail():
+    text = "Top\n\n---- Jan wrote ----\n\n> Option A?\n\nYes."
+    assert trimmed(text) == text
+    assert trimmed("Yes.\n\n---- Jan wrote ----\n\n> Option A?") == "Yes."
+
+
 def test_bottom_posted_reply_keeps_the_whole_mail():
     text = "On 04/02/2012 06:26 PM, Megan wrote:\n> Hi\nHello"
     assert trimmed(text) == text
