@@ -184,8 +184,6 @@ CREATE TABLE IF NOT EXISTS messages (
     outcome TEXT,                           -- JSON, once done
     finished_at REAL
 );
-CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
-CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id);
 CREATE TABLE IF NOT EXISTS processed (
     mail_key TEXT NOT NULL,
     route_key TEXT NOT NULL,
@@ -195,6 +193,15 @@ CREATE TABLE IF NOT EXISTS processed (
     created_at REAL NOT NULL,
     PRIMARY KEY (mail_key, route_key)
 );
+"""
+
+#: Columns added after the first release: (name, definition), applied on open,
+#: so a spool written by an older mailgate is upgraded in place, mail and all.
+SQLITE_ADDED_COLUMNS = [("order_key", "TEXT")]
+
+SQLITE_INDEXES = """
+CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
+CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id);
 """
 
 
@@ -209,6 +216,14 @@ class SqliteSpool(Spool):
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SQLITE_SCHEMA)
+        self._upgrade()
+        self._db.executescript(SQLITE_INDEXES)
+
+    def _upgrade(self) -> None:
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(messages)")}
+        for name, definition in SQLITE_ADDED_COLUMNS:
+            if name not in have:
+                self._db.execute(f"ALTER TABLE messages ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         with self._lock:

@@ -1,7 +1,10 @@
 """The end-to-end demo: the Launchpad support story (shared/seeds/004) told by email.
 
 Starts `mailgate serve` against the local real Redmine, sends each mail over
-SMTP as a person would, and prints the ticket's timeline as Redmine has it.
+SMTP as a person would, and prints the ticket's timeline as Redmine has it,
+then the ticket's Discord thread.  Discord itself cannot be reached from here,
+so the demo runs the test suite's fake Discord on 127.0.0.1 (a real HTTP
+server that enforces Discord's shapes and limits) and shows what it received.
 Run it through scripts/demo, which installs and starts everything first.
 """
 
@@ -20,9 +23,14 @@ import uuid
 from email.message import EmailMessage
 from pathlib import Path
 
-from mailgate.redmine import RedmineClient
-
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+
+from mailgate.redmine import RedmineClient  # noqa: E402
+from tests.fakes.discord import FakeDiscord  # noqa: E402
+
 CONFIG = ROOT / "fixtures" / "config" / "demo.yaml"
 PEOPLE = {"owner": "Olive Owner <owner@example.org>",
           "support": "Sam Support <support@example.org>",
@@ -78,19 +86,52 @@ def wait_for(predicate, timeout: float = 30.0):
     raise SystemExit("demo: timed out waiting for mailgate to process a mail")
 
 
+def demo_config(discord: FakeDiscord, hooks: dict[str, str]) -> Path:
+    """demo.yaml, with the Discord section pointed at the fake Discord."""
+    data = yaml.safe_load(CONFIG.read_text())
+    data["spool"]["path"] = str((CONFIG.parent / data["spool"]["path"]).resolve())
+    data["discord"] = {"api_base": discord.api_base, "channels": {"site-a": hooks["site-a"]},
+                       "triage": hooks["triage"], "redmine_fields": True}
+    path = ROOT / "var" / "demo-with-discord.yaml"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
 def main() -> int:
     client = RedmineClient(os.environ["MAILGATE_REDMINE_URL"],
                            os.environ["MAILGATE_REDMINE_API_KEY"])
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--config",
-                               str(CONFIG), "--smtp", f"127.0.0.1:{port}"],
-                              env={**os.environ, "MAILGATE_LOG_LEVEL": "WARNING"})
-    try:
-        wait_for(lambda: _answers(port))
-        return tell_story(client, port)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(30)
+    with FakeDiscord() as discord:
+        hooks = {"site-a": discord.add_webhook(forum=True),
+                 "triage": discord.add_webhook(forum=True)}
+        config = demo_config(discord, hooks)
+        server = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--config",
+                                   str(config), "--smtp", f"127.0.0.1:{port}"],
+                                  env={**os.environ, "MAILGATE_LOG_LEVEL": "WARNING"})
+        try:
+            wait_for(lambda: _answers(port))
+            ticket = tell_story(client, port)
+            print_thread(client, discord, discord.webhook_channel(hooks["site-a"]), ticket)
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(40)
+    return 0
+
+
+def print_thread(client: RedmineClient, discord: FakeDiscord, forum: str, ticket: int) -> None:
+    def thread():
+        found = [t for t in discord.threads(forum) if (t.name or "").startswith(f"#{ticket} ")]
+        return found[0] if found and len(found[0].messages) >= len(STORY) else None
+
+    posted = wait_for(thread)
+    print(f"\nDiscord (fake, on 127.0.0.1): forum thread {posted.name!r},"
+          f" {len(posted.messages)} posts")
+    for message in posted.messages:
+        print("  | " + "\n  | ".join(message["content"].splitlines()))
+        print("  |")
+    fields = wait_for(lambda: client.get_issue(ticket).custom_fields.get("discord-thread-id"))
+    print(f"Redmine #{ticket}: discord-thread-id = {fields}")
 
 
 def _answers(port: int) -> bool:
@@ -102,6 +143,7 @@ def _answers(port: int) -> bool:
 
 
 def tell_story(client: RedmineClient, port: int) -> int:
+    """Send the story; returns the ticket it made."""
     subject = f"Router drops the connection ({uuid.uuid4().hex[:6]})"
     ticket = None
     print(f"Sending the story over SMTP to mailgate on 127.0.0.1:{port}\n")
@@ -115,7 +157,7 @@ def tell_story(client: RedmineClient, port: int) -> int:
             wait_for(lambda: _has_note(client, ticket, body.splitlines()[-1]))
         print(f"  {who:8} -> {msg['To']:24} {body.splitlines()[-1][:50]}")
     print_timeline(client, ticket)
-    return 0
+    return ticket
 
 
 def _find_ticket(client: RedmineClient, subject: str) -> int | None:
@@ -133,7 +175,7 @@ def actions_taken(ticket: int) -> list[str]:
     """The action mailgate chose for each mail on this ticket, from its spool."""
     from mailgate.config import load_config
 
-    path = load_config(CONFIG).spool_path
+    path = load_config(ROOT / "var" / "demo-with-discord.yaml").spool_path
     rows = sqlite3.connect(path).execute(
         "SELECT outcome FROM messages WHERE state = 'done' ORDER BY id").fetchall()
     outcomes = [json.loads(row[0]) for row in rows]

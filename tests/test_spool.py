@@ -74,3 +74,18 @@ def test_processed_is_unique_per_mail_and_route(spool_backend):
     assert not spool.remember("m@x", "ticket:1", {"kind": "applied", "ticket": 1})
     assert spool.remember("m@x", "ticket:2", {"kind": "applied", "ticket": 2})
     assert spool.seen("m@x", "ticket:1") == {"kind": "applied", "ticket": 1, "journal_id": 9}
+
+
+def test_a_spool_from_the_first_release_is_upgraded_in_place(tmp_path):
+    old = sqlite3.connect(tmp_path / "s.db")
+    old.executescript("""CREATE TABLE messages (id INTEGER PRIMARY KEY, received_at REAL NOT NULL,
+        mail_from TEXT NOT NULL, rcpt TEXT NOT NULL, raw BLOB NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued', attempts INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at REAL NOT NULL DEFAULT 0, lease_until REAL NOT NULL DEFAULT 0,
+        last_error TEXT, outcome TEXT, finished_at REAL);
+        INSERT INTO messages (received_at, mail_from, rcpt, raw) VALUES (1, 'a', 'b', x'00');""")
+    old.commit()
+    old.close()
+    spool = SqliteSpool(tmp_path / "s.db")
+    waiting = spool.claim(now=10.0)
+    assert (waiting.rcpt, waiting.raw, waiting.order_key) == ("b", b"\x00", None)
