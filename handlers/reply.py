@@ -7,6 +7,8 @@ from mailgate.message import ParsedMail
 from workflow import Decision, TicketFacts, parse_commands
 
 from mailgate.idempotency import with_marker
+from mailgate.message import Attachment
+from mailgate.trimming import trim_reply
 
 from .plans import Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
 from .senders import attributed, role_of, sender_of, writer_for
@@ -27,6 +29,9 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
     if isinstance(writer, Refuse):
         return writer
     commands, text = parse_commands(mail.body)
+    trimmed = trim_reply(text)
+    text = trimmed.text
+    attachments = mail.attachments + _original(mail, trimmed.removed, config)
     decision = _decide(ticket, role, commands, site, config)
     if not text and not mail.attachments and not decision.changes_state:
         return Ignore("nothing to post: no text, no attachment, no status change")
@@ -35,8 +40,17 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
     if mark:
         text = with_marker(text, mark)
     return PostNote(ticket=ticket.id, sender=sender, decision=decision, text=text,
-                    attachments=mail.attachments, as_user=writer, subject=ticket.subject,
+                    attachments=attachments, as_user=writer, subject=ticket.subject,
                     project=ticket.project)
+
+
+def _original(mail: ParsedMail, removed: str, config: Config) -> tuple[Attachment, ...]:
+    """The mail as received, so what trimming took out can still be read."""
+    wanted = config.attach_original == "always" or (
+        config.attach_original == "when-trimmed" and removed.strip())
+    if not wanted or not mail.raw:
+        return ()
+    return (Attachment("original.eml", "message/rfc822", mail.raw),)
 
 
 def _decide(ticket: TicketView, role: str, commands, site: Site | None,

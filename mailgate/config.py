@@ -72,6 +72,8 @@ class Config:
     max_message_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = 50
     unknown_senders: str = "reject"
+    #: Attach the original .eml to the note: "when-trimmed" (default), "always", "never".
+    attach_original: str = "when-trimmed"
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
     #: Discord fan-out (mailgate.fanout), or None.
@@ -187,6 +189,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         max_message_size=_int(server, "max_message_size", DEFAULT_MAX_SIZE, "server"),
         max_recipients=_int(server, "max_recipients", 50, "server"),
         unknown_senders=unknown,
+        attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
+                                "when-trimmed"),
         smtp_listen=listen.get("smtp"),
         lmtp_listen=listen.get("lmtp"),
         discord=load_discord_settings(data.get("discord"), sites=[*sites, "triage"]),

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, replace
 
 from handlers import new_ticket, reply
-from handlers.plans import Duplicate, OpenTicket, Plan
+from handlers.automatic import automatic_reason
+from handlers.plans import Duplicate, Ignore, OpenTicket, Plan
 
 from .config import Config
 from .errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
@@ -162,7 +163,8 @@ class Gateway:
     def _apply(self, spooled: SpooledMail):
         mail = parse_mail(spooled.raw)
         route = route_mail(resolve_recipient(spooled.rcpt, self.config), mail)
-        route, plan = plan_mail(route, mail, self.facts, self.config, self._seen)
+        route, plan = plan_mail(route, mail, self.facts, self.config, self._seen,
+                                envelope_sender=spooled.mail_from)
         outcome = execute(plan, self.client, self.facts.status_ids)
         key = normalise_key(mail.key)
         if outcome.kind != "duplicate":
@@ -191,12 +193,20 @@ class Gateway:
 
 
 def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config,
-              seen=lambda mail, route: None) -> tuple[Route, Plan]:
+              seen=lambda mail, route: None,
+              envelope_sender: str | None = None) -> tuple[Route, Plan]:
     """Gather the facts the route's handler needs, and let it decide (no writes).
 
     ``seen(mail, route)`` tells whether this mail was already applied on that
     route (the state store); then nothing else is asked of Redmine.
     """
+    machine = automatic_reason(mail.headers, envelope_sender, mail.from_address,
+                               content_type=mail.headers.get("content-type", "text/plain"),
+                               own_loop_id=config.hostname,
+                               redmine_address=config.redmine.notification_address)
+    if machine:
+        # Never a note, never a rejection: answering robots makes mail loops.
+        return route, Ignore(f"automatic mail: {machine}")
     if route.kind == "reply":
         earlier = seen(mail, route)
         if earlier is not None:

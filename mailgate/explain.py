@@ -71,11 +71,18 @@ def explain(name: str, raw: bytes, config: Config, facts: Facts,
 def _describe_mail(data: dict, mail: ParsedMail) -> None:
     data["sender"].update(address=mail.from_address, name=mail.from_name)
     data["subject"] = mail.subject
-    data["attachments"] = [{"filename": a.filename, "size": a.size,
-                            "content_type": a.content_type} for a in mail.attachments]
+    data["attachments"] = _attachments(mail.attachments)
+
+
+def _attachments(attachments) -> list[dict]:
+    return [{"filename": a.filename, "size": a.size, "content_type": a.content_type}
+            for a in attachments]
 
 
 def _describe_plan(data: dict, plan) -> None:
+    if isinstance(plan, (PostNote, OpenTicket)):
+        # What would be attached, which may include the original mail.
+        data["attachments"] = _attachments(plan.attachments)
     if isinstance(plan, PostNote):
         decision = plan.decision
         data["sender"].update(role=plan.sender.role, verified=plan.sender.verified)

@@ -50,6 +50,8 @@ class ParsedMail:
     headers: dict[str, str] = field(repr=False, default_factory=dict)
     #: A key that is the same for every delivery of the same mail.
     key: str = ""
+    #: The mail as received (the same bytes object, not a copy).
+    raw: bytes = field(repr=False, default=b"")
 
 
 def parse_mail(raw: bytes) -> ParsedMail:
@@ -79,6 +81,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         original_to=tuple(_recipient_hints(message)),
         headers=headers,
         key=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
+        raw=raw,
     )
 
 

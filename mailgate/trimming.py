@@ -267,13 +267,14 @@ def _header_kind(line: str) -> str | None:
 # --- is everything below the quote still history? ------------------------------
 
 def _only_quotes_below(lines: list[str], first: int) -> bool:
-    """Whether lines[first:] hold only quotes, blank lines and a signature."""
-    for j in range(first, len(lines)):
-        line = lines[j]
-        if not line.strip() or _is_quoted(line) or _continues_quote(lines, j):
-            continue
-        return _is_signature_tail(lines, j)
-    return True
+    """Whether lines[first:] hold only quotes and blank lines, above a signature.
+
+    The signature is whatever ``_signature_cut`` would drop from the end, so
+    this check and the trimming agree, and trimming twice changes nothing.
+    """
+    end, _ = _signature_cut(lines, len(lines))
+    return all(not lines[j].strip() or _is_quoted(lines[j]) or _continues_quote(lines, j)
+               for j in range(first, end))
 
 
 def _continues_quote(lines: list[str], j: int) -> bool:
@@ -291,15 +292,6 @@ def _continues_quote(lines: list[str], j: int) -> bool:
     word = line.split()[0]
     too_long = len(previous) + 1 + len(word) > 76
     return len(previous) >= 60 and too_long and previous[-1] not in ".?!:;"
-
-
-def _is_signature_tail(lines: list[str], j: int) -> bool:
-    rest = [line for line in lines[j:] if line.strip()]
-    if SIG_DELIMITER.match(lines[j]):
-        return len(rest) <= SIGNATURE_MAX_LINES and not any(map(_is_quoted, rest))
-    if MOBILE_SIGNATURE.match(lines[j]):
-        return len(rest) == 1
-    return _is_list_footer(lines[j:])
 
 
 # --- signatures ------------------------------------------------------------------

@@ -108,3 +108,28 @@ def test_human_readable_output():
     assert result.returncode == 0, result.stderr
     assert "reply to ticket #1" in text and "confirm: answered -> solved" in text
     assert "| That did it, thank you!" in text
+
+
+def test_quoted_history_and_signature_are_trimmed_and_the_original_attached():
+    [result] = explain_json("owner-reply-quoting-history.eml")
+    assert without_marker(result["body"]) == \
+        "Updating did not help, it dropped again at 20:05.\n\nOlive"
+    assert result["attachments"][-1]["filename"] == "original.eml"
+    assert result["attachments"][-1]["content_type"] == "message/rfc822"
+
+
+def test_outlook_header_block_is_trimmed_but_the_mail_is_a_persons():
+    [result] = explain_json("outlook-reply-with-suppress-header.eml")
+    assert result["route"]["kind"] == "reply"
+    assert without_marker(result["body"]) == "Written by a person in Outlook: still broken."
+
+
+@pytest.mark.parametrize("mail, reason", [
+    ("out-of-office-reply.eml", "Auto-Submitted"),
+    ("bounce-dsn.eml", "multipart/report"),
+])
+def test_automatic_mail_is_ignored_with_its_reason(mail, reason):
+    [result] = explain_json(mail)
+    assert result["route"]["kind"] == "ignored"
+    assert result["reason"].startswith("automatic mail:") and reason in result["reason"]
+    assert result["body"] is None
