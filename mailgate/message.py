@@ -1,26 +1,35 @@
 """A received mail, parsed once into the plain facts the handlers need.
 
-Parsing uses mail-parser (it decodes headers, charsets and transfer
-encodings, and is several times faster than the stdlib's ``policy.default``
-on our fixtures).  Like the stdlib parser it tolerates broken mail; only a
-mail with nothing usable in it (empty, or no headers at all) is refused.
+Parsing is the stdlib's (compat32, the fastest of its policies); like it, we
+never raise on broken mail: a part we cannot read is skipped, a charset we
+cannot trust is read with its superset (``mailgate.charsets``).  Only mail
+with nothing usable in it (empty, no header fields at all) is refused.
+
+We walk the MIME tree ourselves rather than use mail-parser's results:
+mail-parser re-encodes every attachment to base64 text (three copies of a
+big file in memory) and decodes text with no fallback for the charsets real
+mail mislabels.  The walk below keeps one decoded copy per part.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
+import email
 import hashlib
+import mimetypes
 import re
 from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
+from email.message import Message
 from email.utils import getaddresses, parseaddr
 
-import mailparser
-
+from .charsets import decode_text
 from .errors import BadMessage
 from .htmltext import html_to_text
+
+# Signatures of multipart/signed mail: proof of the sender, not content.
+_SIGNATURES = {"application/pgp-signature", "application/pkcs7-signature",
+               "application/x-pkcs7-signature"}
 
 
 @dataclass(frozen=True)
@@ -57,25 +66,22 @@ class ParsedMail:
 def parse_mail(raw: bytes) -> ParsedMail:
     if not raw or not raw.strip():
         raise BadMessage("empty message")
-    try:
-        mail = mailparser.parse_from_bytes(raw)
-    except Exception as exc:  # mail-parser raises assorted errors on garbage
-        raise BadMessage(f"unparseable message: {exc}") from None
-    message = mail.message
+    message = email.message_from_bytes(raw)
     if not message.keys():
         raise BadMessage("unparseable message: no header fields")
     headers: dict[str, str] = {}
-    for header, value in message.items():
-        headers.setdefault(header.lower(), _decoded(value))
+    for name, value in message.items():
+        headers.setdefault(name.lower(), decoded_header(value))
     name, address = parseaddr(str(message.get("from", "")))
     message_id = _angle(headers.get("message-id", "")) or None
+    plain, html, attachments = _walk(message)
     return ParsedMail(
         message_id=message_id,
         from_address=address.lower(),
-        from_name=_decoded(name) or address,
-        subject=" ".join((mail.subject or "").split()),
-        body=_body(mail),
-        attachments=tuple(_attachments(mail)),
+        from_name=decoded_header(name) or address,
+        subject=headers.get("subject", ""),
+        body=_body(plain, html),
+        attachments=tuple(attachments),
         references=tuple(_message_ids(headers.get("in-reply-to", ""))
                          + _message_ids(headers.get("references", ""))),
         original_to=tuple(_recipient_hints(message)),
@@ -85,34 +91,95 @@ def parse_mail(raw: bytes) -> ParsedMail:
     )
 
 
-def _body(mail) -> str:
-    if mail.text_plain:
-        text = "\n\n".join(mail.text_plain)
-    elif mail.text_html:
-        text = html_to_text("\n".join(mail.text_html))
+def decoded_header(value) -> str:
+    """A header value with RFC 2047 encoded words decoded and folding undone."""
+    text = str(value)
+    try:
+        text = str(make_header(decode_header(text)))
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        pass
+    # NULs and control characters have no place in a subject or a name.
+    return " ".join(re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text).split())
+
+
+# -- the MIME tree -------------------------------------------------------------
+
+def _walk(message: Message) -> tuple[list[str], list[str], list[Attachment]]:
+    """Inline text/plain parts, inline text/html parts, and every other leaf."""
+    plain: list[str] = []
+    html: list[str] = []
+    attachments: list[Attachment] = []
+    for part in _leaves(message):
+        kind = part.get_content_type()
+        data = _payload(part)
+        if not data:
+            continue        # an empty part carries nothing: not even a file
+        if kind in ("text/plain", "text/html") and _is_inline_text(part):
+            text = decode_text(data, part.get_content_charset())
+            (plain if kind == "text/plain" else html).append(text)
+        elif kind not in _SIGNATURES:
+            attachments.append(Attachment(_filename(part, len(attachments) + 1), kind, data))
+    return plain, html, attachments
+
+
+def _leaves(part: Message):
+    """Every non-multipart part, depth first; an attached mail stays one leaf."""
+    if part.get_content_maintype() == "multipart" and part.is_multipart():
+        for child in part.get_payload():
+            if isinstance(child, Message):
+                yield from _leaves(child)
     else:
-        text = ""
-    # Redmine stores what it gets; normalise line ends and trailing space.
-    lines = [line.rstrip() for line in text.replace("\r\n", "\n").split("\n")]
+        yield part
+
+
+def _payload(part: Message) -> bytes:
+    if part.get_content_type() == "message/rfc822" or part.is_multipart():
+        # An attached mail is kept as the mail it is.
+        inner = part.get_payload()
+        inner = inner[0] if isinstance(inner, list) and inner else inner
+        return inner.as_bytes() if isinstance(inner, Message) else b""
+    try:
+        data = part.get_payload(decode=True)
+    except Exception:  # the stdlib's decoders raise assorted errors on garbage
+        return b""
+    return data or b""
+
+
+def _is_inline_text(part: Message) -> bool:
+    disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
+    return disposition != "attachment" and not part.get_param("name") \
+        and not part.get_filename()
+
+
+def _filename(part: Message, number: int) -> str:
+    try:
+        name = part.get_filename()
+    except (HeaderParseError, LookupError, UnicodeError, ValueError):
+        name = None
+    if name:
+        # A name is shown and stored; path separators and controls are not welcome.
+        name = decoded_header(name).replace("/", "_").replace("\\", "_").strip(". ")
+    if not name:
+        kind = part.get_content_type()
+        extension = ".eml" if kind == "message/rfc822" else (
+            mimetypes.guess_extension(kind) or ".bin")
+        name = f"attachment-{number}{extension}"
+    return name[:200]
+
+
+def _body(plain: list[str], html: list[str]) -> str:
+    texts = [t for t in plain if t.strip()]
+    if texts:
+        text = "\n\n".join(texts)
+    else:
+        # No text part, or only empty ones: the HTML is what the sender wrote.
+        text = "\n\n".join(html_to_text(h) for h in html if h.strip())
+    # Redmine stores what it gets; normalise line ends, trailing space and NULs.
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\x00", "").split("\n")]
     return "\n".join(lines).strip("\n")
 
 
-def _attachments(mail):
-    for part in mail.attachments:
-        payload = part.get("payload") or ""
-        if part.get("binary"):
-            try:
-                data = base64.b64decode(payload)
-            except (binascii.Error, ValueError):
-                data = payload.encode("utf-8", "replace")
-        else:
-            data = payload.encode(part.get("charset") or "utf-8", "replace")
-        yield Attachment(
-            filename=part.get("filename") or "attachment",
-            content_type=part.get("mail_content_type") or "application/octet-stream",
-            data=data,
-        )
-
+# -- addresses and ids ---------------------------------------------------------------
 
 _MSGID = re.compile(r"<([^<>\s]+)>")
 
@@ -126,19 +193,10 @@ def _message_ids(value: str) -> list[str]:
     return [f"<{m}>" for m in _MSGID.findall(value)]
 
 
-def _recipient_hints(message) -> list[str]:
+def _recipient_hints(message: Message) -> list[str]:
     """X-Original-To, Delivered-To, then To and Cc: the order MTAs make them trustworthy."""
     hints = []
     for name in ("x-original-to", "delivered-to", "to", "cc"):
         values = [str(v) for v in message.get_all(name, [])]
         hints += [addr.lower() for _, addr in getaddresses(values) if addr]
     return hints
-
-
-def _decoded(value) -> str:
-    """A header value with RFC 2047 encoded words decoded and folding undone."""
-    try:
-        text = str(make_header(decode_header(str(value))))
-    except (HeaderParseError, LookupError, UnicodeError):
-        text = str(value)
-    return " ".join(text.split())

@@ -1,0 +1,119 @@
+"""Parsing real-world mail: bodies, charsets and attachments, never a crash."""
+
+from __future__ import annotations
+
+from email.message import EmailMessage
+from email.mime.application import MIMEApplication
+from email.mime.image import MIMEImage
+from email.mime.multipart import MIMEMultipart
+from email.mime.text import MIMEText
+
+import pytest
+
+from mailgate.message import parse_mail
+
+HEAD = b"From: Olive Owner <owner@example.org>\nTo: ticket1@example.org\nSubject: x\n"
+
+
+def single(body: bytes, charset: str, encoding: str = "8bit") -> bytes:
+    return HEAD + (f"MIME-Version: 1.0\nContent-Type: text/plain; charset={charset}\n"
+                   f"Content-Transfer-Encoding: {encoding}\n\n").encode() + body
+
+
+@pytest.mark.parametrize("body, charset, text", [
+    ("こんにちは、ルーターが落ちます".encode("iso2022_jp"), "iso-2022-jp",
+     "こんにちは、ルーターが落ちます"),
+    # NEC special characters (①, ㈱) in ISO-2022-JP: Python's codec rejects them.
+    (b"\x1b$B-!-j\x1b(B router", "ISO-2022-JP", "①㈱ router"),
+    ("똠방각하 라우터".encode("cp949"), "ks_c_5601-1987", "똠방각하 라우터"),
+    ("Grüße, ça marche €".encode("cp1252"), "iso-8859-1", "Grüße, ça marche €"),
+    ("Žluťoučký kůň".encode("iso-8859-2"), "iso-8859-2", "Žluťoučký kůň"),
+    ("Привет".encode("koi8-r"), "koi8-r", "Привет"),
+    (b"broken \xff\xfe utf-8 here", "utf-8", "broken \ufffd\ufffd utf-8 here"),
+    ("café".encode("cp1252"), "x-unknown-8bit", "café"),
+])
+def test_charsets_never_crash_and_read_as_meant(body, charset, text):
+    assert parse_mail(single(body, charset)).body == text
+
+
+def test_rfc2047_subject_and_sender_name():
+    raw = (b"From: =?utf-8?b?w5Zsw6kgw5Z3bsOpcg==?= <owner@example.org>\n"
+           b"Subject: =?iso-2022-jp?b?GyRCJUslZSE8JTkbKEI=?= =?utf-8?q?_caf=C3=A9?=\n\nx\n")
+    mail = parse_mail(raw)
+    assert mail.from_name == "Ölé Öwnér"
+    assert mail.subject == "ニュース café"
+
+
+def test_several_inline_text_parts_are_joined():
+    outer = MIMEMultipart("mixed")
+    outer.attach(MIMEText("First part.", "plain"))
+    outer.attach(MIMEImage(b"\x89PNG\r\n\x1a\nimage", "png"))
+    outer.attach(MIMEText("Second part, after the picture.", "plain"))
+    mail = parse_mail(HEAD + outer.as_bytes())
+    assert mail.body == "First part.\n\nSecond part, after the picture."
+    assert [a.content_type for a in mail.attachments] == ["image/png"]
+
+
+def test_an_empty_text_part_falls_back_to_html():
+    alternative = MIMEMultipart("alternative")
+    alternative.attach(MIMEText("   \n", "plain"))
+    alternative.attach(MIMEText("<p>Only <b>here</b></p><script>alert(1)</script>", "html"))
+    assert parse_mail(HEAD + alternative.as_bytes()).body == "Only here"
+
+
+def test_plain_is_preferred_over_html():
+    alternative = MIMEMultipart("alternative")
+    alternative.attach(MIMEText("Plain words.", "plain"))
+    alternative.attach(MIMEText("<p>HTML words.</p>", "html"))
+    assert parse_mail(HEAD + alternative.as_bytes()).body == "Plain words."
+
+
+def test_nested_inline_images_and_files_inside_multipart_signed():
+    related = MIMEMultipart("related")
+    related.attach(MIMEText("<p>See <img src='cid:logo'></p>", "html"))
+    logo = MIMEImage(b"GIF89a-logo", "gif")
+    logo.add_header("Content-ID", "<logo>")
+    logo.add_header("Content-Disposition", "inline", filename="logo.gif")
+    related.attach(logo)
+    inner = MIMEMultipart("mixed")
+    inner.attach(related)
+    report = MIMEApplication(b"%PDF-1.4 report", "pdf")
+    report.add_header("Content-Disposition", "attachment", filename="report.pdf")
+    inner.attach(report)
+    empty = MIMEApplication(b"", "octet-stream")
+    empty.add_header("Content-Disposition", "attachment", filename="empty.bin")
+    inner.attach(empty)
+    signed = MIMEMultipart("signed", protocol="application/pgp-signature")
+    signed.attach(inner)
+    signed.attach(MIMEApplication(b"-----BEGIN PGP SIGNATURE-----", "pgp-signature"))
+    mail = parse_mail(HEAD + signed.as_bytes())
+    assert mail.body == "See"
+    assert [(a.filename, a.content_type, a.data) for a in mail.attachments] == [
+        ("logo.gif", "image/gif", b"GIF89a-logo"),
+        ("report.pdf", "application/pdf", b"%PDF-1.4 report"),
+    ]
+
+
+def test_an_attached_mail_is_one_attachment():
+    forwarded = EmailMessage()
+    forwarded["Subject"] = "Original"
+    forwarded.set_content("Inner text")
+    outer = EmailMessage()
+    outer["From"] = "owner@example.org"
+    outer.set_content("See the attached mail.")
+    outer.add_attachment(forwarded)
+    mail = parse_mail(bytes(outer))
+    assert mail.body == "See the attached mail."
+    [attached] = mail.attachments
+    assert attached.content_type == "message/rfc822" and b"Inner text" in attached.data
+
+
+def test_unsafe_attachment_names_are_made_safe():
+    msg = EmailMessage()
+    msg["From"] = "owner@example.org"
+    msg.set_content("x")
+    msg.add_attachment(b"data", maintype="application", subtype="octet-stream",
+                       filename="../../etc/passwd")
+    msg.add_attachment(b"data", maintype="image", subtype="png")
+    names = [a.filename for a in parse_mail(bytes(msg)).attachments]
+    assert names == ["_.._etc_passwd", "attachment-2.png"]
