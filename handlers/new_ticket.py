@@ -7,6 +7,7 @@ from mailgate.message import ParsedMail
 
 from mailgate.idempotency import with_marker
 
+from .attachments import apply_limits, not_attached_line
 from .plans import OpenTicket, Plan, Refuse
 from .senders import attributed, sender_of, writer_for
 
@@ -20,7 +21,10 @@ def handle(mail: ParsedMail, site: Site, login: str | None, config: Config,
     writer = writer_for(sender, site, config)
     if isinstance(writer, Refuse):
         return writer
-    text = mail.body if writer == sender.login else attributed(mail.body, sender)
+    attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
+    text = "\n\n".join(filter(None, [mail.body, not_attached_line(dropped)]))
+    if writer != sender.login:
+        text = attributed(text, sender)
     return OpenTicket(site=site, sender=sender, subject=mail.subject or "(no subject)",
                       description=with_marker(text, mark) if mark else text,
-                      attachments=mail.attachments, as_user=writer, marker=mark)
+                      attachments=attachments, as_user=writer, marker=mark)

@@ -10,6 +10,8 @@ from mailgate.idempotency import with_marker
 from mailgate.message import Attachment
 from mailgate.trimming import trim_reply
 
+from .attachments import apply_limits, not_attached_line
+
 from .plans import Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
 from .senders import attributed, role_of, sender_of, writer_for
 
@@ -30,10 +32,11 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
         return writer
     commands, text = parse_commands(mail.body)
     trimmed = trim_reply(text)
-    text = trimmed.text
-    attachments = mail.attachments + _original(mail, trimmed.removed, config)
+    attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
+    text = "\n\n".join(filter(None, [trimmed.text, not_attached_line(dropped)]))
+    attachments += _original(mail, trimmed.removed, config)
     decision = _decide(ticket, role, commands, site, config)
-    if not text and not mail.attachments and not decision.changes_state:
+    if not text and not attachments and not decision.changes_state:
         return Ignore("nothing to post: no text, no attachment, no status change")
     if writer != sender.login:
         text = attributed(text, sender)

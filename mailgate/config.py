@@ -74,6 +74,7 @@ class Config:
     unknown_senders: str = "reject"
     #: Attach the original .eml to the note: "when-trimmed" (default), "always", "never".
     attach_original: str = "when-trimmed"
+    attachment_limits: Any = None
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
     #: Discord fan-out (mailgate.fanout), or None.
@@ -191,6 +192,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         unknown_senders=unknown,
         attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
                                 "when-trimmed"),
+        attachment_limits=_attachment_limits(_section(data, "attachments")),
         smtp_listen=listen.get("smtp"),
         lmtp_listen=listen.get("lmtp"),
         discord=load_discord_settings(data.get("discord"), sites=[*sites, "triage"]),
@@ -275,6 +277,26 @@ def _int(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
     return value
+
+
+def _attachment_limits(spec: Mapping[str, Any]):
+    from handlers.attachments import AttachmentLimits
+
+    defaults = AttachmentLimits()
+    unknown = set(spec) - {"max_size", "max_count", "blocked_extensions", "blocked_types"}
+    if unknown:
+        raise ConfigError(f"attachments.{sorted(unknown)[0]}: unknown setting")
+    extensions = spec.get("blocked_extensions", defaults.blocked_extensions)
+    types = spec.get("blocked_types", defaults.blocked_types)
+    for key, value in (("blocked_extensions", extensions), ("blocked_types", types)):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"attachments.{key}: expected a list of strings")
+    return AttachmentLimits(
+        max_size=_int(spec, "max_size", defaults.max_size, "attachments"),
+        max_count=_int(spec, "max_count", defaults.max_count, "attachments"),
+        blocked_extensions=tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
+                                 for e in extensions),
+        blocked_types=tuple(t.lower() for t in types))
 
 
 def _number(data: Mapping[str, Any], key: str, default: float, where: str) -> float:

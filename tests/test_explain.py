@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.helpers import MAIL, explain_json, run_mailgate, without_marker
+from tests.helpers import DEMO_CONFIG, MAIL, explain_json, run_mailgate, without_marker
 
 KEYS = {"file", "route", "sender", "from_state", "action", "to_state", "refused",
         "subject", "body", "attachments", "reason"}
@@ -133,3 +133,19 @@ def test_automatic_mail_is_ignored_with_its_reason(mail, reason):
     assert result["route"]["kind"] == "ignored"
     assert result["reason"].startswith("automatic mail:") and reason in result["reason"]
     assert result["body"] is None
+
+
+def test_a_blocked_attachment_is_named_in_the_note_not_lost_silently():
+    [result] = explain_json("owner-reply-with-blocked-attachment.eml")
+    assert without_marker(result["body"]) == ("The vendor sent me this tool and a log.\n\n"
+                                              "(not attached: fixer.exe (blocked type))")
+    assert [a["filename"] for a in result["attachments"]] == ["router.log"]
+
+
+def test_attachment_limits_from_config(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(DEMO_CONFIG.read_text() + "\nattachments: {max_count: 1, max_size: 600}\n")
+    [result] = explain_json("owner-reply-with-attachments.eml", config=config)
+    assert [a["filename"] for a in result["attachments"]] == ["router.log"]
+    assert without_marker(result["body"]).endswith(
+        "(not attached: screenshot.png (larger than 600 bytes))")

@@ -1,0 +1,66 @@
+"""Which attachments go to Redmine, and which are left out (and said so in the note).
+
+Limits come from the config: a size per file, a count per mail, and blocked
+types and extensions (executables that a ticket tracker should not serve to
+the next person who clicks).  Nothing is dropped silently: each file left
+out is named in the note with the reason, and the whole mail stays in the
+spool for an operator.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailgate.message import Attachment
+
+name = "attachments"
+description = "Apply the attachment limits; name what was left out."
+
+DEFAULT_BLOCKED_EXTENSIONS = (".exe", ".com", ".bat", ".cmd", ".scr", ".pif", ".vbs", ".vbe",
+                              ".js", ".jse", ".wsf", ".wsh", ".msi", ".msp", ".hta", ".cpl",
+                              ".jar", ".ps1", ".lnk", ".reg")
+
+
+@dataclass(frozen=True)
+class AttachmentLimits:
+    max_size: int = 10 * 1024 * 1024
+    max_count: int = 20
+    blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
+    blocked_types: tuple[str, ...] = ("application/x-msdownload", "application/x-dosexec")
+
+
+def apply_limits(attachments: tuple[Attachment, ...],
+                 limits: AttachmentLimits) -> tuple[tuple[Attachment, ...], list[str]]:
+    """(the attachments to upload, a "name (reason)" for each one left out)."""
+    kept: list[Attachment] = []
+    dropped: list[str] = []
+    for attachment in attachments:
+        reason = _why_not(attachment, limits, len(kept))
+        if reason:
+            dropped.append(f"{attachment.filename} ({reason})")
+        else:
+            kept.append(attachment)
+    return tuple(kept), dropped
+
+
+def _why_not(attachment: Attachment, limits: AttachmentLimits, count: int) -> str | None:
+    lower = attachment.filename.lower()
+    if attachment.content_type in limits.blocked_types or \
+            any(lower.endswith(ext) for ext in limits.blocked_extensions):
+        return "blocked type"
+    if attachment.size > limits.max_size:
+        return f"larger than {_human(limits.max_size)}"
+    if count >= limits.max_count:
+        return f"more than {limits.max_count} files"
+    return None
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("MB", 1024 * 1024), ("kB", 1024)):
+        if size >= scale:
+            return f"{size / scale:g} {unit}"
+    return f"{size} bytes"
+
+
+def not_attached_line(dropped: list[str]) -> str:
+    return f"(not attached: {', '.join(dropped)})" if dropped else ""
