@@ -146,7 +146,8 @@ def _payload(part: Message) -> bytes:
 
 
 def _is_inline_text(part: Message) -> bool:
-    disposition = (part.get("content-disposition") or "").split(";")[0].strip().lower()
+    # str(): a header with 8-bit bytes comes back as an email.header.Header.
+    disposition = str(part.get("content-disposition") or "").split(";")[0].strip().lower()
     return disposition != "attachment" and not part.get_param("name") \
         and not part.get_filename()
 
