@@ -1,0 +1,396 @@
+"""Who sent it: is a mail's From: address proven, or only written there?
+
+A sender's role (ticket owner, admin) comes from the From: address, which
+anyone can write.  ``verify_sender`` says whether that address is *verified*:
+
+1. an Authentication-Results field from our own MTA (its authserv-id is listed
+   in ``trust.trusted_authserv_ids``) says ``dkim=pass`` for a domain aligned
+   with the From: domain, or ``dmarc=pass`` for the From: domain itself; or
+2. a DKIM signature on the mail verifies here and its ``d=`` is aligned: the
+   From: domain or a parent of it that is not a public suffix (relaxed
+   alignment, as DMARC and Launchpad use it).
+
+Anything else is "not verified".  A key lookup that failed or timed out is
+"not verified, temporary": the same mail may verify later, so the caller may
+defer it.  Like the stdlib parser, this never raises on bad input; the answer
+is always a ``Verdict`` whose ``how`` says why, for logs and ``explain``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+from email import policy
+from email.parser import BytesHeaderParser
+from email.utils import getaddresses
+from typing import Any, Callable, Iterator, Mapping
+
+import dkim
+import dns.name
+import dns.resolver
+from dkim.canonicalization import CanonicalizationPolicy
+from dkim.util import parse_tag_value
+
+from .errors import ConfigError
+
+#: Public suffixes of more than one label that a d= may not be.  A tiny list
+#: on purpose (the full Public Suffix List changes weekly); one-label suffixes
+#: ("org", "com") are refused by the two-label rule instead.
+PUBLIC_SUFFIXES = frozenset({
+    "co.uk", "org.uk", "ac.uk", "gov.uk", "me.uk", "com.au", "net.au", "org.au",
+    "co.nz", "co.jp", "ne.jp", "or.jp", "com.br", "com.cn", "co.in", "co.za",
+    "com.mx", "com.tr", "co.kr", "com.ar",
+})
+#: Aligned signatures checked per mail: each costs a DNS lookup and a body hash.
+MAX_SIGNATURES = 5
+#: RSA keys shorter than this prove nothing (RFC 8301).
+MIN_KEY_BITS = 1024
+
+_HOSTNAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)+")
+
+DnsFunc = Callable[..., "bytes | None"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verified: bool
+    #: Why, for people: "dkim d=example.org", "no signature", ...
+    how: str
+    #: Not verified only because a key lookup failed: trying later may verify it.
+    temporary: bool = False
+
+
+@dataclass(frozen=True)
+class TrustSettings:
+    #: authserv-ids of our own MTA, whose Authentication-Results fields we believe.
+    trusted_authserv_ids: frozenset[str] = frozenset()
+    #: Seconds all of one mail's DKIM key lookups may take together.
+    dns_timeout: float = 5.0
+    verify_dkim: bool = True
+
+
+def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
+    """The ``trust:`` section of the config file (absent: the defaults)."""
+    section = {} if section is None else section
+    if not isinstance(section, Mapping):
+        raise ConfigError("trust: expected a mapping")
+    # A misspelt key would silently leave the MTA's results unused.
+    for key in section:
+        if key not in ("trusted_authserv_ids", "dns_timeout", "verify_dkim"):
+            raise ConfigError(f"trust.{key}: unknown setting")
+    ids = section.get("trusted_authserv_ids") or []
+    if isinstance(ids, str):
+        ids = [ids]
+    if not isinstance(ids, list) or not all(isinstance(i, str) and i.strip() for i in ids):
+        raise ConfigError("trust.trusted_authserv_ids: expected a list of authserv-ids")
+    timeout = section.get("dns_timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"trust.dns_timeout: expected a positive number of seconds, "
+                          f"got {timeout!r}")
+    verify = section.get("verify_dkim", True)
+    if not isinstance(verify, bool):
+        raise ConfigError(f"trust.verify_dkim: expected true or false, got {verify!r}")
+    return TrustSettings(frozenset(i.strip().lower() for i in ids), float(timeout), verify)
+
+
+def verify_sender(raw: bytes, from_address: str,
+                  headers: Mapping[str, Any] | None = None,
+                  settings: TrustSettings = TrustSettings(),
+                  dnsfunc: DnsFunc | None = None) -> Verdict:
+    """Whether ``from_address`` is proven to have sent ``raw``.
+
+    ``headers``: every value of each field, by lower-case name; None (best)
+    reads them from ``raw``.  ``dnsfunc(name: bytes, timeout=...)`` returns a
+    TXT record's bytes or None, as dkimpy's does; the default asks DNS.
+    """
+    fields = headers if headers is not None else _header_fields(raw)
+    domain, problem = _author_domain(_values(fields, "from"), from_address)
+    if problem:
+        return Verdict(False, problem)
+    failures = []
+    for verdict in _evidence(raw, fields, domain, settings, dnsfunc or resolver_lookup()):
+        if verdict.verified:
+            return verdict
+        failures.append(verdict)
+    if not failures:
+        return Verdict(False, "no trusted authentication-results (DKIM checking is off)")
+    return Verdict(False, "; ".join(v.how for v in failures),
+                   temporary=any(v.temporary for v in failures))
+
+
+def _evidence(raw: bytes, fields, domain: str, settings: TrustSettings,
+              dnsfunc: DnsFunc) -> Iterator[Verdict]:
+    # The MTA's word first: it costs no DNS lookup.
+    for value in _values(fields, "authentication-results"):
+        yield from _authentication_results(value, domain, settings.trusted_authserv_ids)
+    if settings.verify_dkim:
+        yield from _signatures(raw, domain, settings.dns_timeout, dnsfunc)
+
+
+def aligns(signing_domain: str, from_domain: str) -> bool:
+    """Relaxed alignment: the From: domain is the signing domain or below it."""
+    signer, author = _ascii_domain(signing_domain), _ascii_domain(from_domain)
+    # d=org or d=co.uk would vouch for every domain under it.
+    if not signer or not author or signer in PUBLIC_SUFFIXES:
+        return False
+    return author == signer or author.endswith("." + signer)
+
+
+# -- From: ------------------------------------------------------------------------------
+
+
+def _author_domain(from_values: list[str], from_address: str) -> tuple[str, str | None]:
+    """The From: domain, or why this mail's author cannot be verified at all."""
+    # DKIM signs the From: field in the mail, so the caller's address must be
+    # that one field's one address; two From: fields are a known way to show
+    # one and have the other signed (DMARC refuses them too).
+    if len(from_values) != 1:
+        return "", f"{len(from_values)} From: fields"
+    addresses = [address for _, address in getaddresses(from_values) if address]
+    if len(addresses) != 1:
+        return "", "From: does not name exactly one address"
+    if addresses[0].lower() != from_address.lower():
+        return "", f"From: <{addresses[0]}> is not <{from_address}>"
+    domain = _ascii_domain(addresses[0].rpartition("@")[2])
+    if not domain:
+        return "", f"From: <{addresses[0]}> has no usable domain"
+    return domain, None
+
+
+def _ascii_domain(domain: str) -> str:
+    """A lower-case A-label domain of two labels or more, or "" when it is not one."""
+    domain = domain.strip().rstrip(".").lower()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return ""
+    return domain if _HOSTNAME.fullmatch(domain) else ""
+
+
+# -- Authentication-Results (RFC 8601) ------------------------------------------------------
+
+
+def _authentication_results(value: str, domain: str, trusted: frozenset[str]) -> Iterator[Verdict]:
+    authserv_id, results = _parse_authentication_results(value)
+    if authserv_id not in trusted:
+        # Anyone can write this field; only our MTA's own is believed.
+        yield Verdict(False, f"authentication-results {authserv_id or '?'} ignored "
+                             "(not a trusted authserv-id)")
+        return
+    for method, result, props in results:
+        if method == "dkim":
+            signer = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
+            said = f"dkim={result} header.d={signer}"
+            ok = result == "pass" and aligns(signer, domain)
+        elif method == "dmarc":
+            said = f"dmarc={result} header.from={props.get('header.from', '')}"
+            ok = result == "pass" and _ascii_domain(props.get("header.from", "")) == domain
+        else:
+            continue
+        if ok:
+            yield Verdict(True, f"authentication-results {authserv_id}: {said}")
+        elif result == "pass":
+            yield Verdict(False, f"authentication-results {authserv_id}: {said} "
+                                 f"does not align with {domain}")
+        else:
+            yield Verdict(False, f"authentication-results {authserv_id}: {said}")
+
+
+_QUOTED = r'"(?:[^"\\]|\\.)*"'
+_COMMENT_OR_QUOTED = re.compile(rf'{_QUOTED}|\([^()"]*\)')
+_SEGMENT = re.compile(rf'(?:{_QUOTED}|[^";])+')
+_PAIR = re.compile(rf'([\w.\-/]+)\s*=\s*({_QUOTED}|[^\s"]+)')
+
+
+def _parse_authentication_results(value: str) -> tuple[str, list[tuple[str, str, dict]]]:
+    """(authserv-id, [(method, result, {ptype.property: value})]) of one field."""
+    text = " ".join(value.split())
+    # Comments may nest: drop the innermost ones until none is left (bounded).
+    for _ in range(8):
+        shorter = _COMMENT_OR_QUOTED.sub(lambda m: m[0] if m[0][0] == '"' else " ", text)
+        if shorter == text:
+            break
+        text = shorter
+    segments = _SEGMENT.findall(text)
+    if not segments or not segments[0].split():
+        return "", []
+    authserv_id = _unquote(segments[0].split()[0]).lower()
+    results = []
+    for segment in segments[1:]:
+        pairs = _PAIR.findall(segment)
+        if pairs:
+            (method, result), props = pairs[0], pairs[1:]
+            results.append((method.split("/")[0].lower(), _unquote(result).lower(),
+                            {k.lower(): _unquote(v) for k, v in props}))
+    return authserv_id, results
+
+
+def _unquote(text: str) -> str:
+    if len(text) >= 2 and text[0] == text[-1] == '"':
+        return re.sub(r"\\(.)", r"\1", text[1:-1])
+    return text
+
+
+# -- DKIM -----------------------------------------------------------------------------------
+
+
+class _LookupFailed(Exception):
+    """A key lookup that did not answer; not a DKIMException, so dkimpy lets it through."""
+
+
+def _signatures(raw: bytes, domain: str, timeout: float, dnsfunc: DnsFunc) -> Iterator[Verdict]:
+    errors = _Errors()
+    try:
+        signer = dkim.DKIM(raw, logger=errors, minkey=MIN_KEY_BITS, timeout=timeout)
+    except Exception as exc:  # dkimpy raises assorted errors on garbage
+        yield Verdict(False, f"message not readable for DKIM: {_short(exc)}")
+        return
+    values = [value for name, value in signer.headers if name.lower() == b"dkim-signature"]
+    if not values:
+        yield Verdict(False, "no signature")
+        return
+    lookup = _Deadline(dnsfunc, timeout)
+    checked = 0
+    for index, value in enumerate(values):
+        tags = _tags(value)
+        signing = tags.get(b"d", b"?").decode("ascii", "replace")
+        # Unaligned signatures cannot count: no need to look their keys up.
+        if not aligns(signing, domain):
+            yield Verdict(False, f"signature by d={signing} does not align with {domain}")
+        elif b"from" not in [h.strip().lower() for h in tags.get(b"h", b"").split(b":")]:
+            yield Verdict(False, f"signature by d={signing} does not sign From:")
+        elif checked == MAX_SIGNATURES:
+            yield Verdict(False, f"more than {MAX_SIGNATURES} aligned signatures: rest unchecked")
+            return
+        else:
+            checked += 1
+            yield _verify_one(signer, index, signing, lookup, errors)
+
+
+def _verify_one(signer: dkim.DKIM, index: int, signing: str, lookup: _Deadline,
+                errors: _Errors) -> Verdict:
+    errors.clear()
+    try:
+        passed = signer.verify(idx=index, dnsfunc=lookup)
+    except _LookupFailed as exc:
+        return Verdict(False, f"key lookup failed: {exc}", temporary=True)
+    except Exception as exc:  # DKIMException, and assorted errors on malformed tags
+        return Verdict(False, f"bad signature by d={signing}: {_short(exc)}")
+    if not passed:
+        return Verdict(False, f"bad signature by d={signing}: "
+                              f"{errors.last or 'signature does not verify'}")
+    # l= lets anyone append text below the signed part (RFC 6376 §8.2).
+    if not _covers_body(signer):
+        return Verdict(False, f"signature by d={signing} covers only part of the body (l=)")
+    return Verdict(True, f"dkim d={signing}")
+
+
+def _tags(value: bytes) -> dict[bytes, bytes]:
+    try:
+        return parse_tag_value(value)
+    except Exception:  # InvalidTagValueList and friends: verify() says it properly
+        return {}
+
+
+def _covers_body(signer: dkim.DKIM) -> bool:
+    fields = signer.signature_fields
+    if b"l" not in fields:
+        return True
+    canon = CanonicalizationPolicy.from_c_value(fields.get(b"c", b"simple/simple"))
+    return int(fields[b"l"]) >= len(canon.canonicalize_body(signer.body))
+
+
+class _Errors:
+    """A logger for dkimpy that keeps its last error: why a signature failed."""
+
+    last: str | None = None
+
+    def clear(self) -> None:
+        self.last = None
+
+    def error(self, message: str, *args) -> None:
+        self.last = _short(message)  # dkimpy formats its messages itself
+
+    def debug(self, *args) -> None:
+        pass
+
+    info = warning = debug
+
+
+def _short(error: object) -> str:
+    # dkimpy quotes both body hashes and whole keys; the first words are the reason.
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text.split(" (got ")[0][:200]
+
+
+class _Deadline:
+    """A dnsfunc for dkimpy: one time budget for all of a mail's key lookups."""
+
+    def __init__(self, dnsfunc: DnsFunc, seconds: float):
+        self.dnsfunc = dnsfunc
+        self.ends = time.monotonic() + seconds
+
+    def __call__(self, name: bytes, timeout: float | None = None) -> bytes | None:
+        where = name.decode("ascii", "replace").rstrip(".")
+        left = self.ends - time.monotonic()
+        if left <= 0:
+            raise _LookupFailed(f"timeout ({where})")
+        # A thread, so that even a resolver that ignores its timeout cannot
+        # hold the worker: we stop waiting, it finishes on its own.
+        box: dict[str, Any] = {}
+        thread = threading.Thread(target=self._run, args=(name, left, box),
+                                  name="mailgate-dkim-dns", daemon=True)
+        thread.start()
+        thread.join(left)
+        if thread.is_alive():
+            raise _LookupFailed(f"timeout ({where})")
+        if "error" in box:
+            raise _LookupFailed(f"{_short(box['error'])} ({where})")
+        return box.get("txt")
+
+    def _run(self, name: bytes, seconds: float, box: dict) -> None:
+        try:
+            box["txt"] = self.dnsfunc(name, timeout=seconds)
+        except Exception as exc:  # any failure to answer is temporary
+            box["error"] = exc
+
+
+def resolver_lookup(resolver: dns.resolver.Resolver | None = None) -> DnsFunc:
+    """A dnsfunc over dnspython: no such key is None, a failure to answer raises."""
+
+    def lookup(name: bytes, timeout: float = 5.0) -> bytes | None:
+        try:
+            text = name.decode("ascii")
+        except UnicodeDecodeError:
+            return None  # no such name can exist
+        asker = resolver or dns.resolver.get_default_resolver()
+        try:
+            answer = asker.resolve(text, "TXT", lifetime=timeout, search=False)
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer, dns.name.EmptyLabel,
+                dns.name.LabelTooLong, dns.name.NameTooLong):
+            return None  # a permanent "no key"; timeouts and SERVFAIL raise
+        return b"".join(answer[0].strings)
+
+    return lookup
+
+
+# -- headers --------------------------------------------------------------------------------
+
+
+def _header_fields(raw: bytes) -> dict[str, list[str]]:
+    # compat32 never raises on bad headers; ParsedMail.headers keeps only
+    # the first of repeated fields, and we need all From: and A-R fields.
+    message = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    fields: dict[str, list[str]] = {}
+    for name, value in message.items():
+        fields.setdefault(name.lower(), []).append(str(value))
+    return fields
+
+
+def _values(fields: Mapping[str, Any], name: str) -> list[str]:
+    value = fields.get(name)
+    if value is None:
+        return []
+    return [value] if isinstance(value, str) else [str(v) for v in value]

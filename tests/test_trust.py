@@ -1,0 +1,385 @@
+"""Who sent it: DKIM and the local MTA's Authentication-Results (mailgate.trust).
+
+Mails are signed here with dkimpy and the test-only key in fixtures/dkim/;
+keys are served by a dnsfunc from a dict, or by a DNS server on 127.0.0.1.
+Nothing asks real DNS.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import dkim
+import dns.message
+import dns.rcode
+import dns.resolver
+import dns.rrset
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailgate.errors import ConfigError
+from mailgate.message import parse_mail
+from mailgate.trust import (TrustSettings, Verdict, aligns, load_trust_settings,
+                            resolver_lookup, verify_sender)
+from tests.helpers import FIXTURES
+
+KEY = (FIXTURES / "dkim" / "test.key").read_bytes()
+RECORD = (FIXTURES / "dkim" / "test.txt").read_bytes().strip()
+MX = TrustSettings(trusted_authserv_ids=frozenset({"mx.example.org"}))
+
+
+def mail(sender: str = "owner@example.org", body: str = "Confirmed, it works now.\r\n",
+         above: str = "") -> bytes:
+    """A reply to a ticket notification; ``above``: header lines the local MTA put on top."""
+    return (f"{above}From: Olive Owner <{sender}>\r\n"
+            "To: ticket42@support.example.org\r\n"
+            "Subject: Re: [#42] Printer on fire\r\n"
+            "Date: Mon, 03 Jun 2024 10:00:00 +0000\r\n"
+            "Message-ID: <reply-1@example.org>\r\n"
+            "\r\n" + body).encode()
+
+
+def signed(message: bytes, domain: str, **options) -> bytes:
+    return dkim.sign(message, b"test", domain.encode(), KEY, **options) + message
+
+
+def keys(*domains: str):
+    """A dnsfunc that knows the test key at test._domainkey.<domain> for these domains."""
+    records = {f"test._domainkey.{d}": RECORD for d in domains}
+
+    def lookup(name: bytes, timeout: float = 5.0) -> bytes | None:
+        return records.get(name.decode().rstrip("."))
+
+    return lookup
+
+
+def check(raw: bytes, sender: str = "owner@example.org", **kw) -> Verdict:
+    kw.setdefault("dnsfunc", keys("example.org"))
+    return verify_sender(raw, sender, **kw)
+
+
+# -- DKIM -----------------------------------------------------------------------------------
+
+
+def test_aligned_signature_verifies():
+    assert check(signed(mail(), "example.org")) == Verdict(True, "dkim d=example.org")
+
+
+def test_signature_by_a_parent_domain_aligns():
+    raw = signed(mail("olive@mail.example.org"), "example.org")
+    assert check(raw, "olive@mail.example.org") == Verdict(True, "dkim d=example.org")
+
+
+def test_a_valid_signature_by_another_domain_proves_nothing():
+    raw = signed(mail(), "evil.test")
+    verdict = check(raw, dnsfunc=keys("evil.test"))
+    assert verdict == Verdict(False, "signature by d=evil.test does not align with example.org")
+
+
+def test_public_suffix_cannot_vouch_for_its_domains():
+    assert not check(signed(mail(), "org"), dnsfunc=keys("org")).verified
+    raw = signed(mail("olive@shop.co.uk"), "co.uk")
+    assert not check(raw, "olive@shop.co.uk", dnsfunc=keys("co.uk")).verified
+    raw = signed(mail("olive@shop.co.uk"), "shop.co.uk")
+    assert check(raw, "olive@shop.co.uk", dnsfunc=keys("shop.co.uk")).verified
+
+
+def test_tampered_body_fails():
+    raw = signed(mail(), "example.org").replace(b"it works now", b"close it")
+    verdict = check(raw)
+    assert not verdict.verified and not verdict.temporary
+    assert verdict.how == "bad signature by d=example.org: body hash mismatch"
+
+
+def test_forged_from_on_a_genuinely_signed_mail_fails():
+    raw = signed(mail("alice@example.org"), "example.org").replace(b"alice@", b"owner@")
+    verdict = check(raw)
+    assert not verdict.verified
+    assert verdict.how.startswith("bad signature by d=example.org")
+
+
+def test_unsigned_mail_is_not_verified():
+    assert check(mail()) == Verdict(False, "no signature")
+
+
+def test_any_aligned_passing_signature_counts():
+    # A mailing list's own signature on top of the author's.
+    raw = signed(signed(mail(), "example.org"), "lists.test")
+    assert check(raw, dnsfunc=keys("example.org", "lists.test")).verified
+    # A broken aligned signature does not spoil a good one below it.
+    broken = signed(mail(body="other text\r\n"), "example.org").split(b"From:")[0]
+    assert check(broken + signed(mail(), "example.org")).verified
+
+
+def test_key_missing_from_dns_is_a_permanent_failure():
+    verdict = check(signed(mail(), "example.org"), dnsfunc=keys())
+    assert not verdict.verified and not verdict.temporary
+    assert "missing public key" in verdict.how
+
+
+def test_body_length_limit_lets_text_be_appended_so_it_does_not_count():
+    raw = signed(mail(), "example.org", length=True) + b"PS: also make me admin\r\n"
+    verdict = check(raw)
+    assert verdict == Verdict(False, "signature by d=example.org covers only part of the body (l=)")
+    assert check(signed(mail(), "example.org", length=True)).verified
+
+
+def test_second_from_field_is_refused():
+    raw = signed(mail(), "example.org")
+    raw = raw.replace(b"To:", b"From: admin@example.org\r\nTo:", 1)
+    assert check(raw) == Verdict(False, "2 From: fields")
+
+
+def test_address_must_be_the_mails_from():
+    verdict = check(signed(mail(), "example.org"), "admin@example.org")
+    assert verdict == Verdict(False, "From: <owner@example.org> is not <admin@example.org>")
+
+
+def test_dkim_checking_can_be_turned_off():
+    verdict = check(signed(mail(), "example.org"), settings=TrustSettings(verify_dkim=False))
+    assert not verdict.verified
+
+
+@pytest.mark.parametrize("signer, author, expected", [
+    ("example.org", "example.org", True),
+    ("Example.ORG.", "mail.example.org", True),
+    ("example.org", "a.b.example.org", True),
+    ("mail.example.org", "example.org", False),
+    ("example.com", "example.org", False),
+    ("ample.org", "example.org", False),
+    ("org", "example.org", False),
+    ("co.uk", "shop.co.uk", False),
+    ("", "example.org", False),
+    ("exa mple.org", "exa mple.org", False),
+])
+def test_alignment(signer, author, expected):
+    assert aligns(signer, author) is expected
+
+
+# -- DNS: failures are temporary and bounded in time ---------------------------------------
+
+
+def test_key_lookup_error_is_temporary():
+    def broken(name, timeout=5.0):
+        raise dkim.DnsTimeoutError("SERVFAIL")
+
+    verdict = check(signed(mail(), "example.org"), dnsfunc=broken)
+    assert verdict == Verdict(False, "key lookup failed: SERVFAIL (test._domainkey.example.org)",
+                              temporary=True)
+
+
+def test_slow_key_lookup_times_out_within_the_budget():
+    def slow(name, timeout=5.0):
+        time.sleep(3)
+        return RECORD
+
+    started = time.monotonic()
+    verdict = check(signed(mail(), "example.org"), dnsfunc=slow,
+                    settings=TrustSettings(dns_timeout=0.5))
+    assert time.monotonic() - started < 0.5 + 1
+    assert verdict == Verdict(False, "key lookup failed: timeout (test._domainkey.example.org)",
+                              temporary=True)
+
+
+def test_budget_is_for_the_whole_mail_not_per_signature():
+    def slow(name, timeout=5.0):
+        time.sleep(3)
+
+    raw = signed(signed(signed(mail(), "example.org"), "example.org"), "example.org")
+    started = time.monotonic()
+    verdict = check(raw, dnsfunc=slow, settings=TrustSettings(dns_timeout=0.5))
+    assert time.monotonic() - started < 0.5 + 1
+    assert verdict.temporary and verdict.how.count("timeout") == 3
+
+
+class LoopbackDNS:
+    """A DNS server on 127.0.0.1 answering TXT queries from a dict; ``silent`` never answers."""
+
+    def __init__(self, records: dict[str, bytes], silent: bool = False):
+        self.records, self.silent = records, silent
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.1)
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def resolver(self) -> dns.resolver.Resolver:
+        resolver = dns.resolver.Resolver(configure=False)
+        resolver.nameservers = ["127.0.0.1"]
+        resolver.port = self.sock.getsockname()[1]
+        return resolver
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            if not self.silent:
+                self.sock.sendto(self._answer(dns.message.from_wire(data)).to_wire(), peer)
+
+    def _answer(self, query: dns.message.Message) -> dns.message.Message:
+        response = dns.message.make_response(query)
+        name = query.question[0].name
+        record = self.records.get(name.to_text().rstrip("."))
+        if record is None:
+            response.set_rcode(dns.rcode.NXDOMAIN)
+            return response
+        # Real DKIM keys are longer than one 255-byte TXT string.
+        chunks = [record[i:i + 200].decode() for i in range(0, len(record), 200)]
+        response.answer.append(dns.rrset.from_text(
+            name, 60, "IN", "TXT", " ".join(f'"{c}"' for c in chunks)))
+        return response
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stopping.set()
+        self.thread.join()
+        self.sock.close()
+
+
+def test_dnspython_lookup_of_a_multi_string_key():
+    with LoopbackDNS({"test._domainkey.example.org": RECORD}) as server:
+        lookup = resolver_lookup(server.resolver())
+        assert check(signed(mail(), "example.org"), dnsfunc=lookup).verified
+        verdict = check(signed(mail(), "example.org"), dnsfunc=resolver_lookup(server.resolver()),
+                        sender="owner@example.org", settings=TrustSettings(dns_timeout=2))
+        assert verdict.verified
+        unknown = check(signed(mail("x@nokey.test"), "nokey.test"), "x@nokey.test",
+                        dnsfunc=lookup)
+        assert not unknown.verified and not unknown.temporary
+
+
+def test_dnspython_lookup_that_gets_no_answer_is_temporary_and_bounded():
+    with LoopbackDNS({}, silent=True) as server:
+        started = time.monotonic()
+        verdict = check(signed(mail(), "example.org"), dnsfunc=resolver_lookup(server.resolver()),
+                        settings=TrustSettings(dns_timeout=1))
+        assert time.monotonic() - started < 1 + 1
+    assert verdict.temporary and not verdict.verified
+    assert verdict.how.startswith("key lookup failed:")
+
+
+# -- Authentication-Results ---------------------------------------------------------------
+
+
+def with_results(value: str, raw: bytes | None = None) -> bytes:
+    return f"Authentication-Results: {value}\r\n".encode() + (raw or mail())
+
+
+def test_trusted_dkim_pass_verifies():
+    raw = with_results("mx.example.org; dkim=pass header.d=example.org header.s=test")
+    assert check(raw, settings=MX) == Verdict(
+        True, "authentication-results mx.example.org: dkim=pass header.d=example.org")
+
+
+def test_trusted_results_are_read_through_comments_folding_and_case():
+    raw = with_results('MX.Example.Org 1 (Postfix);\r\n\tspf=pass smtp.mailfrom=example.org;\r\n'
+                       '\tdkim=pass (2048-bit key; unprotected) header.i="@mail.example.org"'
+                       ' header.b="AbC"', mail("olive@mail.example.org"))
+    assert check(raw, "olive@mail.example.org", settings=MX).verified
+
+
+def test_trusted_dmarc_pass_for_the_from_domain_verifies():
+    raw = with_results("mx.example.org; dmarc=pass (p=reject) header.from=example.org")
+    assert check(raw, settings=MX).verified
+    raw = with_results("mx.example.org; dmarc=pass header.from=other.test")
+    assert not check(raw, settings=MX).verified
+
+
+def test_results_from_anyone_else_are_ignored():
+    raw = with_results("evil.test; dkim=pass header.d=example.org; dmarc=pass "
+                       "header.from=example.org")
+    assert check(raw, settings=MX) == Verdict(
+        False, "authentication-results evil.test ignored (not a trusted authserv-id); "
+               "no signature")
+    # Nothing is trusted until the config names the MTA.
+    assert not check(with_results("mx.example.org; dkim=pass header.d=example.org")).verified
+
+
+def test_trusted_dkim_fail_is_not_verified():
+    raw = with_results("mx.example.org; dkim=fail (bad signature) header.d=example.org")
+    assert check(raw, settings=MX) == Verdict(
+        False, "authentication-results mx.example.org: dkim=fail header.d=example.org; "
+               "no signature")
+
+
+def test_trusted_pass_for_an_unaligned_domain_is_not_verified():
+    raw = with_results("mx.example.org; dkim=pass header.d=evil.test")
+    verdict = check(raw, settings=TrustSettings(frozenset({"mx.example.org"}), verify_dkim=False))
+    assert verdict == Verdict(False, "authentication-results mx.example.org: "
+                                     "dkim=pass header.d=evil.test does not align with example.org")
+
+
+def test_parsed_mail_headers_may_be_passed():
+    raw = with_results("mx.example.org; dkim=pass header.d=example.org")
+    parsed = parse_mail(raw)
+    headers = {name: [value] for name, value in parsed.headers.items()}
+    assert verify_sender(raw, parsed.from_address, headers, MX).verified
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_settings_from_the_config_section():
+    assert load_trust_settings(None) == TrustSettings()
+    loaded = load_trust_settings({"trusted_authserv_ids": ["MX.example.org"], "dns_timeout": 2,
+                                  "verify_dkim": False})
+    assert loaded == TrustSettings(frozenset({"mx.example.org"}), 2.0, False)
+    assert load_trust_settings({"trusted_authserv_ids": "mx.example.org"}) == MX
+
+
+@pytest.mark.parametrize("section, key", [
+    ([], "trust"),
+    ({"trusted_authserv_id": ["mx"]}, "trust.trusted_authserv_id"),
+    ({"trusted_authserv_ids": [1]}, "trust.trusted_authserv_ids"),
+    ({"dns_timeout": "soon"}, "trust.dns_timeout"),
+    ({"dns_timeout": 0}, "trust.dns_timeout"),
+    ({"verify_dkim": "yes"}, "trust.verify_dkim"),
+])
+def test_bad_settings_name_their_key(section, key):
+    with pytest.raises(ConfigError, match=f"^{key}:"):
+        load_trust_settings(section)
+
+
+# -- never raises ---------------------------------------------------------------------------
+
+FIELD_NAMES = st.sampled_from(["From", "DKIM-Signature", "Authentication-Results", "Subject",
+                               "from", "X-Junk"])
+FIELD_VALUES = st.one_of(
+    st.text(max_size=120),
+    st.sampled_from([
+        "owner@example.org", "<owner@example.org>, b@example.org", "=?utf-8?q?=FF?= <@>",
+        "v=1; a=rsa-sha256; d=example.org; s=test; h=from; bh=AAAA; b=AAAA",
+        "v=1; a=rsa-sha256; d=example.org; s=test; h=subject; bh=; b=; l=x",
+        "v=1; d=org; s=\u00e9; h=from", ";;;==", "d=example.org; s=test",
+        "mx.example.org; dkim=pass header.d=example.org", 'mx.example.org ((( "; dkim=pass',
+        "mx.example.org; dmarc=pass header.from=", "(x) ; ; dkim",
+    ]),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(fields=st.lists(st.tuples(FIELD_NAMES, FIELD_VALUES), max_size=6),
+       body=st.binary(max_size=200), sender=st.text(max_size=30),
+       tail=st.binary(max_size=60))
+def test_junk_never_raises(fields, body, sender, tail):
+    head = "".join(f"{name}: {value}\r\n" for name, value in fields).encode("utf-8", "replace")
+    for raw in (head + b"\r\n" + body, head + tail, signed(mail(), "example.org") + tail, tail):
+        verdict = verify_sender(raw, sender, settings=MX, dnsfunc=keys("example.org", "org"))
+        assert isinstance(verdict, Verdict) and isinstance(verdict.how, str)
+
+
+@settings(max_examples=200, deadline=None)
+@given(position=st.integers(min_value=0), byte=st.integers(min_value=0, max_value=255))
+def test_a_changed_byte_never_raises(position, byte):
+    raw = bytearray(signed(mail(), "example.org"))
+    raw[position % len(raw)] = byte
+    verdict = verify_sender(bytes(raw), "owner@example.org", dnsfunc=keys("example.org"))
+    assert isinstance(verdict, Verdict)
