@@ -42,8 +42,6 @@ from tests.helpers import ROOT, child_env, without_marker
 from tests.load import wait_until
 from tests.servers import free_port, write_config
 
-pytestmark = [pytest.mark.real_redmine, pytest.mark.slow]
-
 POSTFIX_LOCAL = ROOT / "scripts" / "postfix-local"
 REDMINE_LOCAL = ROOT / "scripts" / "redmine-local"
 SENDER = "support@example.org"
@@ -258,8 +256,19 @@ def wait_for_note(client, ticket: int, body: str, timeout: float = 30) -> None:
 
 # -- the tests ------------------------------------------------------------------------
 
+def test_the_deploy_guide_shows_the_settings_the_test_runs():
+    guide = (ROOT / "docs" / "deploy.md").read_text()
+    for path in sorted((ROOT / "docs" / "postfix").iterdir()):
+        settings = [line for line in path.read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]
+        block = "\n".join(f"    {line}" for line in settings)
+        assert settings and f"\n{block}\n" in guide, f"docs/deploy.md lacks {path.name}:\n{block}"
+
+
+@pytest.mark.real_redmine
+@pytest.mark.slow
 def test_pipe_transport_delivers_bounces_and_defers_while_redmine_is_down(
-        instance, real_redmine, client):
+        real_redmine, client, instance):
     home = instance / "mailgate"
     home.mkdir()
     # pipe(8) passes no environment: the Redmine URL and key are in the file.
@@ -319,7 +328,9 @@ def _answers(port: int) -> bool:
         return False
 
 
-def test_lmtp_delivers_and_refuses_an_unknown_recipient_alone(instance, real_redmine, client,
+@pytest.mark.real_redmine
+@pytest.mark.slow
+def test_lmtp_delivers_and_refuses_an_unknown_recipient_alone(real_redmine, client, instance,
                                                               tmp_path):
     config = write_config(tmp_path / "mailgate.yaml", real_redmine.url, real_redmine.admin_key)
     lmtp_port, port = free_port(), free_port()
