@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from .discord import (DEFAULT_API_BASE, MAX_CONTENT, MAX_SLEEP, MAX_THREAD_NAME, DiscordClient,
-                      DiscordConfigError, DiscordRateLimited, DiscordRejected,
-                      DiscordUnavailable, Posted, UnknownChannel, Webhook, discord_length,
-                      escape_markdown, fit, link, one_line)
-from .errors import ConfigError
+from ..discord import (DEFAULT_API_BASE, MAX_CONTENT, MAX_SLEEP, MAX_THREAD_NAME, DiscordClient,
+                       DiscordConfigError, DiscordRateLimited, DiscordRejected,
+                       DiscordUnavailable, Posted, UnknownChannel, Webhook, discord_length,
+                       escape_markdown, fit, link, one_line)
+from ..errors import ConfigError
 
 log = logging.getLogger("mailgate.discord")
 
