@@ -1,0 +1,635 @@
+"""Telling a person when the mail we accepted could not do what they meant.
+
+SMTP refusals need nothing from us: the sending MTA bounces them.  This is
+for mail that was answered 250 and then, at processing time, fell short: a
+command the workflow refused, a status change Redmine's workflow dropped, an
+unknown or unverified sender under ``reject``, a ticket that has gone, a mail
+Redmine refused.  The sender gets ONE short reply saying what happened and
+what to do.
+
+Never a reply to a machine, and never a loop (RFC 3834):
+
+* never to automatic mail (``handlers.automatic.automatic_reason``), nor to a
+  null sender or a mailer-daemon / postmaster address;
+* at most one per (recipient, kind of problem, UTC day), recorded durably in
+  the ``notices`` table, so a sender whose client retries or who repeats the
+  same mistake all day hears about it once;
+* sent from the null reverse path (``MAIL FROM:<>``: nobody answers it, and
+  its own bounces are dropped), with ``Auto-Submitted: auto-replied`` and our
+  ``X-Loop``, which our own ``automatic_reason`` recognises if it comes back;
+* it never quotes the mail's text, so a forged sender cannot use it to
+  deliver content to someone else.
+
+``Notifier.notify`` only writes a row (durable, fast, never raises): the
+mail is already applied or dead-lettered, and a notice must not change that.
+``Notifier.run_once`` hands due rows to the configured SMTP relay, retrying
+with backoff while it is down.  Both tables live in the spool's SQLite file,
+through a connection of their own (WAL), like the Discord fan-out.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import smtplib
+import sqlite3
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate, make_msgid, parseaddr
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+from handlers.automatic import automatic_reason
+
+from .errors import (ConfigError, MailgateError, MessageTooBig, NoSuchTicket, PermanentError,
+                     RedmineRejected, SenderNotPermitted)
+from .message import ParsedMail, parse_mail
+from .outcome import Outcome
+
+log = logging.getLogger("mailgate.notify")
+
+# ------------------------------------------------------------------ what we say
+
+#: kind -> (what happened, what to do).  Fields: {ticket} ("ticket #12" or "our
+#: ticket system"), {detail}, {command}, {address}, {contact}.  Kept short: a
+#: notice is read on a phone, and says nothing the sender did not write to us.
+TEXTS: Mapping[str, tuple[str, str]] = {
+    "command-refused": (
+        "Your command {command} was not carried out: {detail}. Your message was added to"
+        " {ticket} as a comment; the ticket's status is unchanged.",
+        "If the status should change, say so in a reply to the ticket, or send a command"
+        " you may use."),
+    "status-refused": (
+        "Your message was added to {ticket} as a comment, but Redmine did not allow the"
+        " status change that came with it ({detail}); the ticket's status is unchanged.",
+        "If the status should change, say so in a reply to the ticket and the team will"
+        " change it."),
+    "unknown-ticket": (
+        "Your message could not be added to {ticket}: there is no such ticket (it may have"
+        " been deleted or moved). It was not recorded.",
+        "Please check the ticket number, or {contact}."),
+    "unknown-sender": (
+        "Your message was not added to {ticket}: the address <{address}> is not known to our"
+        " ticket system.",
+        "Please send it again from the address of your account, or ask us to add this"
+        " address to it."),
+    "unverified-sender": (
+        "Your message was not added to {ticket}: we could not verify that it came from"
+        " <{address}> ({detail}).",
+        "Please send it again directly from your own mail account; mail passed on by a"
+        " forwarding service often cannot be verified."),
+    "too-large": (
+        "Your message was not added to {ticket}: it is too large ({detail}).",
+        "Please send it again with fewer or smaller attachments, or send a link to large"
+        " files instead."),
+    "rejected": (
+        "Your message could not be added to {ticket}: the ticket system refused it"
+        " ({detail}). It was not recorded.",
+        "Please check your message and send it again, or {contact}."),
+}
+
+FOOTER = ("This is an automatic reply. You get at most one like it a day for the same"
+          " problem.")
+
+#: Processing errors -> the kind of notice; the first class that matches wins (a
+#: subclass before its base).  An error class may also name its own ``notice_kind``.
+ERROR_KINDS: tuple[tuple[type, str], ...] = (
+    (NoSuchTicket, "unknown-ticket"),
+    (SenderNotPermitted, "unknown-sender"),
+    (MessageTooBig, "too-large"),
+    (RedmineRejected, "rejected"),
+)
+
+_SUBJECT_ECHO = 120
+_DETAIL_ECHO = 300
+_MSGID = re.compile(r"<[^<>\s]+>")
+
+
+@dataclass(frozen=True)
+class Notice:
+    to: str
+    reason_kind: str
+    subject: str
+    text: str
+    in_reply_to: str | None
+    #: The References of the notice: the sender's thread, then their mail.
+    references: tuple[str, ...] = ()
+
+
+def notice_for_refusal(mail: ParsedMail, ticket: int | None, reason_kind: str, detail: str,
+                       *, site_address: str | None, to: str | None = None) -> Notice:
+    """The notice for ``mail``: what happened (``reason_kind``, ``detail``) and what to do.
+
+    ``to`` is the envelope sender (RFC 3834 §4: responses go to the return
+    path, not to From:, which lists and forwarders leave naming someone else);
+    when it is unknown (None), the From: address.  A null one stays null, and
+    ``Notifier.notify`` then sends nothing.
+    """
+    happened, todo = TEXTS[reason_kind]
+    fields = {
+        "ticket": f"ticket #{ticket}" if ticket is not None else "our ticket system",
+        "detail": _one_line(detail, _DETAIL_ECHO).rstrip("."),
+        "command": _commands(mail) or "(none)",
+        "address": mail.from_address,
+        "contact": (f"write to {site_address} to start a new request" if site_address
+                    else "reply to the latest notification about your ticket"),
+    }
+    text = "\n\n".join([happened.format(**fields), todo.format(**fields), FOOTER])
+    subject = _one_line(mail.subject, _SUBJECT_ECHO) or "your message"
+    if not subject.lower().startswith("re:"):
+        subject = f"Re: {subject}"
+    to = (mail.from_address if to is None else to).strip().strip("<>")
+    return Notice(to=to, reason_kind=reason_kind,
+                  subject=subject, text=_wrap(text), in_reply_to=_msgid(mail.message_id),
+                  references=_references(mail))
+
+
+def notice_for_outcome(mail: ParsedMail, outcome: Outcome, *, site_address: str | None,
+                       to: str | None = None) -> Notice | None:
+    """A processed mail's notice: its command refused, or its status change dropped."""
+    if outcome.kind == "status-refused":
+        return notice_for_refusal(mail, outcome.ticket, "status-refused", outcome.reason or "",
+                                  site_address=site_address, to=to)
+    # ``refused`` is also set when a default action could not apply; only a
+    # command the sender wrote is something they meant and must hear about.
+    if outcome.refused and outcome.kind == "applied" and _commands(mail):
+        return notice_for_refusal(mail, outcome.ticket, "command-refused", outcome.refused,
+                                  site_address=site_address, to=to)
+    return None
+
+
+def notice_for_error(mail: ParsedMail, error: BaseException, *, ticket: int | None,
+                     site_address: str | None, to: str | None = None) -> Notice | None:
+    """A dead-lettered mail's notice, for permanent errors only.
+
+    Temporary errors given up on and crashes are the operator's to retry (``mailgate
+    spool retry``): telling the sender "not recorded" could then be untrue.
+    """
+    if not isinstance(error, PermanentError):
+        return None
+    kind = getattr(error, "notice_kind", None) or next(
+        (k for cls, k in ERROR_KINDS if isinstance(error, cls)), "rejected")
+    messages = getattr(error, "messages", None)
+    detail = "; ".join(messages) if messages else str(error)
+    return notice_for_refusal(mail, ticket, kind, detail, site_address=site_address, to=to)
+
+
+def _commands(mail: ParsedMail) -> str:
+    from workflow import parse_commands
+
+    commands, _ = parse_commands(mail.body)
+    found = [f"{name}: {value}" for name, value in (("Status", commands.status),
+                                                     ("Action", commands.action)) if value]
+    return ", ".join(f"'{_one_line(c, 80)}'" for c in found)
+
+
+def _references(mail: ParsedMail) -> tuple[str, ...]:
+    # RFC 5322 §3.6.4: the parent's References (else its In-Reply-To), then its Message-ID.
+    parent = (_MSGID.findall(mail.headers.get("references", ""))
+              or _MSGID.findall(mail.headers.get("in-reply-to", "")))
+    own = _msgid(mail.message_id)
+    ids = list(dict.fromkeys([*parent, *([own] if own else [])]))
+    return tuple(ids[-10:])      # a long thread must not make a long header
+
+
+def _msgid(value: str | None) -> str | None:
+    found = _MSGID.search(value or "")
+    return found.group(0) if found else None
+
+
+def _one_line(text: str, limit: int) -> str:
+    text = " ".join((text or "").split())
+    return text if len(text) <= limit else text[:limit - 1].rstrip() + "…"
+
+
+def _wrap(text: str, width: int = 76) -> str:
+    import textwrap
+
+    return "\n\n".join(textwrap.fill(p, width, break_long_words=False, break_on_hyphens=False)
+                       for p in text.split("\n\n"))
+
+
+# ------------------------------------------------------------------ settings
+
+@dataclass(frozen=True)
+class NotifySettings:
+    enabled: bool
+    relay_host: str
+    relay_port: int
+    from_address: str
+    timeout: float
+    #: Our X-Loop value: the configured ``server.hostname``.
+    loop_id: str
+    first_delay: float = 60.0
+    max_delay: float = 3600.0
+    #: A notice not delivered within this long is dead-lettered.
+    max_age: float = 2 * 24 * 3600.0
+
+    def backoff(self, failures: int) -> float:
+        base = min(self.max_delay, self.first_delay * 2 ** max(0, failures - 1))
+        # Jitter, so notices that failed together (relay down) do not return together.
+        return base * random.uniform(0.5, 1.0)
+
+
+_KEYS = {"enabled", "relay", "from", "timeout", "max_age"}
+
+
+def load_notify_settings(section: Mapping[str, Any] | None, *,
+                         hostname: str) -> NotifySettings | None:
+    """The ``notify:`` section, checked; None when absent or ``enabled: false``."""
+    if section is None:
+        return None
+    if not isinstance(section, Mapping):
+        raise ConfigError("notify: expected a mapping")
+    unknown = sorted(str(k) for k in section if k not in _KEYS)
+    if unknown:
+        raise ConfigError(f"notify.{unknown[0]}: unknown setting"
+                          f" (known: {', '.join(sorted(_KEYS))})")
+    if not _bool(section.get("enabled", True), "notify.enabled"):
+        return None
+    sender = str(section.get("from") or "")
+    name, address = parseaddr(sender)
+    if "@" not in address or any(c in sender for c in "\r\n"):
+        raise ConfigError(f"notify.from: expected a mail address, got {sender!r}"
+                          " (or set MAILGATE_NOTIFY_FROM)")
+    host, port = _relay(str(section.get("relay", "127.0.0.1:25")))
+    return NotifySettings(enabled=True, relay_host=host, relay_port=port, from_address=sender,
+                          timeout=_seconds(section, "timeout", 10.0),
+                          max_age=_seconds(section, "max_age", 2 * 24 * 3600.0),
+                          loop_id=hostname)
+
+
+def _relay(value: str) -> tuple[str, int]:
+    host, _, port = value.strip().rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"notify.relay: expected host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _bool(value: Any, where: str) -> bool:
+    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+    if isinstance(value, str) and value.lower() in words:   # from the environment
+        return words[value.lower()]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: expected true or false, got {value!r}")
+    return value
+
+
+def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
+    value = section.get(key, default)
+    try:
+        number = float(value) if not isinstance(value, bool) else 0.0
+    except (TypeError, ValueError):
+        number = 0.0
+    if not number > 0:
+        raise ConfigError(f"notify.{key}: expected a number of seconds > 0, got {value!r}")
+    return number
+
+
+# ------------------------------------------------------------------ the message
+
+def render(notice: Notice, settings: NotifySettings, now: float) -> bytes:
+    """The notice as a mail, rendered once: every attempt sends the same bytes."""
+    message = EmailMessage(policy=SMTP_POLICY)
+    message["From"] = settings.from_address
+    message["To"] = _address(notice.to)
+    message["Subject"] = notice.subject
+    message["Date"] = formatdate(now, usegmt=True)
+    message["Message-ID"] = make_msgid("notice", domain=settings.loop_id)
+    if notice.in_reply_to:
+        message["In-Reply-To"] = notice.in_reply_to
+    if notice.references:
+        message["References"] = " ".join(notice.references)
+    # RFC 3834 §5: what marks a reply as automatic; the X-Loop lets us spot our own.
+    message["Auto-Submitted"] = "auto-replied"
+    message["X-Loop"] = settings.loop_id
+    # Asks Exchange and Outlook not to send their out-of-office replies back.
+    message["X-Auto-Response-Suppress"] = "All"
+    message.set_content(notice.text)
+    return message.as_bytes()
+
+
+def _address(value: str) -> Address | str:
+    try:
+        return Address(addr_spec=value)
+    except Exception:  # the email package raises several kinds on odd addresses
+        return value
+
+
+_SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
+
+
+def suppressed(notice: Notice, automatic: str | None, own_address: str) -> str | None:
+    """Why ``notice`` must not be sent, or None.  (Once a day is checked by the store.)"""
+    to = notice.to.strip()
+    if automatic:
+        return f"the mail is automatic ({automatic})"
+    if to in ("", "<>"):
+        return "null sender"
+    if any(c in to for c in "\r\n<> ,;") or "@" not in to:
+        return f"not a single mail address: {to!r}"
+    if to.rpartition("@")[0].lower() in _SYSTEM_MAILBOXES:
+        return f"<{to}> is the mail system"
+    if to.lower() == parseaddr(own_address)[1].lower():
+        return "our own address"
+    return None
+
+
+# ------------------------------------------------------------------ the tables
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notices (
+    sender TEXT NOT NULL,                   -- who was told (lower case)
+    reason_kind TEXT NOT NULL,
+    day TEXT NOT NULL,                      -- UTC date, YYYY-MM-DD
+    sent_at REAL NOT NULL,                  -- when the notice was decided and queued
+    PRIMARY KEY (sender, reason_kind, day)
+);
+CREATE TABLE IF NOT EXISTS notice_outbox (
+    id INTEGER PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    reason_kind TEXT NOT NULL,
+    message BLOB NOT NULL,                  -- rendered once, the same on every attempt
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, sent, dead
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    finished_at REAL
+);
+CREATE INDEX IF NOT EXISTS notice_outbox_due ON notice_outbox (state, next_attempt_at);
+"""
+
+#: Rows of ``notices`` are kept this many days (only today's are needed).
+KEEP_DAYS = 7
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    id: int
+    recipient: str
+    reason_kind: str
+    message: bytes
+    created_at: float
+    failures: int
+
+
+def utc_day(now: float) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(now))
+
+
+class NoticeStore:
+    """``notices`` and ``notice_outbox``.  Every write is its own durable commit."""
+
+    def __init__(self, path: str | Path):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None,
+                                   check_same_thread=False)
+        self._lock = threading.Lock()
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(SCHEMA)
+
+    def _run(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def add(self, notice: Notice, message: bytes, now: float) -> bool:
+        """Queue ``message``, unless this recipient was told of this kind today."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                told = db.execute(
+                    "INSERT OR IGNORE INTO notices (sender, reason_kind, day, sent_at)"
+                    " VALUES (?,?,?,?)",
+                    (notice.to.lower(), notice.reason_kind, utc_day(now), now)).rowcount
+                if told:
+                    db.execute("INSERT INTO notice_outbox (recipient, reason_kind, message,"
+                               " created_at) VALUES (?,?,?,?)",
+                               (notice.to, notice.reason_kind, message, now))
+                db.execute("COMMIT")
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+        return told == 1
+
+    def claim(self, now: float, lease: float) -> Outgoing | None:
+        rows = self._run(
+            "UPDATE notice_outbox SET lease_until=? WHERE id = (SELECT id FROM notice_outbox"
+            " WHERE state='queued' AND next_attempt_at <= ? AND lease_until <= ?"
+            " ORDER BY id LIMIT 1)"
+            " RETURNING id, recipient, reason_kind, message, created_at, failures",
+            (now + lease, now, now))
+        if not rows:
+            return None
+        row = rows[0]
+        return Outgoing(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
+
+    def sent(self, item: Outgoing, now: float) -> None:
+        self._run("UPDATE notice_outbox SET state='sent', finished_at=?, lease_until=0,"
+                  " last_error=NULL WHERE id=?", (now, item.id))
+
+    def defer(self, item: Outgoing, error: str, until: float) -> None:
+        self._run("UPDATE notice_outbox SET next_attempt_at=?, last_error=?, lease_until=0,"
+                  " failures = failures + 1 WHERE id=?", (until, error, item.id))
+
+    def bury(self, item: Outgoing, error: str, now: float) -> None:
+        self._run("UPDATE notice_outbox SET state='dead', last_error=?, finished_at=?,"
+                  " lease_until=0 WHERE id=?", (error, now, item.id))
+
+    def forget_before(self, day: str) -> None:
+        self._run("DELETE FROM notices WHERE day < ?", (day,))
+
+    def next_due(self) -> float | None:
+        return self._run("SELECT min(next_attempt_at) FROM notice_outbox"
+                         " WHERE state='queued'")[0][0]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self._run("SELECT state, count(*) FROM notice_outbox GROUP BY state"))
+
+
+# ------------------------------------------------------------------ delivery
+
+class Notifier:
+    def __init__(self, settings: NotifySettings, db_path: str | Path, *,
+                 clock: Callable[[], float] = time.time):
+        self.settings = settings
+        self.store = NoticeStore(db_path)
+        self.clock = clock
+        self.wake = threading.Event()
+        # Longer than one delivery can take (connect, then each command), so a
+        # second process does not send a notice this one is still sending.
+        self._lease = 4 * settings.timeout + 30.0
+        self._forgot_on: str | None = None
+
+    def close(self) -> None:
+        self.store.close()
+
+    # -- the mail side ---------------------------------------------------------
+
+    def notify(self, notice: Notice, *, automatic: str | None) -> bool:
+        """Queue ``notice`` durably; False when suppressed or already sent today.  Never raises.
+
+        ``automatic``: ``automatic_reason(...)`` of the mail answered (None: a person's).
+        """
+        try:
+            why = suppressed(notice, automatic, self.settings.from_address)
+            if why is None:
+                now = self.clock()
+                if not self.store.add(notice, render(notice, self.settings, now), now):
+                    why = "already told today"
+        except Exception:
+            # The mail is applied or dead-lettered already: a notice must not change that.
+            log.error("notice %s to <%s> not queued:\n%s", notice.reason_kind, notice.to,
+                      traceback.format_exc())
+            return False
+        if why:
+            log.info("notice %s to <%s> not sent: %s", notice.reason_kind, notice.to, why)
+            return False
+        log.info("notice %s to <%s> queued", notice.reason_kind, notice.to)
+        self.wake.set()
+        return True
+
+    # -- the relay side --------------------------------------------------------
+
+    def run_once(self) -> bool:
+        """Try to deliver one due notice; False when none is due."""
+        now = self.clock()
+        self._forget_old(now)
+        item = self.store.claim(now, self._lease)
+        if item is None:
+            return False
+        try:
+            self._send(item)
+        except Exception as exc:  # noqa: BLE001 - every failure is classified below
+            self._failed(item, exc)
+        else:
+            log.info("notice %d (%s) sent to <%s>", item.id, item.reason_kind, item.recipient)
+            self.store.sent(item, self.clock())
+        return True
+
+    def run_until_idle(self) -> int:
+        count = 0
+        while self.run_once():
+            count += 1
+        return count
+
+    def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
+        """Deliver until ``stop`` is set (set ``wake`` too, to stop at once)."""
+        while not stop.is_set():
+            try:
+                idle = 0.0 if self.run_once() else self._idle(poll)
+            except sqlite3.Error as exc:
+                # "database is locked" and the like: the thread must outlive them.
+                log.error("notify: database error (retrying in %.0f s): %s", poll, exc)
+                idle = poll
+            if idle:
+                self.wake.wait(idle)
+                self.wake.clear()
+
+    def _idle(self, poll: float) -> float:
+        due = self.store.next_due()
+        return poll if due is None else min(poll, max(0.01, due - self.clock()))
+
+    def _send(self, item: Outgoing) -> None:
+        s = self.settings
+        with smtplib.SMTP(s.relay_host, s.relay_port, local_hostname=s.loop_id,
+                          timeout=s.timeout) as smtp:
+            options = [] if item.recipient.isascii() else ["SMTPUTF8"]
+            # The null reverse path (RFC 3834 §3.3): nothing answers a notice.
+            smtp.sendmail("", [item.recipient], item.message, mail_options=options)
+
+    def _failed(self, item: Outgoing, exc: Exception) -> None:
+        now = self.clock()
+        error = f"{type(exc).__name__}: {exc}"
+        if _permanent(exc):
+            log.warning("notice %d to <%s> refused by the relay: %s", item.id, item.recipient,
+                        error)
+            self.store.bury(item, error, now)
+        elif now - item.created_at >= self.settings.max_age:
+            log.warning("notice %d to <%s> given up: %s", item.id, item.recipient, error)
+            self.store.bury(item, f"gave up after {item.failures + 1} attempts: {error}", now)
+        else:
+            delay = self.settings.backoff(item.failures + 1)
+            log.warning("notice %d to <%s> retried in %.0f s: %s", item.id, item.recipient,
+                        delay, error)
+            self.store.defer(item, error, now + delay)
+
+    def _forget_old(self, now: float) -> None:
+        today = utc_day(now)
+        if self._forgot_on != today:
+            self.store.forget_before(utc_day(now - KEEP_DAYS * 86400))
+            self._forgot_on = today
+
+    def stats(self) -> dict[str, int]:
+        return self.store.counts()
+
+
+def _permanent(exc: Exception) -> bool:
+    """A 5xx for this notice itself; connection trouble and 4xx are retried."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        return all(500 <= code < 600 for code, _ in exc.recipients.values())
+    if isinstance(exc, smtplib.SMTPConnectError):
+        return False        # the relay's greeting refused us: it may be back later
+    if isinstance(exc, smtplib.SMTPResponseException):
+        return 500 <= exc.smtp_code < 600
+    return isinstance(exc, smtplib.SMTPNotSupportedError)
+
+
+# ------------------------------------------------------------------ the worker's hook
+
+def build_notifier(config) -> Notifier | None:
+    """The notifier for ``config.notify`` (NotifySettings or None)."""
+    settings = getattr(config, "notify", None)
+    return Notifier(settings, config.spool_path) if settings else None
+
+
+def tell_sender(notifier: Notifier | None, spooled, result: Outcome | BaseException,
+                config) -> bool:
+    """After the worker finished (``Outcome``) or dead-lettered (the error) a spooled mail:
+    queue the notice it calls for, if any.  Never raises; True when one was queued.
+    """
+    if notifier is None:
+        return False
+    try:
+        mail = parse_mail(spooled.raw)
+        automatic = automatic_reason(
+            mail.headers, spooled.mail_from, mail.from_address,
+            content_type=mail.headers.get("content-type", "text/plain"),
+            own_loop_id=config.hostname, redmine_address=config.redmine.notification_address)
+        ticket, site_address = _where(spooled.rcpt, mail, config)
+        if isinstance(result, Outcome):
+            notice = notice_for_outcome(mail, result, site_address=site_address,
+                                        to=spooled.mail_from)
+        else:
+            notice = notice_for_error(mail, result, ticket=ticket, site_address=site_address,
+                                      to=spooled.mail_from)
+    except Exception:
+        log.error("no notice for mail %s:\n%s", getattr(spooled, "id", "?"),
+                  traceback.format_exc())
+        return False
+    return notice is not None and notifier.notify(notice, automatic=automatic)
+
+
+def _where(rcpt: str, mail: ParsedMail, config) -> tuple[int | None, str | None]:
+    """The ticket the mail was for, and the site's address to suggest writing to."""
+    from .routing import resolve_recipient, route_mail
+
+    try:
+        route = route_mail(resolve_recipient(rcpt, config), mail)
+    except MailgateError:
+        return None, None
+    return route.ticket, route.site.address if route.site else None
