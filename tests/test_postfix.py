@@ -75,7 +75,7 @@ def instance():
     installed = postfix_local("install", check=False)
     if installed.returncode != 0:
         _missing(f"scripts/postfix-local install failed:\n{installed.stderr}")
-    path = Path(tempfile.mkdtemp(prefix="mailgate-postfix-"))
+    path = Path(tempfile.mkdtemp(prefix="mailgate-postfix-", dir="/tmp"))
     path.chmod(0o755)
     yield path
     postfix_local("stop", str(path), check=False)
@@ -317,7 +317,8 @@ def serve_lmtp(config: Path, port: int, log: Path):
         yield process
     finally:
         process.send_signal(signal.SIGTERM)
-        assert process.wait(40) == 0, log.read_text()
+        status = process.wait(40)
+    assert status == 0, log.read_text()   # SIGTERM is a clean stop
 
 
 def _answers(port: int) -> bool:
