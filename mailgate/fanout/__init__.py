@@ -1,6 +1,25 @@
-"""Discord fan-out: after a mail is applied in Redmine, say so in the site's Discord channel."""
+"""Discord fan-out: after a mail is applied in Redmine, say so in the site's Discord channel.
 
-from .deliver import (Fanout, FanoutEvent, PostQueue, event_for, load_discord_settings,
-                      render)
+The fan-out is a durable queue of its own, beside the spool (the same SQLite
+file, its own tables and connection).  ``enqueue`` only writes a row, so
+Discord being slow or down never delays or fails the Redmine write; a thread
+of ``mailgate serve`` runs ``run_forever`` and delivers the rows.
+
+The modules, in the order a post goes through them:
+
+* ``events``: what happened to a mail (``FanoutEvent``, made by ``event_for``).
+* ``settings``: the checked ``discord:`` config: each site's channel, retries.
+* ``rendering``: the post's text (escaped, within Discord's limits) and thread name.
+* ``queue``: the SQLite tables of posts and threads (``PostQueue``); at most
+  one post per (mail, channel).
+* ``deliver``: ``Fanout``, which queues events and delivers the posts: at
+  least once, in a thread per ticket, in order.
+"""
+
+from .deliver import Fanout
+from .events import FanoutEvent, event_for
+from .queue import PostQueue
+from .rendering import render
+from .settings import load_discord_settings
 
 __all__ = ["Fanout", "FanoutEvent", "PostQueue", "event_for", "load_discord_settings", "render"]
