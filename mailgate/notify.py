@@ -34,6 +34,7 @@ import random
 import re
 import smtplib
 import sqlite3
+import textwrap
 import threading
 import time
 import traceback
@@ -46,11 +47,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 from handlers.automatic import automatic_reason
+from workflow import parse_commands
 
 from .errors import (ConfigError, MailgateError, MessageTooBig, NoSuchTicket, PermanentError,
                      RedmineRejected, SenderNotPermitted)
 from .message import ParsedMail, parse_mail
 from .outcome import Outcome
+from .routing import resolve_recipient, route_mail
 
 log = logging.getLogger("mailgate.notify")
 
@@ -181,8 +184,6 @@ def notice_for_error(mail: ParsedMail, error: BaseException, *, ticket: int | No
 
 
 def _commands(mail: ParsedMail) -> str:
-    from workflow import parse_commands
-
     commands, _ = parse_commands(mail.body)
     found = [f"{name}: {value}" for name, value in (("Status", commands.status),
                                                      ("Action", commands.action)) if value]
@@ -209,8 +210,6 @@ def _one_line(text: str, limit: int) -> str:
 
 
 def _wrap(text: str, width: int = 76) -> str:
-    import textwrap
-
     return "\n\n".join(textwrap.fill(p, width, break_long_words=False, break_on_hyphens=False)
                        for p in text.split("\n\n"))
 
@@ -254,7 +253,7 @@ def load_notify_settings(section: Mapping[str, Any] | None, *,
     if not _bool(section.get("enabled", True), "notify.enabled"):
         return None
     sender = str(section.get("from") or "")
-    name, address = parseaddr(sender)
+    _, address = parseaddr(sender)
     if "@" not in address or any(c in sender for c in "\r\n"):
         raise ConfigError(f"notify.from: expected a mail address, got {sender!r}"
                           " (or set MAILGATE_NOTIFY_FROM)")
@@ -626,8 +625,6 @@ def tell_sender(notifier: Notifier | None, spooled, result: Outcome | BaseExcept
 
 def _where(rcpt: str, mail: ParsedMail, config) -> tuple[int | None, str | None]:
     """The ticket the mail was for, and the site's address to suggest writing to."""
-    from .routing import resolve_recipient, route_mail
-
     try:
         route = route_mail(resolve_recipient(rcpt, config), mail)
     except MailgateError:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import email
 import logging
 import re
+import threading
+import time
 from email.policy import default as DEFAULT_POLICY
 from pathlib import Path
 
@@ -21,8 +23,8 @@ from mailgate.config import load_config
 from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
                              SenderNotPermitted)
 from mailgate.message import parse_mail
-from mailgate.notify import (Notice, Notifier, load_notify_settings, notice_for_outcome,
-                             notice_for_refusal, tell_sender)
+from mailgate.notify import (Notice, Notifier, load_notify_settings, notice_for_error,
+                             notice_for_outcome, notice_for_refusal, tell_sender)
 from mailgate.outcome import Outcome
 from mailgate.spool import SpooledMail
 from tests.helpers import fixture
@@ -420,3 +422,39 @@ def test_config_absent_or_disabled_means_no_notices():
 def test_bad_config_names_the_key(section, key):
     with pytest.raises(ConfigError, match=re.escape(key)):
         load_notify_settings(section, hostname="h")
+
+
+def test_an_error_class_may_name_its_notice_kind(config):
+    class SenderUnverified(SenderNotPermitted):
+        notice_kind = "unverified-sender"
+
+    mail = parse_mail(fixture("unknown-sender-reply.eml"))
+    notice = notice_for_error(mail, SenderUnverified("no aligned DKIM signature"), ticket=1,
+                              site_address=None)
+    assert notice.reason_kind == "unverified-sender"
+    assert "(no aligned DKIM signature)" in flat(notice.text)
+
+
+def test_run_forever_delivers_what_is_queued_and_stops(relay, tmp_path):
+    settings = load_notify_settings({"relay": f"127.0.0.1:{relay.controller.port}",
+                                     "from": "mailgate@example.org", "timeout": 5},
+                                    hostname=LOOP_ID)
+    notifier = Notifier(settings, tmp_path / "spool.db")          # the real clock
+    stop = threading.Event()
+    thread = threading.Thread(target=notifier.run_forever, args=(stop, 5.0), daemon=True)
+    thread.start()
+    try:
+        notice = notice_for_refusal(parse_mail(fixture("owner-confirms-unanswered.eml")), 1,
+                                    "command-refused", REFUSED, site_address=None)
+        started = time.monotonic()
+        assert notifier.notify(notice, automatic=None)
+        while not relay.received and time.monotonic() - started < 5:
+            time.sleep(0.01)
+        # notify wakes the thread: no waiting for the 5 s poll.
+        assert relay.received and time.monotonic() - started < 2
+    finally:
+        stop.set()
+        notifier.wake.set()
+        thread.join(5)
+        notifier.close()
+    assert not thread.is_alive()
