@@ -199,9 +199,18 @@ def _worker(args: argparse.Namespace) -> int:
     gateway = _gateway(args)
     worker = Worker(gateway)
     if args.forever:
+        import signal
+
         from .serve import background_threads
 
         stop = threading.Event()
+
+        def finish(signum, frame):
+            # Finish the mail in hand, then stop (no lease left to expire).
+            stop.set()
+            worker.wake.set()
+
+        signal.signal(signal.SIGTERM, finish)
         for thread in background_threads(gateway, stop):
             thread.start()
         worker.run_forever(stop)
