@@ -53,7 +53,6 @@ from .errors import (ConfigError, MailgateError, MessageTooBig, NoSuchTicket, Pe
                      RedmineRejected, SenderNotPermitted)
 from .message import ParsedMail, parse_mail
 from .outcome import Outcome
-from .routing import resolve_recipient, route_mail
 
 log = logging.getLogger("mailgate.notify")
 
@@ -625,6 +624,9 @@ def tell_sender(notifier: Notifier | None, spooled, result: Outcome | BaseExcept
 
 def _where(rcpt: str, mail: ParsedMail, config) -> tuple[int | None, str | None]:
     """The ticket the mail was for, and the site's address to suggest writing to."""
+    # Imported here: routing imports config, and config imports this module's loader.
+    from .routing import resolve_recipient, route_mail
+
     try:
         route = route_mail(resolve_recipient(rcpt, config), mail)
     except MailgateError:
