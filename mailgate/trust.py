@@ -48,6 +48,8 @@ PUBLIC_SUFFIXES = frozenset({
 MAX_SIGNATURES = 3
 #: RSA keys shorter than this prove nothing (RFC 8301).
 MIN_KEY_BITS = 1024
+#: A Verdict's ``how`` is cut here: a mail may carry any number of signatures.
+MAX_HOW = 600
 
 _HOSTNAME = re.compile(r"[a-z0-9_-]+(?:\.[a-z0-9_-]+)+")
 
@@ -87,13 +89,18 @@ def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
     if not isinstance(ids, list) or not all(isinstance(i, str) and i.strip() for i in ids):
         raise ConfigError("trust.trusted_authserv_ids: expected a list of authserv-ids")
     timeout = section.get("dns_timeout", 5.0)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
-        raise ConfigError(f"trust.dns_timeout: expected a positive number of seconds, "
+    try:
+        # A string too: MAILGATE_TRUST_DNS_TIMEOUT, if the environment may set it.
+        seconds = float(timeout) if not isinstance(timeout, bool) else 0.0
+    except (TypeError, ValueError):
+        seconds = 0.0
+    if not 0 < seconds < 3600:  # also NaN and inf: a thread cannot wait forever
+        raise ConfigError(f"trust.dns_timeout: expected a number of seconds below 3600, "
                           f"got {timeout!r}")
     verify = section.get("verify_dkim", True)
     if not isinstance(verify, bool):
         raise ConfigError(f"trust.verify_dkim: expected true or false, got {verify!r}")
-    return TrustSettings(frozenset(i.strip().lower() for i in ids), float(timeout), verify)
+    return TrustSettings(frozenset(i.strip().lower() for i in ids), seconds, verify)
 
 
 def verify_sender(raw: bytes, from_address: str,
@@ -117,7 +124,7 @@ def verify_sender(raw: bytes, from_address: str,
         failures.append(verdict)
     if not failures:
         return Verdict(False, "no trusted authentication-results (DKIM checking is off)")
-    return Verdict(False, "; ".join(v.how for v in failures),
+    return Verdict(False, "; ".join(v.how for v in failures)[:MAX_HOW],
                    temporary=any(v.temporary for v in failures))
 
 
@@ -274,7 +281,8 @@ def _signatures(raw: bytes, domain: str, timeout: float, dnsfunc: DnsFunc) -> It
     checked = 0
     for index, value in enumerate(values):
         tags = _tags(value)
-        signing = tags.get(b"d", b"?").decode("ascii", "replace")
+        # The signer's text ends up in logs and SMTP replies: one short line.
+        signing = " ".join(tags.get(b"d", b"?").decode("ascii", "replace").split())[:100]
         # Unaligned signatures cannot count: no need to look their keys up.
         if not aligns(signing, domain):
             yield Verdict(False, f"signature by d={signing} does not align with {domain}")

@@ -387,6 +387,7 @@ def test_settings_from_the_config_section():
                                   "verify_dkim": False})
     assert loaded == TrustSettings(frozenset({"mx.example.org"}), 2.0, False)
     assert load_trust_settings({"trusted_authserv_ids": "mx.example.org"}) == MX
+    assert load_trust_settings({"dns_timeout": "2.5"}).dns_timeout == 2.5
 
 
 @pytest.mark.parametrize("section, key", [
@@ -395,6 +396,9 @@ def test_settings_from_the_config_section():
     ({"trusted_authserv_ids": [1]}, "trust.trusted_authserv_ids"),
     ({"dns_timeout": "soon"}, "trust.dns_timeout"),
     ({"dns_timeout": 0}, "trust.dns_timeout"),
+    ({"dns_timeout": float("nan")}, "trust.dns_timeout"),
+    ({"dns_timeout": float("inf")}, "trust.dns_timeout"),
+    ({"dns_timeout": True}, "trust.dns_timeout"),
     ({"verify_dkim": "yes"}, "trust.verify_dkim"),
 ])
 def test_bad_settings_name_their_key(section, key):
