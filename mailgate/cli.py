@@ -184,8 +184,15 @@ def _serve(args: argparse.Namespace) -> int:
 def _pipe(args: argparse.Namespace) -> int:
     from .pipe import run_pipe
 
+    from .ratelimit import SqliteRateLimiter
+
     raw = sys.stdin.buffer.read()
-    status, said = run_pipe(_gateway(args), raw, args.recipient, args.sender)
+    gateway = _gateway(args)
+    per_sender = gateway.config.limits.per_sender
+    if per_sender:
+        # One process per mail: the limit's buckets must outlive it.
+        gateway.sender_limit = SqliteRateLimiter.for_limit(gateway.config.spool_path, per_sender)
+    status, said = run_pipe(gateway, raw, args.recipient, args.sender)
     print(f"mailgate: {said}", file=sys.stderr)
     return status
 
@@ -216,6 +223,8 @@ def _worker(args: argparse.Namespace) -> int:
         worker.run_forever(stop)
     else:
         worker.run_until_idle()
+        if gateway.notifier is not None:
+            gateway.notifier.run_until_idle()
     return EX_OK
 
 

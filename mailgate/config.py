@@ -19,6 +19,8 @@ from workflow import Workflow, WorkflowError, load_default_table
 
 from .errors import ConfigError
 from .fanout import load_discord_settings
+from .notify import load_notify_settings
+from .ratelimit import Limits, load_limits
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 
@@ -75,6 +77,10 @@ class Config:
     #: Attach the original .eml to the note: "when-trimmed" (default), "always", "never".
     attach_original: str = "when-trimmed"
     attachment_limits: Any = None
+    #: Notices to senders (mailgate.notify), or None.
+    notify: Any = None
+    #: Per-sender (and per-client) rate limits (mailgate.ratelimit).
+    limits: Limits = Limits()
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
     #: Discord fan-out (mailgate.fanout), or None.
@@ -111,6 +117,7 @@ ENV_KEYS = [
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
     ("spool", "path"), ("spool", "url"), ("listen", "smtp"), ("listen", "lmtp"),
     ("listen", "metrics"), ("server", "hostname"), ("discord", "bot_token"),
+    ("notify", "relay"), ("notify", "from"), ("notify", "enabled"),
 ]
 
 
@@ -193,6 +200,9 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
                                 "when-trimmed"),
         attachment_limits=_attachment_limits(_section(data, "attachments")),
+        notify=load_notify_settings(_section(data, "notify") if "notify" in data else None,
+                                    hostname=str(server.get("hostname", "mailgate.localhost"))),
+        limits=load_limits(_section(data, "limits")),
         smtp_listen=listen.get("smtp"),
         lmtp_listen=listen.get("lmtp"),
         discord=load_discord_settings(data.get("discord"), sites=[*sites, "triage"]),

@@ -26,6 +26,8 @@ from .fanout import event_for
 from .idempotency import marker, normalise_key, route_key, without_marker
 from .message import ParsedMail, parse_mail
 from .metrics import Metrics
+from .notify import build_notifier
+from .ratelimit import sender_key
 from .outcome import Outcome
 from .routing import Recipient, Route, resolve_recipient, route_mail
 from .spool import Spool, SpooledMail, open_spool
@@ -54,12 +56,16 @@ class Delivery:
 
 class Gateway:
     def __init__(self, config: Config, client, spool: Spool, facts: Facts | None = None,
-                 fanout=None):
+                 fanout=None, notifier=None):
         self.config = config
         self.client = client
         self.spool = spool
         #: mailgate.fanout.Fanout, when Discord is configured.
         self.fanout = fanout
+        #: mailgate.notify.Notifier, when notices to senders are configured.
+        self.notifier = notifier
+        #: A per-sender rate limit checked on receive (the pipe's; serve checks at MAIL).
+        self.sender_limit = None
         self.metrics = Metrics()
         if hasattr(client, "session"):
             self.metrics.watch_redmine(client)
@@ -107,6 +113,8 @@ class Gateway:
         ``all_or_nothing``: the first refusal is raised and nothing is spooled
         (spooling some would be answered with a 5xx and then sent again).
         """
+        if self.sender_limit is not None:
+            self.sender_limit.check(sender_key(envelope.mail_from))
         self.check_size(envelope.raw)
         mail = parse_mail(envelope.raw)
         results: dict[str, Delivery] = {}
@@ -252,7 +260,7 @@ def build_gateway(config: Config) -> Gateway:
     spool = open_spool(config.spool_path, url=config.spool_url,
                        lease_seconds=config.lease_seconds)
     return Gateway(config, RedmineClient.from_settings(config.redmine), spool,
-                   fanout=build_fanout(config))
+                   fanout=build_fanout(config), notifier=build_notifier(config))
 
 
 def build_fanout(config: Config):

@@ -19,6 +19,7 @@ from .dispatch import Gateway
 from .errors import RedmineUnavailable
 from .smtp import GatewayHandler, smtp_factory
 from .httpd import start_http
+from .ratelimit import RateLimiter
 from .worker import Worker
 
 log = logging.getLogger("mailgate.serve")
@@ -54,10 +55,14 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     worker = Worker(gateway)
     worker_stop = threading.Event()
     handlers, servers = [], []
+    per_sender = gateway.config.limits.per_sender
+    # One limiter for both listeners, counted at MAIL FROM (not again in receive).
+    sender_limit = RateLimiter.for_limit(per_sender) if per_sender else None
     for listen, lmtp_mode in ((smtp, False), (lmtp, True)):
         if not listen:
             continue
-        handler = GatewayHandler(gateway, lmtp=lmtp_mode, on_spooled=worker.wake.set)
+        handler = GatewayHandler(gateway, lmtp=lmtp_mode, on_spooled=worker.wake.set,
+                                 sender_limit=sender_limit)
         host, port = parse_listen(listen)
         factory = smtp_factory(handler, gateway.config.hostname,
                                gateway.config.max_message_size, loop)
@@ -81,8 +86,9 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     await _drain(handlers)
     worker_stop.set()
     worker.wake.set()
-    if gateway.fanout is not None:
-        gateway.fanout.wake.set()
+    for side in (gateway.fanout, gateway.notifier):
+        if side is not None:
+            side.wake.set()
     if run_worker:
         for thread in threads:
             await asyncio.to_thread(thread.join, SHUTDOWN_GRACE)
@@ -98,6 +104,9 @@ def background_threads(gateway: Gateway, stop: threading.Event) -> list[threadin
     if gateway.fanout is not None:
         threads.append(threading.Thread(target=gateway.fanout.run_forever, args=(stop,),
                                         name="discord-fanout", daemon=True))
+    if gateway.notifier is not None:
+        threads.append(threading.Thread(target=gateway.notifier.run_forever, args=(stop,),
+                                        name="notify", daemon=True))
     return threads
 
 

@@ -18,6 +18,7 @@ from aiosmtpd.smtp import SMTP
 
 from .dispatch import Delivery, Envelope, Gateway
 from .errors import MailgateError
+from .ratelimit import refusal, sender_key
 
 log = logging.getLogger("mailgate.smtp")
 
@@ -51,12 +52,25 @@ class GatewayLMTP(_EnhancedStatus, LMTP):
 class GatewayHandler:
     """aiosmtpd hooks; the blocking gateway calls run in worker threads."""
 
-    def __init__(self, gateway: Gateway, *, lmtp: bool = False, on_spooled=lambda: None):
+    def __init__(self, gateway: Gateway, *, lmtp: bool = False, on_spooled=lambda: None,
+                 sender_limit=None):
         self.gateway = gateway
+        self.sender_limit = sender_limit
         self.lmtp = lmtp
         self.on_spooled = on_spooled
         #: The live sessions, so shutdown can wait for their transactions.
         self.sessions: weakref.WeakSet = weakref.WeakSet()
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        if self.sender_limit is not None:
+            key = sender_key(address)
+            if not self.sender_limit.allow(key):
+                # 4xx: a flood is slowed down, and nothing in it is lost.
+                log.info("MAIL <%s> deferred: rate limit", key)
+                return refusal(key).smtp_reply
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if len(envelope.rcpt_tos) >= self.gateway.config.max_recipients:

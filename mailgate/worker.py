@@ -18,6 +18,7 @@ import traceback
 from dataclasses import dataclass
 
 from .errors import ConfigError, PermanentError, TemporaryError
+from .notify import tell_sender
 from .outcome import Outcome
 from .spool import SpooledMail
 
@@ -59,6 +60,7 @@ class Worker:
         except PermanentError as exc:
             log.warning("mail %d dead-lettered: %s", spooled.id, exc)
             self.spool.bury(spooled.id, f"{type(exc).__name__}: {exc}")
+            tell_sender(self.gateway.notifier, spooled, exc, self.gateway.config)
             return spooled, exc
         except Exception as exc:  # a poison mail must not stop the others
             log.error("mail %d dead-lettered after a crash:\n%s", spooled.id,
@@ -66,6 +68,8 @@ class Worker:
             self.spool.bury(spooled.id, f"crash: {type(exc).__name__}: {exc}")
             return spooled, exc
         self.spool.finish(spooled.id, outcome.as_dict())
+        # A command the workflow refused, a status Redmine dropped: say so, once.
+        tell_sender(self.gateway.notifier, spooled, outcome, self.gateway.config)
         return spooled, outcome
 
     def _retry_or_bury(self, spooled: SpooledMail, exc: Exception) -> None:
