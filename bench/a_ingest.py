@@ -17,7 +17,9 @@ spool or the Maildir holds exactly the mails sent).  Contenders:
                   that nothing on this path asks)
   mailgate+gc     the same with the proposed group commit in SqliteSpool.add
   mailgate+hdr    mailgate with Gateway.receive parsing the header only (proposed)
-  mailgate+gc+hdr both proposals (bench/proposals.py; diffs in docs/performance.md)
+  mailgate+async  no thread hop per mail: RCPT answered on the loop when it needs no
+                  Redmine, DATA screened (header only) on the loop, commits batched
+                  by one spool-writer thread; 250 still after the mail's COMMIT
 
 Rounds interleave the contenders (A B C A B C ...) and the medians are kept.
 Sizes: 5 KB mails (text + HTML) and 1 MB mails (a 750 KB attachment).
@@ -46,7 +48,7 @@ from _common import (child_env, closed_url, free_port, header, median, ratio,  #
 
 HERE = Path(__file__).resolve().parent
 CONTENDERS = ("bare", "sqlite/mail", "maildir+fsync", "mailgate", "mailgate+gc",
-              "mailgate+hdr", "mailgate+gc+hdr")
+              "mailgate+hdr", "mailgate+async")
 SENDER, RCPT = "support@example.org", "site-a@example.org"
 
 
@@ -166,6 +168,10 @@ def _serve_mailgate(kind: str, port: int, directory: Path) -> None:
         proposals.apply_group_commit()
     if "+hdr" in kind:
         proposals.apply_head_only_receive()
+    if "+async" in kind:
+        proposals.apply_async_ingest()
+    if "+blob" in kind:
+        proposals.apply_blob_io()
     config = write_config(directory / "mailgate.yaml", closed_url())
     gateway = build_gateway(load_config(config, environ={}))
     asyncio.run(serve(gateway, f"127.0.0.1:{port}", None, run_worker=False))
