@@ -3,48 +3,62 @@
 from __future__ import annotations
 
 from mailgate.config import Config, Site
-from mailgate.message import ParsedMail
+from mailgate.idempotency import with_marker
+from mailgate.message import Attachment, ParsedMail
+from mailgate.trimming import trim_reply
+from mailgate.trust import Verdict
 from workflow import Decision, TicketFacts, parse_commands
 
-from mailgate.idempotency import with_marker
-from mailgate.message import Attachment
-from mailgate.trimming import trim_reply
-
 from .attachments import apply_limits, not_attached_line
-
 from .plans import Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
-from .senders import attributed, role_of, sender_of, writer_for
+from .senders import attributed, role_of, sender_of, unverified_refusal, writer_for
 
 name = "reply"
 description = "A reply to ticket N: a note, and the status the workflow decides."
 
+#: For a sender whose role needs no proof.
+NOT_NEEDED = Verdict(False, "not needed: no privileged role claimed")
+
 
 def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site | None,
-           config: Config, mark: str = "") -> Plan:
-    """``mark``: the idempotency marker this mail's note carries (see mailgate.idempotency)."""
+           config: Config, mark: str = "", verdict: Verdict = NOT_NEEDED) -> Plan:
+    """``mark``: the idempotency marker this mail's note carries (see mailgate.idempotency);
+    ``verdict``: whether the sender's identity is proven (mailgate.trust)."""
     if mark and mark in ticket.markers:
         # Posted before, and the record of it was lost (a crash after Redmine answered).
         return Duplicate(f"already on ticket #{ticket.id} as {mark}")
     role = role_of(mail.from_address, ticket.owner_address, config)
-    sender = sender_of(mail, login, role)
-    writer = writer_for(sender, site, config)
+    unproven = unverified_refusal(role, verdict, mail.from_address, site, config)
+    if isinstance(unproven, Refuse):
+        return unproven
+    sender = sender_of(mail, login, role, verified=verdict.verified)
+    # An unproven owner or admin writes through the gateway's user, named in the
+    # text: a forged From: must not put words in the real person's Redmine mouth.
+    writer = writer_for(sender if not unproven else sender_of(mail, None, role), site, config)
     if isinstance(writer, Refuse):
         return writer
     commands, text = parse_commands(mail.body)
-    trimmed = trim_reply(text)
-    attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
-    text = "\n\n".join(filter(None, [trimmed.text, not_attached_line(dropped)]))
-    attachments += _original(mail, trimmed.removed, config)
+    text, attachments = _note(mail, text, config)
     decision = _decide(ticket, role, commands, site, config)
+    if unproven:
+        decision = Decision(role, "comment", decision.from_state, decision.from_state,
+                            refused=unproven)
     if not text and not attachments and not decision.changes_state:
         return Ignore("nothing to post: no text, no attachment, no status change")
     if writer != sender.login:
         text = attributed(text, sender)
-    if mark:
-        text = with_marker(text, mark)
-    return PostNote(ticket=ticket.id, sender=sender, decision=decision, text=text,
+    return PostNote(ticket=ticket.id, sender=sender, decision=decision,
+                    text=with_marker(text, mark) if mark else text,
                     attachments=attachments, as_user=writer, subject=ticket.subject,
                     project=ticket.project)
+
+
+def _note(mail: ParsedMail, text: str, config: Config) -> tuple[str, tuple[Attachment, ...]]:
+    """The text to post (trimmed, naming what was not attached) and the files to attach."""
+    trimmed = trim_reply(text)
+    attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
+    text = "\n\n".join(filter(None, [trimmed.text, not_attached_line(dropped)]))
+    return text, attachments + _original(mail, trimmed.removed, config)
 
 
 def _original(mail: ParsedMail, removed: str, config: Config) -> tuple[Attachment, ...]:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from mailgate.config import Config, Site
-from mailgate.errors import SenderNotPermitted
+from mailgate.errors import SenderNotPermitted, TemporaryError
 from mailgate.message import ParsedMail
+from mailgate.trust import Verdict
 
 from .plans import Refuse, Sender
 
@@ -19,8 +20,29 @@ def role_of(address: str, owner_address: str | None, config: Config) -> str:
     return "other"
 
 
-def sender_of(mail: ParsedMail, login: str | None, role: str) -> Sender:
-    return Sender(address=mail.from_address, name=mail.from_name, role=role, login=login)
+def sender_of(mail: ParsedMail, login: str | None, role: str,
+              verified: bool = False) -> Sender:
+    return Sender(address=mail.from_address, name=mail.from_name, role=role, login=login,
+                  verified=verified)
+
+
+def unverified_refusal(claimed: str, verdict: Verdict, address: str, site: Site | None,
+                       config: Config) -> Refuse | str | None:
+    """What to do with a sender whose role we cannot take on their word.
+
+    None: the role stands (it is "other", which needs no proof, or it is
+    verified).  A Refuse: reject, or wait (the key lookup failed for now).
+    A string: the reason the mail is posted as a comment only.
+    """
+    if claimed == "other" or verdict.verified:
+        return None
+    if verdict.temporary:
+        # Downgrading would silently drop an owner's "confirm": try again later.
+        return Refuse(f"cannot verify <{address}> yet: {verdict.how}", TemporaryError)
+    policy = site.unverified_senders if site else config.unverified_senders
+    if policy == "reject":
+        return Refuse(f"<{address}> is not verified ({verdict.how})", SenderNotPermitted)
+    return f"the sender could not be verified ({verdict.how}), so the mail is only a comment"
 
 
 def writer_for(sender: Sender, site: Site | None, config: Config) -> str | Refuse | None:

@@ -21,6 +21,7 @@ from .errors import ConfigError
 from .fanout import load_discord_settings
 from .notify import load_notify_settings
 from .ratelimit import Limits, load_limits
+from .trust import TrustSettings, load_trust_settings
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 
@@ -48,6 +49,8 @@ class Site:
     fields: Mapping[str, Any] = field(default_factory=dict)
     workflow: Workflow | None = None
     unknown_senders: str = "reject"
+    #: Mail whose sender is not verified (DKIM): "comment" (default) or "reject".
+    unverified_senders: str = "comment"
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,9 @@ class Config:
     notify: Any = None
     #: Per-sender (and per-client) rate limits (mailgate.ratelimit).
     limits: Limits = Limits()
+    #: Whose word on a sender's identity we take (mailgate.trust).
+    trust: TrustSettings = TrustSettings()
+    unverified_senders: str = "comment"
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
     #: Discord fan-out (mailgate.fanout), or None.
@@ -117,7 +123,7 @@ ENV_KEYS = [
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
     ("spool", "path"), ("spool", "url"), ("listen", "smtp"), ("listen", "lmtp"),
     ("listen", "metrics"), ("server", "hostname"), ("discord", "bot_token"),
-    ("notify", "relay"), ("notify", "from"), ("notify", "enabled"),
+    ("notify", "relay"), ("notify", "from"), ("notify", "enabled"), ("trust", "dns_timeout"),
 ]
 
 
@@ -171,10 +177,12 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         raise ConfigError("domains: at least one mail domain is needed")
     workflow = _workflow("workflow", _section(data, "workflow"), None)
     unknown = _choice(data, "unknown_senders", ("reject", "accept"), "reject")
-    sites = {name: _site(name, spec, domains[0], workflow, unknown)
+    unverified = _choice(data, "unverified_senders", ("comment", "reject"), "comment")
+    sites = {name: _site(name, spec, domains[0], workflow, unknown, unverified)
              for name, spec in _section(data, "sites").items()}
     triage_spec = data.get("triage")
-    triage = _site("triage", triage_spec, domains[0], workflow, unknown) if triage_spec else None
+    triage = (_site("triage", triage_spec, domains[0], workflow, unknown, unverified)
+              if triage_spec else None)
     server = _section(data, "server")
     listen = _section(data, "listen")
     spool = _section(data, "spool")
@@ -203,6 +211,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         notify=load_notify_settings(_section(data, "notify") if "notify" in data else None,
                                     hostname=str(server.get("hostname", "mailgate.localhost"))),
         limits=load_limits(_section(data, "limits")),
+        trust=load_trust_settings(data.get("trust")),
+        unverified_senders=unverified,
         smtp_listen=listen.get("smtp"),
         lmtp_listen=listen.get("lmtp"),
         discord=load_discord_settings(data.get("discord"), sites=[*sites, "triage"]),
@@ -232,7 +242,8 @@ def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
     )
 
 
-def _site(name: str, spec: Any, domain: str, workflow: Workflow, unknown: str) -> Site:
+def _site(name: str, spec: Any, domain: str, workflow: Workflow, unknown: str,
+          unverified: str) -> Site:
     where = "triage" if name == "triage" else f"sites.{name}"
     spec = spec or {}
     if not isinstance(spec, Mapping):
@@ -248,6 +259,8 @@ def _site(name: str, spec: Any, domain: str, workflow: Workflow, unknown: str) -
         fields=dict(fields),
         workflow=_workflow(f"{where}.workflow", spec.get("workflow"), workflow),
         unknown_senders=_choice(spec, "unknown_senders", ("reject", "accept"), unknown, where),
+        unverified_senders=_choice(spec, "unverified_senders", ("comment", "reject"),
+                                   unverified, where),
     )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from handlers import new_ticket, reply
 from handlers.automatic import automatic_reason
 from handlers.plans import Duplicate, Ignore, OpenTicket, Plan
+from handlers.senders import role_of
 
 from .config import Config
 from .errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
@@ -229,8 +230,11 @@ def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config,
             route = Route("new", None, route.site, f"{route.how} names no ticket")
         else:
             login = facts.login_for(mail.from_address)
+            # Proof of identity only matters for a role beyond "other" (saves DNS).
+            claimed = role_of(mail.from_address, ticket.owner_address, config)
+            verdict = facts.sender_verdict(mail) if claimed != "other" else reply.NOT_NEEDED
             return route, reply.handle(mail, ticket, login, route.site, config,
-                                       marker(mail.key, _route_key(route)))
+                                       marker(mail.key, _route_key(route)), verdict)
     earlier = seen(mail, route)
     if earlier is not None:
         return route, Duplicate(f"already applied: {earlier.get('kind')}")

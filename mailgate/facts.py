@@ -12,12 +12,16 @@ from handlers.plans import TicketView
 
 from .config import Config
 from .idempotency import markers_in
+from .message import ParsedMail
+from .trust import Verdict, verify_sender
 
 
 class Facts(Protocol):
     def ticket(self, ticket_id: int) -> TicketView: ...
 
     def login_for(self, address: str) -> str | None: ...
+
+    def sender_verdict(self, mail: ParsedMail) -> Verdict: ...
 
 
 class RedmineFacts:
@@ -54,6 +58,9 @@ class RedmineFacts:
         user = self.client.find_user_by_email(address)
         return user.login if user else None
 
+    def sender_verdict(self, mail: ParsedMail) -> Verdict:
+        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust)
+
 
 class GivenFacts:
     """Facts stated on the command line: no Redmine is contacted at all."""
@@ -73,3 +80,8 @@ class GivenFacts:
     def login_for(self, address: str) -> str | None:
         # Without Redmine, assume every sender is a Redmine user.
         return address
+
+    def sender_verdict(self, mail: ParsedMail) -> Verdict:
+        # The same check as the worker's: trusted Authentication-Results need
+        # no network; a DKIM signature needs its key from DNS.
+        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust)

@@ -14,6 +14,10 @@ from mailgate.dispatch import build_gateway
 from mailgate.serve import serve
 
 
+#: What our MTA writes on mail whose DKIM signature it verified (trusted in write_config).
+VERIFIED = "Authentication-Results: mx.example.org; dkim=pass header.d=example.org"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -27,6 +31,7 @@ def write_config(path: Path, url: str, api_key: str, **overrides) -> Path:
         "redmine": {"url": url, "api_key": api_key, "gateway_user": "gateway",
                     "notification_address": "redmine@example.org", "timeout": 5},
         "admins": ["admin@example.org"],
+        "trust": {"trusted_authserv_ids": ["mx.example.org"]},
         "unknown_senders": "accept",
         "sites": {"site-a": {"tracker": "Support"},
                   "site-b": {"tracker": "Support", "unknown_senders": "reject"}},

@@ -16,7 +16,7 @@ import pytest
 
 from mailgate.redmine import RedmineClient
 from tests.helpers import run_mailgate, without_marker
-from tests.servers import RunningGateway, write_config
+from tests.servers import VERIFIED, RunningGateway, write_config
 
 SENDERS = {"owner": ("Olive Owner", "owner@example.org", "owner"),
            "other": ("Sam Support", "support@example.org", "support"),
@@ -78,6 +78,7 @@ def ticket_in_state(client, status_ids, state: str) -> int:
 def mail_from(role: str, ticket: int, body: str) -> bytes:
     name, address, _ = SENDERS[role]
     msg = EmailMessage()
+    msg["Authentication-Results"] = VERIFIED.split(": ", 1)[1]
     msg["From"] = f"{name} <{address}>"
     msg["To"] = f"ticket{ticket}@example.org"
     msg["Subject"] = f"Re: ticket {ticket}"

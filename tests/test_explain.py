@@ -13,7 +13,7 @@ def test_every_field_is_there():
     assert set(result) == KEYS
     assert result["route"] == {"kind": "reply", "ticket": 1, "site": None}
     assert result["sender"] == {"address": "owner@example.org", "name": "Olive Owner",
-                                "role": "owner", "verified": False}
+                                "role": "owner", "verified": True}
 
 
 @pytest.mark.parametrize("mail, state, action, to_state", [
@@ -149,3 +149,27 @@ def test_attachment_limits_from_config(tmp_path):
     assert [a["filename"] for a in result["attachments"]] == ["router.log"]
     assert without_marker(result["body"]).endswith(
         "(not attached: screenshot.png (larger than 600 bytes))")
+
+
+def test_a_forged_owner_is_only_a_comment_posted_by_the_gateway():
+    # The Authentication-Results is from an MTA we do not trust: anyone can write one.
+    [result] = explain_json("forged-owner-confirms.eml", state="answered")
+    assert result["sender"]["role"] == "owner" and result["sender"]["verified"] is False
+    assert (result["action"], result["to_state"]) == ("comment", "answered")
+    assert result["refused"].startswith("the sender could not be verified")
+    assert without_marker(result["body"]).startswith(
+        "From: Olive Owner <owner@example.org>\n\nFixed, close it.")
+
+
+def test_a_site_may_reject_unverified_senders(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(DEMO_CONFIG.read_text() + "\nunverified_senders: reject\n")
+    [result] = explain_json("forged-owner-confirms.eml", state="answered", config=config)
+    assert result["route"]["kind"] == "rejected"
+    assert result["reason"].startswith("<owner@example.org> is not verified")
+
+
+def test_an_unverified_other_keeps_its_role():
+    # Answering needs no proof: "other" is what anyone is.
+    [result] = explain_json("unknown-sender-reply.eml", state="open")
+    assert (result["sender"]["role"], result["action"]) == ("other", "answer")

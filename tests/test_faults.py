@@ -155,7 +155,7 @@ def test_two_gateway_processes_on_one_postgresql(fake_redmine, pg_url, tmp_path)
                for _ in range(2)]
     logs = [w.communicate(timeout=300)[1].decode() for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
-    assert all("processed" in log for log in logs), "one worker did nothing"
+    assert all(" outcome=applied " in log for log in logs), "one worker did nothing"
     assert gateway.spool.counts() == {"done": 90}
     assert_exactly_once(client, tickets, mails)
     for ticket in tickets:

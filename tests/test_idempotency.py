@@ -18,7 +18,7 @@ from mailgate.dispatch import Envelope, build_gateway
 from mailgate.redmine import RedmineClient
 from mailgate.worker import Worker
 from tests.helpers import run_mailgate, without_marker
-from tests.servers import RunningGateway, write_config
+from tests.servers import VERIFIED, RunningGateway, write_config
 
 
 @pytest.fixture
@@ -39,6 +39,7 @@ def ticket(client):
 def reply(ticket: int, body: str = "Still broken.", msgid: str = "<same-1@mail.test>",
           to: str | None = None, subject: str = "Re: Router drops") -> bytes:
     msg = EmailMessage()
+    msg["Authentication-Results"] = VERIFIED.split(": ", 1)[1]
     msg["From"] = "Olive Owner <owner@example.org>"
     msg["To"] = to or f"ticket{ticket}@example.org"
     msg["Subject"] = subject
