@@ -156,7 +156,9 @@ def mailgate_python(state: Path) -> str:
     for dist in _dependencies("mailgate"):
         _copy_distribution(dist, site)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    for package in project["tool"]["setuptools"]["packages"]:
+    # The top-level packages, from the include patterns ("mailgate*" -> mailgate).
+    for package in [p.rstrip("*") for p in
+                    project["tool"]["setuptools"]["packages"]["find"]["include"]]:
         shutil.copytree(ROOT / package, site / package,
                         ignore=shutil.ignore_patterns("__pycache__"))
     python = str(venv / "bin" / "python")
