@@ -73,6 +73,8 @@ class Config:
     expire_after_days: float = 15.0
     #: How often `serve` runs the sweep (seconds).
     sweep_interval: float = 3600.0
+    #: Remind Discord of an open ticket with no update for this many hours (None: never).
+    remind_after_hours: float | None = None
     hostname: str = "mailgate.localhost"
     max_message_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = 50
@@ -201,6 +203,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         max_age=_number(spool, "max_age", 5 * 24 * 3600.0, "spool"),
         expire_after_days=_number(_section(data, "sweep"), "expire_after_days", 15.0, "sweep"),
         sweep_interval=_number(_section(data, "sweep"), "interval", 3600.0, "sweep"),
+        remind_after_hours=(_number(_section(data, "sweep"), "remind_after_hours", 24.0, "sweep")
+                            if "remind_after_hours" in _section(data, "sweep") else None),
         hostname=str(server.get("hostname", "mailgate.localhost")),
         max_message_size=_int(server, "max_message_size", DEFAULT_MAX_SIZE, "server"),
         max_recipients=_int(server, "max_recipients", 50, "server"),

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta, timezone
 
 from workflow import Commands
 
+from .fanout import FanoutEvent
 from .idempotency import marker, with_marker
 
 log = logging.getLogger("mailgate.sweep")
@@ -56,7 +57,37 @@ def sweep(gateway, now: datetime | None = None, dry_run: bool = False) -> list[S
     for state in EXPIRABLE:
         for issue in gateway.client.issues(status_id=status_ids[state], updated_before=cutoff):
             actions.append(_expire(gateway, issue, state, days, dry_run))
+    if gateway.fanout is not None and config.remind_after_hours:
+        actions += _remind(gateway, now, config.remind_after_hours, dry_run)
     return actions
+
+
+def _remind(gateway, now: datetime, hours: float, dry_run: bool) -> list[SweepAction]:
+    """One Discord reminder per ``hours`` an open ticket goes without an update."""
+    config = gateway.config
+    cutoff = now - timedelta(hours=hours)
+    actions = []
+    for issue in gateway.client.issues(status_id=gateway.facts.status_ids["open"],
+                                       updated_before=cutoff):
+        idle = now - _parse_time(issue.updated_on)
+        periods = int(idle / timedelta(hours=hours))
+        site = config.site_for_project(issue.project_name)
+        if not dry_run:
+            # Keyed on the last update and the period: the queue's unique key makes
+            # a second sweep in the same period a no-op, and the next period a new post.
+            gateway.fanout.enqueue(FanoutEvent(
+                mail_key=f"reminder:{issue.id}:{issue.updated_on}:{periods}", kind="reminder",
+                ticket=issue.id, site=site.name if site else None, subject=issue.subject,
+                sender_name="", sender_address="", action=None, from_state=None,
+                to_state=None, excerpt=f"No update for {idle.total_seconds() / 3600:.0f} hours.",
+                url=f"{config.redmine.url}/issues/{issue.id}"))
+        actions.append(SweepAction(issue.id, "remind", "open", "open", not dry_run,
+                                   f"no update for {periods * hours:g}+ hours"))
+    return actions
+
+
+def _parse_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _expire(gateway, issue, state: str, days: float, dry_run: bool) -> SweepAction:

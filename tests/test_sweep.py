@@ -74,3 +74,37 @@ def test_the_command(setup):
     result = run_mailgate("sweep", "--config", str(config))
     assert result.stdout.decode().strip().endswith("1 ticket(s) swept")
     assert client.get_issue(n).status_name == "Expired"
+
+
+def test_reminders_in_discord_once_per_period(fake_redmine, tmp_path):
+    from tests.fakes.discord import FakeDiscord
+
+    with FakeDiscord() as discord:
+        hook = discord.add_webhook(forum=True)
+        config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                              sweep={"remind_after_hours": 24, "expire_after_days": 15},
+                              discord={"api_base": discord.api_base,
+                                       "channels": {"site-a": hook}, "triage": hook})
+        gateway = build_gateway(load_config(config, environ={}))
+        client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+        idle = client.create_issue("site-a", "Waiting", "x", as_user="owner")
+        busy = client.create_issue("site-a", "Fresh", "x", as_user="owner")
+        fake_redmine.set_updated_on(idle, NOW - timedelta(hours=30))
+        fake_redmine.set_updated_on(busy, NOW - timedelta(hours=2))
+
+        def posts():
+            while gateway.fanout.run_once():
+                pass
+            return [m["content"] for t in discord.threads() for m in t.messages]
+
+        actions = sweep(gateway, now=NOW)
+        assert [(a.ticket, a.action) for a in actions] == [(idle, "remind")]
+        assert posts() == [f"**Reminder: #{idle}** is waiting for an answer: Waiting\n"
+                           f"> No update for 30 hours.\n<{fake_redmine.url}/issues/{idle}>"]
+        sweep(gateway, now=NOW + timedelta(hours=1))          # same period: nothing new
+        assert len(posts()) == 1
+        sweep(gateway, now=NOW + timedelta(hours=25))         # the next period: again
+        later = posts()[1:]
+        # The idle ticket's second reminder, and now the other one's first (idle 27 h).
+        assert sorted(p.split("**")[1] for p in later) == [f"Reminder: #{idle}",
+                                                            f"Reminder: #{busy}"]

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FanoutEvent:
     mail_key: str            # idempotency key of the mail (Message-ID or sha256:...)
-    kind: str                # "new" or "reply"
+    kind: str                # "new", "reply", or "reminder" (from the sweep)
     ticket: int
     site: str | None         # site name; None: the ticket's channel so far, else triage
     subject: str

@@ -28,7 +28,9 @@ def render(event: FanoutEvent, settings: DiscordSettings) -> Rendered:
 
     The link is never cut: when the message would be too long, the excerpt gives way.
     """
-    head = _headline(event) + "\n" + _sender_line(event, settings)
+    head = _headline(event)
+    if event.kind != "reminder":       # a reminder is the gateway's, not a sender's
+        head += "\n" + _sender_line(event, settings)
     tail = link(event.url)
     head = fit(head, MAX_CONTENT - discord_length(tail) - 1)
     room = min(settings.excerpt_length,
@@ -41,6 +43,8 @@ def render(event: FanoutEvent, settings: DiscordSettings) -> Rendered:
 
 def _headline(event: FanoutEvent) -> str:
     subject = fit(escape_markdown(one_line(event.subject)), 250)
+    if event.kind == "reminder":
+        return f"**Reminder: #{event.ticket}** is waiting for an answer: {subject}"
     if event.kind == "new":
         where = escape_markdown(event.site or TRIAGE)
         return f"**New ticket #{event.ticket}** in {where}: {subject}"
