@@ -347,7 +347,8 @@ def _header_end(raw: bytes, start: int, end: int) -> int:
     return i + n
 
 
-def _big_leaves(raw: bytes, start: int, end: int, out: list, depth: int = 0) -> None:
+def _big_leaves(raw: bytes, start: int, end: int, out: list, depth: int = 0,
+                big_leaf: int | None = None) -> None:
     """Collect (body start, body end) of the big base64 non-text leaves under raw[start:end]."""
     body = _header_end(raw, start, end)
     part = BytesHeaderParser(policy=compat32).parsebytes(raw[start:body])
@@ -365,15 +366,15 @@ def _big_leaves(raw: bytes, start: int, end: int, out: list, depth: int = 0) -> 
             child = raw.find(b"\n", before + len(delimiter), end) + 1
             stop = after if raw[after - 1:after] != b"\r" else after - 1
             if 0 < child <= stop:
-                _big_leaves(raw, child, stop, out, depth + 1)
+                _big_leaves(raw, child, stop, out, depth + 1, big_leaf)
         return
     encoding = str(part.get("content-transfer-encoding", "")).strip().lower()
     is_text = part.get_content_type() in ("text/plain", "text/html") and not part.get_filename()
-    if encoding == "base64" and not is_text and end - body >= BIG_LEAF:
+    if encoding == "base64" and not is_text and end - body >= (big_leaf or BIG_LEAF):
         out.append((body, end))
 
 
-def parse_mail_big(raw: bytes, parse_small):
+def parse_mail_big(raw: bytes, parse_small, big_leaf: int | None = None):
     """parse_mail for a mail with big attachments: peak ~ raw + decoded, not ~8x raw.
 
     The stdlib parser splits a body into one str per line before joining them
@@ -387,7 +388,7 @@ def parse_mail_big(raw: bytes, parse_small):
 
     leaves: list = []
     try:
-        _big_leaves(raw, 0, len(raw), leaves)
+        _big_leaves(raw, 0, len(raw), leaves, big_leaf=big_leaf)
     except Exception:       # anything odd: the ordinary parser decides
         leaves = []
     if not leaves:
@@ -503,3 +504,108 @@ def apply_blob_io() -> str:
     SqliteSpool.add = _blob_add
     SqliteSpool.claim = _blob_claim
     return "SqliteSpool: the raw mail in bodies(id, raw), written and read through blob handles"
+
+
+# -- B: fewer Redmine requests per note --------------------------------------------------
+
+def apply_fewer_requests() -> str:
+    """Per reply the worker asks Redmine three times: GET the issue (journals and
+    attachments) to decide, PUT the note, GET the issue again to read the write back.
+
+    * The read-back stays where it tells something: a status change (Redmine drops a
+      refused one silently) or uploads.  A plain note is known kept from the 2xx: the
+      client always sends the JSON Content-Type whose absence made Redmine answer 204
+      and keep nothing.  journal_id is then None (it is only recorded).
+    * The GET before deciding asks for journals only: attachments are not looked at.
+    """
+    from mailgate import facts, redmine
+
+    full_add_note = redmine.RedmineClient.add_note
+
+    def get_issue(self, issue_id, include="journals,attachments"):
+        path = f"/issues/{int(issue_id)}.json"
+        data = self._get(path, params={"include": include},
+                         missing=redmine._no_ticket(issue_id))
+        return self._issue(data["issue"])
+
+    def add_note(self, issue_id, notes, *, status_id=None, uploads=(), as_user=None):
+        if status_id is not None or uploads:
+            return full_add_note(self, issue_id, notes, status_id=status_id,
+                                 uploads=uploads, as_user=as_user)
+        self._actor(as_user)
+        self._write("PUT", f"/issues/{int(issue_id)}.json", {"issue": {"notes": notes}},
+                    as_user=as_user, missing=redmine._no_ticket(issue_id))
+        return redmine.NoteResult(None, None, True, None)
+
+    class _JournalsOnly:
+        def __init__(self, client):
+            self._client = client
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def get_issue(self, issue_id):
+            return self._client.get_issue(issue_id, include="journals")
+
+    full_ticket = facts.RedmineFacts.ticket
+
+    def ticket(self, ticket_id):
+        client, self.client = self.client, _JournalsOnly(self.client)
+        try:
+            return full_ticket(self, ticket_id)
+        finally:
+            self.client = client
+
+    redmine.RedmineClient.get_issue = get_issue
+    redmine.RedmineClient.add_note = add_note
+    facts.RedmineFacts.ticket = ticket
+    return "Redmine: no read-back after a plain note; the GET before asks for journals only"
+
+
+def apply_ticket_cache(ttl: float = 5.0) -> str:
+    """The worker remembers what it read and wrote on a ticket for ``ttl`` seconds.
+
+    facts.ticket(N) answers from memory when Redmine was read for N less than
+    ``ttl`` ago; after each applied reply the remembered view is brought up to
+    date with what was written (the note's marker, the new state).  A change made
+    in Redmine by someone else within ``ttl`` of our last read is not seen: the
+    same kind of window as today's between the GET and the PUT, made longer.
+    Only for one worker process per spool (several hosts: ttl 0).
+    """
+    import time
+    from dataclasses import replace as _replace
+
+    from mailgate import dispatch, facts
+    from mailgate.idempotency import marker
+
+    full_ticket = facts.RedmineFacts.ticket
+
+    def ticket(self, ticket_id):
+        cache = self.__dict__.setdefault("_tickets", {})
+        hit = cache.get(ticket_id)
+        if hit is not None and time.monotonic() - hit[1] < ttl:
+            return hit[0]
+        view = full_ticket(self, ticket_id)
+        cache[ticket_id] = (view, time.monotonic())
+        return view
+
+    full_apply = dispatch.Gateway._apply
+
+    def _apply(self, spooled):
+        outcome, mail, route, plan = full_apply(self, spooled)
+        cache = self.facts.__dict__.get("_tickets", {})
+        hit = cache.get(route.ticket) if route.kind == "reply" else None
+        if hit is not None and outcome.kind in ("applied", "status-refused"):
+            view, read_at = hit
+            changes = {"markers": view.markers | {marker(mail.key, dispatch._route_key(route))}}
+            if outcome.kind == "applied" and outcome.to_state:
+                changes["state"] = outcome.to_state
+                changes["has_answer"] = view.has_answer or outcome.to_state == "answered"
+            cache[route.ticket] = (_replace(view, **changes), read_at)
+        elif hit is not None:
+            cache.pop(route.ticket, None)
+        return outcome, mail, route, plan
+
+    facts.RedmineFacts.ticket = ticket
+    dispatch.Gateway._apply = _apply
+    return f"worker: ticket facts remembered for {ttl:g} s, updated after each write"

@@ -1,0 +1,129 @@
+"""A Redmine for bench B: a private instance by default, or the team's shared one.
+
+The shared local Redmine (scripts/redmine-local, port 3000) has ONE database
+that other engineers' test runs write to, and `scripts/redmine-local reset`
+restores it under them.  So by default bench B runs its own instance of the
+same Debian Redmine: the same code and configuration (/usr/share/redmine,
+/etc/redmine/default, Rack::Lock), started from the same golden seeded
+database that `scripts/redmine-local reset` restores, but on a copy of it
+(``DATABASE_URL``) and on its own loopback port.  "Reset" is: stop, copy the
+golden database again, start (~5 s).  ``--shared`` uses scripts/redmine-local
+itself (port 3000, `reset` between the halves) when nobody else needs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+from _common import ROOT
+
+REDMINE_DIR = Path("/usr/share/redmine")
+GOLDEN = Path("/var/lib/mailgate-redmine/golden.sqlite3")
+STATE = Path("/var/lib/mailgate-bench-redmine")
+ADMIN_KEY = "0000000000000000000000000000000000000a11"
+
+
+def _bundler_version() -> str:
+    out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "ruby-bundler"],
+                         capture_output=True, text=True).stdout
+    version = out.split(":")[-1].split("-")[0].split("+")[0]
+    return version or "2.3.15"
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/login", timeout=3) as response:
+            return response.status < 500
+    except urllib.error.HTTPError as exc:
+        return exc.code < 500
+    except OSError:
+        return False
+
+
+class PrivateRedmine:
+    def __init__(self, port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.api_key = ADMIN_KEY
+        self.process: subprocess.Popen | None = None
+        self.db = STATE / "redmine.sqlite3"
+
+    def start(self) -> "PrivateRedmine":
+        if not GOLDEN.exists():
+            raise SystemExit(f"no {GOLDEN}: run scripts/redmine-local start once first")
+        STATE.mkdir(mode=0o750, exist_ok=True)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.db}{suffix}").unlink(missing_ok=True)
+        shutil.copyfile(GOLDEN, self.db)
+        shutil.chown(STATE, "www-data", "www-data")
+        shutil.chown(self.db, "www-data", "www-data")
+        log = open(f"/tmp/mailgate-bench-redmine-{self.port}.log", "ab")
+        # setsid, setpriv and env all exec: self.process.pid is the rackup process.
+        self.process = subprocess.Popen(
+            ["setsid", "setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups",
+             "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/var/www",
+             "LANG=C.UTF-8", "RAILS_ENV=production", f"BUNDLER_VERSION={_bundler_version()}",
+             f"DATABASE_URL=sqlite3:{self.db}",
+             "rackup", "-s", "webrick", "-o", "127.0.0.1", "-p", str(self.port),
+             "-E", "production", "config.ru"],
+            cwd=REDMINE_DIR, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        deadline = time.monotonic() + 120
+        while not _answers(self.url):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"private Redmine did not start; see {log.name}")
+            time.sleep(0.2)
+        return self
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self.process = None
+
+    def reset(self) -> None:
+        self.stop()
+        self.start()
+
+
+class SharedRedmine:
+    """scripts/redmine-local on port 3000: `reset` restores the golden database."""
+
+    def __init__(self):
+        self.url = "http://127.0.0.1:3000"
+        self.api_key = ADMIN_KEY
+
+    def _run(self, command: str) -> None:
+        out = subprocess.run([str(ROOT / "scripts" / "redmine-local"), command],
+                             capture_output=True, text=True, timeout=300)
+        if out.returncode != 0:
+            raise RuntimeError(f"scripts/redmine-local {command}: {out.stderr[-500:]}")
+        for line in out.stdout.splitlines():
+            key, _, value = line.partition("=")
+            if key == "MAILGATE_REDMINE_URL":
+                self.url = value
+            elif key == "MAILGATE_REDMINE_API_KEY":
+                self.api_key = value
+
+    def start(self) -> "SharedRedmine":
+        self._run("start")
+        return self
+
+    def reset(self) -> None:
+        self._run("reset")
+
+    def stop(self) -> None:
+        pass
+
+
+def environ_without_proxy() -> dict:
+    return {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
