@@ -44,7 +44,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Mapping
 
 from handlers.automatic import automatic_reason
 from workflow import parse_commands
@@ -53,6 +53,7 @@ from .errors import (ConfigError, MailgateError, MessageTooBig, NoSuchTicket, Pe
                      RedmineRejected, SenderNotPermitted)
 from .message import ParsedMail, parse_mail
 from .outcome import Outcome
+from .sqlite import Tables
 
 log = logging.getLogger("mailgate.notify")
 
@@ -383,25 +384,11 @@ def utc_day(now: float) -> str:
     return time.strftime("%Y-%m-%d", time.gmtime(now))
 
 
-class NoticeStore:
+class NoticeStore(Tables):
     """``notices`` and ``notice_outbox``.  Every write is its own durable commit."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-
-    def _run(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, SCHEMA)
 
     def add(self, notice: Notice, message: bytes, now: float) -> bool:
         """Queue ``message``, unless this recipient was told of this kind today."""

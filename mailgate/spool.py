@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 from .errors import SpoolBusy
+from .sqlite import open_durable
 
 COLUMNS = ("id, received_at, mail_from, rcpt, raw, attempts, state, last_error, outcome,"
            " next_attempt_at, order_key")
@@ -208,14 +209,9 @@ CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id);
 class SqliteSpool(Spool):
     def __init__(self, path: str | Path, *, lease_seconds: float = 300.0):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lease_seconds = lease_seconds
-        self._db = sqlite3.connect(self.path, timeout=5.0, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = open_durable(self.path, SQLITE_SCHEMA)
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SQLITE_SCHEMA)
         self._upgrade()
         self._db.executescript(SQLITE_INDEXES)
 

@@ -16,14 +16,13 @@ older post still waiting, so that a ticket's posts go out in order.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+
 
 from ..discord import Posted
 from .rendering import Rendered
+from ..sqlite import Tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS discord_posts (
@@ -88,30 +87,11 @@ class PendingThread:
     failures: int
 
 
-class PostQueue:
+class PostQueue(Tables):
     """The fan-out's tables.  Every write is its own durable commit (WAL, synchronous=FULL)."""
 
     def __init__(self, path: str | Path):
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=5.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(SCHEMA)
-
-    def _run(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        """Rows (of a SELECT or a RETURNING), read while the connection is ours."""
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
-
-    def _change(self, sql: str, params: Iterable = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).rowcount
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        super().__init__(path, SCHEMA)
 
     def add(self, mail_key: str, channel: str, ticket: int, rendered: Rendered,
             now: float) -> bool:
