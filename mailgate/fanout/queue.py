@@ -19,7 +19,6 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from ..discord import Posted
 from .rendering import Rendered
 from ..sqlite import Tables
