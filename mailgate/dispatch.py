@@ -117,7 +117,9 @@ class Gateway:
         if self.sender_limit is not None:
             self.sender_limit.check(sender_key(envelope.mail_from))
         self.check_size(envelope.raw)
-        mail = parse_mail(envelope.raw)
+        # Routing and screening need the header fields only: the body is parsed
+        # by the worker, after the 250, so the listener stays fast on big mail.
+        mail = parse_mail(envelope.raw, headers_only=True)
         results: dict[str, Delivery] = {}
         order_keys: dict[str, str | None] = {}
         for address in envelope.recipients:

@@ -13,7 +13,6 @@ mail mislabels.  The walk below keeps one decoded copy per part.
 
 from __future__ import annotations
 
-import email
 import hashlib
 import mimetypes
 import re
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
+from email.parser import BytesHeaderParser, BytesParser
 from email.utils import getaddresses, parseaddr
 
 from .charsets import decode_text
@@ -63,10 +63,13 @@ class ParsedMail:
     raw: bytes = field(repr=False, default=b"")
 
 
-def parse_mail(raw: bytes) -> ParsedMail:
+def parse_mail(raw: bytes, *, headers_only: bool = False) -> ParsedMail:
+    """The mail's facts; ``headers_only`` skips the body and attachments (for routing
+    and screening at DATA time, where only the header fields matter)."""
     if not raw or not raw.strip():
         raise BadMessage("empty message")
-    message = email.message_from_bytes(raw)
+    parser = BytesHeaderParser() if headers_only else BytesParser()
+    message = parser.parsebytes(raw)
     if not message.keys():
         raise BadMessage("unparseable message: no header fields")
     headers: dict[str, str] = {}
@@ -74,7 +77,7 @@ def parse_mail(raw: bytes) -> ParsedMail:
         headers.setdefault(name.lower(), decoded_header(value))
     name, address = parseaddr(str(message.get("from", "")))
     message_id = _angle(headers.get("message-id", "")) or None
-    plain, html, attachments = _walk(message)
+    plain, html, attachments = ([], [], []) if headers_only else _walk(message)
     return ParsedMail(
         message_id=message_id,
         from_address=address.lower(),

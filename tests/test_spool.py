@@ -89,3 +89,45 @@ def test_a_spool_from_the_first_release_is_upgraded_in_place(tmp_path):
     spool = SqliteSpool(tmp_path / "s.db")
     waiting = spool.claim(now=10.0)
     assert (waiting.rcpt, waiting.raw, waiting.order_key) == ("b", b"\x00", None)
+
+
+def test_group_commit_many_mails_per_commit_each_returns_after_its_own(tmp_path):
+    import threading
+
+    class Counting(SqliteSpool):
+        commits: list[int] = []
+
+        def _insert(self, mails):
+            self.commits.append(len(mails))
+            return super()._insert(mails)
+
+    spool = Counting(tmp_path / "s.db")
+    results, start = [], threading.Barrier(20)
+
+    def deliver(n):
+        start.wait()
+        ids = spool.add("s", [(f"ticket{n}@example.org", f"ticket:{n}")], b"raw")
+        # Back from add(): the row is committed, visible to another connection.
+        other = sqlite3.connect(tmp_path / "s.db")
+        assert other.execute("SELECT rcpt FROM messages WHERE id=?", ids).fetchone() == \
+            (f"ticket{n}@example.org",)
+        results.append(ids[0])
+
+    threads = [threading.Thread(target=deliver, args=(n,)) for n in range(20)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == list(range(1, 21))
+    assert sum(Counting.commits) == 20 and len(Counting.commits) < 20   # shared commits
+
+
+def test_a_failed_group_commit_fails_every_mail_in_it(tmp_path):
+    spool = SqliteSpool(tmp_path / "s.db")
+    spool.close()
+    try:
+        spool.add("s", [("x", None)], b"raw")
+        raised = False
+    except Exception:
+        raised = True
+    assert raised       # never a silent "accepted"
