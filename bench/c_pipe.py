@@ -10,10 +10,12 @@ Times one process per message, as an MTA runs it (stdin = the mail), against:
   mailgate pipe           python -m mailgate pipe --config C --recipient site-a@example.org
                           with Redmine at a closed port: the mail is spooled, the
                           immediate attempt is refused at once, exit 0 "spooled as N"
-  mailgate pipe (lazy)    the same on a copy of the tree with bench/patches/c-*.diff
-                          applied (the proposed lazy imports), when they apply
-  mailgate pipe --spool-only (lazy)  the proposed spool-and-exit mode (in the same diff):
-                          no attempt in-process, so no HTTP client is imported
+                          (the packages as committed at HEAD, exported with git archive)
+  mailgate pipe (lazy imports)  the same with bench/patches/c-1-lazy-imports.diff applied
+                          to that export (requests, dkim, dnspython, prometheus_client,
+                          smtplib imported where used)
+  mailgate pipe --spool-only (lazy)  and c-2-pipe-spool-only.diff: the proposed
+                          spool-and-exit mode, no attempt in-process, so no HTTP client
 
 Every child gets bytecode caches (PYTHONPYCACHEPREFIX, as an installed package
 has .pyc files; this environment sets PYTHONDONTWRITEBYTECODE, which would
@@ -44,24 +46,33 @@ HEAVY = ("aiosmtpd.smtp", "mailparser", "dkim", "yaml", "requests", "transitions
 PATCHES = sorted((Path(__file__).resolve().parent / "patches").glob("c-*.diff"))
 
 
-def patched_tree(work: Path) -> Path | None:
-    """A copy of the packages with the C patches applied; None if one does not apply."""
-    tree = work / "tree"
-    for package in ("mailgate", "handlers", "workflow"):
-        shutil.copytree(ROOT / package, tree / package,
-                        ignore=shutil.ignore_patterns("__pycache__"))
-    for patch in PATCHES:
-        result = subprocess.run(["patch", "-p1", "-s", "-N", "-d", str(tree), "-i", str(patch)],
-                                capture_output=True, text=True)
-        if result.returncode != 0:
-            print(f"# {patch.name} does not apply to this revision: {result.stdout.strip()}")
-            return None
-    return tree if PATCHES else None
+def export_head(tree: Path) -> None:
+    """The packages as committed at HEAD (others edit the working tree while we measure)."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "HEAD", "mailgate", "handlers",
+                              "workflow"], capture_output=True, check=True).stdout
+    tree.mkdir(parents=True)
+    subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+
+
+def patched_tree(work: Path, patches: list[Path]) -> tuple[Path, list[str]]:
+    """HEAD with each patch that applies; says which did not."""
+    tree = work / ("patched-" + "-".join(p.stem.split("-")[1] for p in patches))
+    export_head(tree)
+    skipped = []
+    for patch in patches:
+        command = ["patch", "-p1", "-s", "-N", "-d", str(tree), "-i", str(patch)]
+        if subprocess.run(command + ["--dry-run"], capture_output=True).returncode != 0:
+            skipped.append(patch.name)
+            continue
+        subprocess.run(command, check=True, capture_output=True)
+    return tree, skipped
 
 
 def timed(command: list[str], stdin: bytes | None, env: dict) -> float:
+    # cwd: not the repository, whose mailgate/ `python -m` would put first on sys.path.
     started = time.perf_counter()
-    result = subprocess.run(command, input=stdin, capture_output=True, env=env, timeout=60)
+    result = subprocess.run(command, input=stdin, capture_output=True, env=env, timeout=60,
+                            cwd=tempfile.gettempdir())
     seconds = time.perf_counter() - started
     if result.returncode != 0:
         raise RuntimeError(f"{command[:4]} exited {result.returncode}: {result.stderr[-400:]}")
@@ -70,7 +81,7 @@ def timed(command: list[str], stdin: bytes | None, env: dict) -> float:
 
 def import_profile(command: list[str], stdin: bytes, env: dict) -> Counter:
     result = subprocess.run(command[:1] + ["-X", "importtime"] + command[1:], input=stdin,
-                            capture_output=True, env=env, timeout=60)
+                            capture_output=True, env=env, timeout=60, cwd=tempfile.gettempdir())
     by_package: Counter = Counter()
     for line in result.stderr.decode().splitlines():
         found = re.match(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)", line)
@@ -98,14 +109,24 @@ def main() -> None:
         contenders: dict[str, tuple[list[str], bytes | None, dict]] = {
             "python -c pass": ([py, "-c", "pass"], None, env),
             f"import {', '.join(heavy)}": ([py, "-c", f"import {', '.join(heavy)}"], None, env),
-            "mailgate pipe": (pipe, mail, env),
         }
-        tree = patched_tree(work)
-        if tree is not None:
-            lazy_env = {**env, "PYTHONPATH": os.pathsep.join([str(tree), env["PYTHONPATH"]])}
-            contenders["mailgate pipe (lazy imports)"] = (pipe, mail, lazy_env)
-            contenders["mailgate pipe --spool-only (lazy)"] = (pipe + ["--spool-only"], mail,
-                                                              lazy_env)
+        def with_tree(tree: Path) -> dict:
+            return {**env, "PYTHONPATH": os.pathsep.join([str(tree), env["PYTHONPATH"]])}
+
+        head = work / "head"
+        export_head(head)
+        contenders["mailgate pipe"] = (pipe, mail, with_tree(head))
+        lazy = [p for p in PATCHES if "lazy" in p.name]
+        if lazy:
+            tree, skipped = patched_tree(work, lazy)
+            if not skipped:
+                contenders["mailgate pipe (lazy imports)"] = (pipe, mail, with_tree(tree))
+            tree, skipped = patched_tree(work, PATCHES)
+            if skipped:
+                print(f"# not applied to HEAD (already in, or conflicts): {', '.join(skipped)}")
+            else:
+                contenders["mailgate pipe --spool-only (lazy)"] = (pipe + ["--spool-only"], mail,
+                                                                  with_tree(tree))
         for command, stdin, cenv in contenders.values():      # warm the bytecode caches
             for _ in range(2):
                 timed(command, stdin, cenv)

@@ -98,7 +98,7 @@ def _header_block(raw: bytes) -> bytes:
     return raw
 
 
-def parse_head(raw: bytes):
+def parse_head(raw: bytes, headers_only: bool = True):
     """A ParsedMail with the header fields only (no body, no attachments).
 
     Everything ``Gateway.receive`` looks at (route, sender policy, the key for
@@ -562,23 +562,47 @@ def apply_fewer_requests() -> str:
     return "Redmine: no read-back after a plain note; the GET before asks for journals only"
 
 
-def apply_ticket_cache(ttl: float = 5.0) -> str:
-    """The worker remembers what it read and wrote on a ticket for ``ttl`` seconds.
+def apply_ticket_cache(ttl: float = 10.0) -> str:
+    """The worker remembers a ticket's facts for ``ttl`` seconds after it last read it.
 
     facts.ticket(N) answers from memory when Redmine was read for N less than
-    ``ttl`` ago; after each applied reply the remembered view is brought up to
-    date with what was written (the note's marker, the new state).  A change made
-    in Redmine by someone else within ``ttl`` of our last read is not seen: the
-    same kind of window as today's between the GET and the PUT, made longer.
-    Only for one worker process per spool (several hosts: ttl 0).
+    ``ttl`` ago.  After each reply is applied, the remembered view is brought up to
+    date: from the issue read back after a status change (which also restarts the
+    ttl), else with what was written (the note's marker).  A change made in Redmine
+    by someone else within ``ttl`` of our last read is not seen: the same kind of
+    window as today's between the GET and the PUT, made longer.  Only for one worker
+    per spool (several worker processes or hosts: ttl 0, i.e. today's behaviour).
     """
     import time
     from dataclasses import replace as _replace
 
-    from mailgate import dispatch, facts
+    from mailgate import dispatch, facts, redmine
     from mailgate.idempotency import marker
 
     full_ticket = facts.RedmineFacts.ticket
+    full_get_issue = redmine.RedmineClient.get_issue
+
+    def get_issue(self, issue_id, *args, **kwargs):
+        issue = full_get_issue(self, issue_id, *args, **kwargs)
+        self.__dict__.setdefault("_last_read", {})[issue_id] = (issue, time.monotonic())
+        return issue
+
+    class _Given:
+        def __init__(self, client, issue):
+            self._client, self._issue = client, issue
+
+        def __getattr__(self, name):
+            return getattr(self._client, name)
+
+        def get_issue(self, issue_id, *args, **kwargs):
+            return self._issue
+
+    def view_of(facts_, issue):
+        client, facts_.client = facts_.client, _Given(facts_.client, issue)
+        try:
+            return full_ticket(facts_, issue.id)
+        finally:
+            facts_.client = client
 
     def ticket(self, ticket_id):
         cache = self.__dict__.setdefault("_tickets", {})
@@ -592,20 +616,25 @@ def apply_ticket_cache(ttl: float = 5.0) -> str:
     full_apply = dispatch.Gateway._apply
 
     def _apply(self, spooled):
+        started = time.monotonic()
         outcome, mail, route, plan = full_apply(self, spooled)
-        cache = self.facts.__dict__.get("_tickets", {})
+        cache = self.facts.__dict__.setdefault("_tickets", {})
         hit = cache.get(route.ticket) if route.kind == "reply" else None
-        if hit is not None and outcome.kind in ("applied", "status-refused"):
+        if hit is None:
+            return outcome, mail, route, plan
+        last = self.client.__dict__.get("_last_read", {}).get(route.ticket)
+        if outcome.kind in ("applied", "status-refused") and last and last[1] >= started:
+            # Read back after our write: the freshest view there is.
+            cache[route.ticket] = (view_of(self.facts, last[0]), last[1])
+        elif outcome.kind == "applied":
             view, read_at = hit
-            changes = {"markers": view.markers | {marker(mail.key, dispatch._route_key(route))}}
-            if outcome.kind == "applied" and outcome.to_state:
-                changes["state"] = outcome.to_state
-                changes["has_answer"] = view.has_answer or outcome.to_state == "answered"
-            cache[route.ticket] = (_replace(view, **changes), read_at)
-        elif hit is not None:
+            cache[route.ticket] = (_replace(view, markers=view.markers | {
+                marker(mail.key, dispatch._route_key(route))}), read_at)
+        else:
             cache.pop(route.ticket, None)
         return outcome, mail, route, plan
 
+    redmine.RedmineClient.get_issue = get_issue
     facts.RedmineFacts.ticket = ticket
     dispatch.Gateway._apply = _apply
-    return f"worker: ticket facts remembered for {ttl:g} s, updated after each write"
+    return f"worker: ticket facts remembered for {ttl:g} s, refreshed by each read-back"
