@@ -1,7 +1,7 @@
 """B. End to end into a real Redmine: mailgate vs Redmine's own rdm-mailhandler.rb vs a bare
 REST loop of the same note PUTs, in one run.
 
-    python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--no-proposed]
+    python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--proposed]
 
 300 replies from 3 senders (owner, support, other @example.org, all Redmine
 users) across 30 tickets (opened by owner in site-a), one note each.  Before
@@ -16,7 +16,7 @@ tickets are opened again (not timed).  Contenders:
                        mails sent over SMTP by CONCURRENCY sessions; timed from the first
                        send to the moment the spool shows all 300 done (polled in the
                        spool's SQLite file, so the polling does not load Redmine)
-  mailgate (proposed)  the same with bench/proposals.py apply_fewer_requests() (no
+  mailgate (proposed)  with --proposed: the same with bench/proposals.py apply_fewer_requests() (no
                        read-back GET after a plain note, journals-only GET before) and
                        apply_ticket_cache() (the ticket's facts remembered for 5 s and
                        updated with what the worker wrote: one GET per ticket per 5 s)
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import os
 import re
 import signal
 import smtplib
@@ -295,7 +294,8 @@ def main() -> None:
                         help="rdm-mailhandler processes at a time, and SMTP sessions")
     parser.add_argument("--shared", action="store_true",
                         help="use scripts/redmine-local (port 3000) instead of a private one")
-    parser.add_argument("--no-proposed", action="store_true")
+    parser.add_argument("--proposed", action="store_true",
+                        help="also run mailgate with the B proposals (about 45 s more)")
     args = parser.parse_args()
     header("B. End to end into the local real Redmine (notes per second)")
     redmine = SharedRedmine() if args.shared else PrivateRedmine(free_port())
@@ -305,7 +305,7 @@ def main() -> None:
     results: dict[str, float] = {}
     extra: dict[str, dict] = {}
     contenders = ["rdm-mailhandler.rb", "mailgate serve"]
-    if not args.no_proposed:
+    if args.proposed:
         contenders.append("mailgate serve (proposed)")
     contenders.append("bare REST loop")
     redmine.start()

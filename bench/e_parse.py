@@ -31,7 +31,6 @@ so that it takes its own path wherever it can).
 from __future__ import annotations
 
 import argparse
-import base64
 import random
 import sys
 import tempfile
@@ -94,8 +93,6 @@ def generated(seed: int = 7) -> list[tuple[str, bytes]]:
         else:
             msg = MIMEText(("Status: Solved\n\n" if n % 2 else "Action: answer\n\n") + text,
                            "plain", "utf-8")
-        if not isinstance(msg, EmailMessage):
-            pass
         msg["From"] = sender
         msg["To"] = to
         msg["Subject"] = (Header(f"Re: [#{ticket}] Routeur coupé — {n}", "utf-8").encode()

@@ -176,8 +176,6 @@ class SpoolWriter:
     """
 
     def __init__(self, spool):
-        import asyncio  # noqa: F401  (the caller's loop)
-
         self.spool = spool
         self._queue: list = []
         self._ready = threading.Condition()
@@ -491,6 +489,32 @@ def _blob_claim(self, ids=None, now=None):
     return SpooledMail.from_row(row) if row else None
 
 
+def _claim_blob_messages(self, ids=None, now=None):
+    """claim() as bench/patches/d-2-claim-blob-read.diff: RETURNING without the raw mail,
+    which is then read through a read-only blob handle on messages.raw."""
+    import time
+
+    from mailgate.spool import COLUMNS, SpooledMail
+
+    now = time.time() if now is None else now
+    only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
+    sql = self._claim_sql(only).replace(f"RETURNING {COLUMNS}",
+                                        f"RETURNING {COLUMNS.replace(' raw,', ' NULL,')}")
+    with self._transaction() as cur:
+        row = cur.execute(sql, [now + self.lease_seconds, now, now, *(ids or [])]).fetchone()
+        if row is not None:
+            with self._db.blobopen("messages", "raw", row[0], readonly=True) as blob:
+                row = (*row[:4], blob.read(), *row[5:])
+    return SpooledMail.from_row(row) if row else None
+
+
+def apply_claim_blob() -> str:
+    from mailgate.spool import SqliteSpool
+
+    SqliteSpool.claim = _claim_blob_messages
+    return "SqliteSpool.claim: the raw mail read through a blob handle (no schema change)"
+
+
 def apply_blob_io() -> str:
     from mailgate.spool import SqliteSpool
 
@@ -508,16 +532,21 @@ def apply_blob_io() -> str:
 
 # -- B: fewer Redmine requests per note --------------------------------------------------
 
-def apply_fewer_requests() -> str:
+def apply_fewer_requests(kept_seconds: float = 300.0) -> str:
     """Per reply the worker asks Redmine three times: GET the issue (journals and
     attachments) to decide, PUT the note, GET the issue again to read the write back.
 
-    * The read-back stays where it tells something: a status change (Redmine drops a
-      refused one silently) or uploads.  A plain note is known kept from the 2xx: the
-      client always sends the JSON Content-Type whose absence made Redmine answer 204
-      and keep nothing.  journal_id is then None (it is only recorded).
+    * The read-back is what catches a note Redmine dropped: without the "Add notes"
+      permission, ``notes`` is an unsafe attribute, ignored, and the answer is still
+      204.  So it stays for a status change (dropped silently too), for uploads, and
+      for the first plain note of a (writer, ticket); once a read-back has found that
+      writer's note on that ticket, further plain notes by the same writer there
+      skip it for ``kept_seconds`` (a permission revoked within that time is missed;
+      journal_id is then None: it is only recorded).
     * The GET before deciding asks for journals only: attachments are not looked at.
     """
+    import time
+
     from mailgate import facts, redmine
 
     full_add_note = redmine.RedmineClient.add_note
@@ -529,13 +558,18 @@ def apply_fewer_requests() -> str:
         return self._issue(data["issue"])
 
     def add_note(self, issue_id, notes, *, status_id=None, uploads=(), as_user=None):
-        if status_id is not None or uploads:
-            return full_add_note(self, issue_id, notes, status_id=status_id,
-                                 uploads=uploads, as_user=as_user)
-        self._actor(as_user)
-        self._write("PUT", f"/issues/{int(issue_id)}.json", {"issue": {"notes": notes}},
-                    as_user=as_user, missing=redmine._no_ticket(issue_id))
-        return redmine.NoteResult(None, None, True, None)
+        kept = self.__dict__.setdefault("_notes_kept", {})
+        key = (as_user, int(issue_id))
+        if status_id is None and not uploads and kept.get(key, 0.0) > time.monotonic():
+            self._actor(as_user)
+            self._write("PUT", f"/issues/{int(issue_id)}.json", {"issue": {"notes": notes}},
+                        as_user=as_user, missing=redmine._no_ticket(issue_id))
+            return redmine.NoteResult(None, None, True, None)
+        result = full_add_note(self, issue_id, notes, status_id=status_id, uploads=uploads,
+                               as_user=as_user)
+        if result.journal_id is not None:
+            kept[key] = time.monotonic() + kept_seconds
+        return result
 
     class _JournalsOnly:
         def __init__(self, client):
@@ -559,50 +593,28 @@ def apply_fewer_requests() -> str:
     redmine.RedmineClient.get_issue = get_issue
     redmine.RedmineClient.add_note = add_note
     facts.RedmineFacts.ticket = ticket
-    return "Redmine: no read-back after a plain note; the GET before asks for journals only"
+    return ("Redmine: read-back skipped for plain notes by a writer already seen keeping"
+            " notes on that ticket; the GET before asks for journals only")
 
 
 def apply_ticket_cache(ttl: float = 10.0) -> str:
-    """The worker remembers a ticket's facts for ``ttl`` seconds after it last read it.
+    """The worker trusts what it last read of a ticket for ``ttl`` seconds.
 
     facts.ticket(N) answers from memory when Redmine was read for N less than
-    ``ttl`` ago.  After each reply is applied, the remembered view is brought up to
-    date: from the issue read back after a status change (which also restarts the
-    ttl), else with what was written (the note's marker).  A change made in Redmine
-    by someone else within ``ttl`` of our last read is not seen: the same kind of
-    window as today's between the GET and the PUT, made longer.  Only for one worker
-    per spool (several worker processes or hosts: ttl 0, i.e. today's behaviour).
+    ``ttl`` ago; after each applied reply the remembered view gets what was written
+    (the note's marker, the new state).  A change made in Redmine by someone else
+    within ``ttl`` of our read is not seen: the window that exists today between the
+    GET and the PUT, made up to ``ttl`` long.  One worker per spool only (several
+    worker processes or hosts: ttl 0, today's behaviour).  Mirrors
+    bench/patches/b-2-ticket-facts-ttl.diff.
     """
     import time
     from dataclasses import replace as _replace
 
-    from mailgate import dispatch, facts, redmine
+    from mailgate import dispatch, facts
     from mailgate.idempotency import marker
 
     full_ticket = facts.RedmineFacts.ticket
-    full_get_issue = redmine.RedmineClient.get_issue
-
-    def get_issue(self, issue_id, *args, **kwargs):
-        issue = full_get_issue(self, issue_id, *args, **kwargs)
-        self.__dict__.setdefault("_last_read", {})[issue_id] = (issue, time.monotonic())
-        return issue
-
-    class _Given:
-        def __init__(self, client, issue):
-            self._client, self._issue = client, issue
-
-        def __getattr__(self, name):
-            return getattr(self._client, name)
-
-        def get_issue(self, issue_id, *args, **kwargs):
-            return self._issue
-
-    def view_of(facts_, issue):
-        client, facts_.client = facts_.client, _Given(facts_.client, issue)
-        try:
-            return full_ticket(facts_, issue.id)
-        finally:
-            facts_.client = client
 
     def ticket(self, ticket_id):
         cache = self.__dict__.setdefault("_tickets", {})
@@ -616,25 +628,20 @@ def apply_ticket_cache(ttl: float = 10.0) -> str:
     full_apply = dispatch.Gateway._apply
 
     def _apply(self, spooled):
-        started = time.monotonic()
         outcome, mail, route, plan = full_apply(self, spooled)
         cache = self.facts.__dict__.setdefault("_tickets", {})
         hit = cache.get(route.ticket) if route.kind == "reply" else None
-        if hit is None:
-            return outcome, mail, route, plan
-        last = self.client.__dict__.get("_last_read", {}).get(route.ticket)
-        if outcome.kind in ("applied", "status-refused") and last and last[1] >= started:
-            # Read back after our write: the freshest view there is.
-            cache[route.ticket] = (view_of(self.facts, last[0]), last[1])
-        elif outcome.kind == "applied":
+        if hit is not None and outcome.kind in ("applied", "status-refused"):
             view, read_at = hit
-            cache[route.ticket] = (_replace(view, markers=view.markers | {
-                marker(mail.key, dispatch._route_key(route))}), read_at)
-        else:
+            changes = {"markers": view.markers | {marker(mail.key, dispatch._route_key(route))}}
+            if outcome.kind == "applied" and outcome.to_state:
+                changes["state"] = outcome.to_state
+                changes["has_answer"] = view.has_answer or outcome.to_state == "answered"
+            cache[route.ticket] = (_replace(view, **changes), read_at)
+        elif hit is not None:
             cache.pop(route.ticket, None)
         return outcome, mail, route, plan
 
-    redmine.RedmineClient.get_issue = get_issue
     facts.RedmineFacts.ticket = ticket
     dispatch.Gateway._apply = _apply
-    return f"worker: ticket facts remembered for {ttl:g} s, refreshed by each read-back"
+    return f"worker: ticket facts trusted for {ttl:g} s after a read, updated with our writes"
