@@ -45,6 +45,8 @@ def _mail_commands(commands) -> None:
     _config_option(pipe)
     pipe.add_argument("--recipient", help="the envelope recipient (Postfix: ${recipient})")
     pipe.add_argument("--sender", help="the envelope sender (Postfix: ${sender})")
+    pipe.add_argument("--queue-only", action="store_true",
+                      help="spool and exit; `mailgate worker` applies it (no Redmine check)")
     pipe.set_defaults(run=_pipe)
 
     worker = commands.add_parser("worker", help="process the spool until it is empty")
@@ -187,12 +189,19 @@ def _pipe(args: argparse.Namespace) -> int:
     from .ratelimit import SqliteRateLimiter
 
     raw = sys.stdin.buffer.read()
-    gateway = _gateway(args)
+    if args.queue_only:
+        from .config import load_config
+        from .dispatch import build_queue_only_gateway
+
+        gateway = build_queue_only_gateway(load_config(args.config, need_redmine=False))
+    else:
+        gateway = _gateway(args)
     per_sender = gateway.config.limits.per_sender
     if per_sender:
         # One process per mail: the limit's buckets must outlive it.
         gateway.sender_limit = SqliteRateLimiter.for_limit(gateway.config.spool_path, per_sender)
-    status, said = run_pipe(gateway, raw, args.recipient, args.sender)
+    status, said = run_pipe(gateway, raw, args.recipient, args.sender,
+                            process=not args.queue_only)
     print(f"mailgate: {said}", file=sys.stderr)
     return status
 

@@ -18,8 +18,6 @@ import yaml
 from workflow import Workflow, WorkflowError, load_default_table
 
 from .errors import ConfigError
-from .fanout import load_discord_settings
-from .notify import load_notify_settings
 from .ratelimit import Limits, load_limits
 from .trust import TrustSettings, load_trust_settings
 
@@ -212,14 +210,13 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
                                 "when-trimmed"),
         attachment_limits=_attachment_limits(_section(data, "attachments")),
-        notify=load_notify_settings(_section(data, "notify") if "notify" in data else None,
-                                    hostname=str(server.get("hostname", "mailgate.localhost"))),
+        notify=_notify(data, str(server.get("hostname", "mailgate.localhost"))),
         limits=load_limits(_section(data, "limits")),
         trust=load_trust_settings(data.get("trust")),
         unverified_senders=unverified,
         smtp_listen=listen.get("smtp"),
         lmtp_listen=listen.get("lmtp"),
-        discord=load_discord_settings(data.get("discord"), sites=[*sites, "triage"]),
+        discord=_discord(data.get("discord"), [*sites, "triage"]),
         metrics_listen=listen.get("metrics"),
         redmine_down_alarm=_number(server, "redmine_down_alarm", 600.0, "server"),
         spool_stuck_alarm=_number(server, "spool_stuck_alarm", 3600.0, "server"),
@@ -304,6 +301,25 @@ def _int(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ConfigError(f"{where}.{key}: expected a positive integer, got {value!r}")
     return value
+
+
+# Discord and notices are loaded only when configured: their modules pull in
+# requests and smtplib, which the pipe transport's fast path does without.
+
+def _discord(section: Any, sites: list[str]):
+    if section is None:
+        return None
+    from .fanout import load_discord_settings
+
+    return load_discord_settings(section, sites=sites)
+
+
+def _notify(data: Mapping[str, Any], hostname: str):
+    if "notify" not in data:
+        return None
+    from .notify import load_notify_settings
+
+    return load_notify_settings(_section(data, "notify"), hostname=hostname)
 
 
 def _attachment_limits(spec: Mapping[str, Any]):

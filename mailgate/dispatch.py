@@ -13,25 +13,25 @@ import logging
 import time
 from dataclasses import dataclass, replace
 
-from handlers import new_ticket, reply
-from handlers.automatic import automatic_reason
-from handlers.plans import Duplicate, Ignore, OpenTicket, Plan
-from handlers.senders import role_of
+from typing import TYPE_CHECKING
 
 from .config import Config
 from .errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
                      SenderNotPermitted, UnknownAddress)
-from .executor import execute
-from .facts import Facts, RedmineFacts
-from .fanout import event_for
 from .idempotency import marker, normalise_key, route_key, without_marker
 from .message import ParsedMail, parse_mail
-from .metrics import Metrics
-from .notify import build_notifier
-from .ratelimit import sender_key
 from .outcome import Outcome
+from .ratelimit import sender_key
 from .routing import Recipient, Route, resolve_recipient, route_mail
 from .spool import Spool, SpooledMail, open_spool
+
+# The worker's side (handlers, Redmine, Discord, metrics) is imported where it is
+# used: the pipe transport's spool-and-exit path runs once per mail and must not
+# pay ~300 ms of imports it never needs.
+if TYPE_CHECKING:
+    from handlers.plans import Plan
+
+    from .facts import Facts
 
 log = logging.getLogger("mailgate")
 
@@ -67,20 +67,38 @@ class Gateway:
         self.notifier = notifier
         #: A per-sender rate limit checked on receive (the pipe's; serve checks at MAIL).
         self.sender_limit = None
-        self.metrics = Metrics()
-        if hasattr(client, "session"):
-            self.metrics.watch_redmine(client)
-        self.metrics.watch_queues(spool, fanout)
-        self.facts = facts or RedmineFacts(client, config)
+        self._metrics = None
+        self._facts = facts
         #: ticket id -> when Redmine last confirmed it exists (time.monotonic()).
         self._known_tickets: dict[int, float] = {}
+
+    @property
+    def facts(self) -> Facts:
+        if self._facts is None:
+            from .facts import RedmineFacts
+
+            self._facts = RedmineFacts(self.client, self.config)
+        return self._facts
+
+    @property
+    def metrics(self):
+        """Prometheus metrics (mailgate.metrics), made on first use."""
+        if self._metrics is None:
+            from .metrics import Metrics
+
+            self._metrics = Metrics()
+            if hasattr(self.client, "session"):
+                self._metrics.watch_redmine(self.client)
+            self._metrics.watch_queues(self.spool, self.fanout)
+        return self._metrics
 
     # -- before we answer -------------------------------------------------------
 
     def check_recipient(self, address: str) -> Recipient:
         """RCPT-time check: an address we serve, and for ticket<N>@ a ticket that exists."""
         recipient = resolve_recipient(address, self.config)
-        if recipient.kind == "ticket":
+        # Without a Redmine client (the pipe's --queue-only), the worker finds out.
+        if recipient.kind == "ticket" and self.client is not None:
             self._check_ticket(recipient.ticket)
         return recipient
 
@@ -144,7 +162,8 @@ class Gateway:
         site = route.site
         policy = site.unknown_senders if site else self.config.unknown_senders
         # Only a "reject" policy needs Redmine now; "accept" decides later.
-        if policy == "reject" and self.facts.login_for(mail.from_address) is None:
+        if policy == "reject" and self.client is not None and \
+                self.facts.login_for(mail.from_address) is None:
             raise SenderNotPermitted(f"<{mail.from_address}> is not a Redmine user")
         # Replies to one ticket are applied in the order they arrived.
         return f"ticket:{route.ticket}" if route.kind == "reply" else None
@@ -176,6 +195,8 @@ class Gateway:
         route = route_mail(resolve_recipient(spooled.rcpt, self.config), mail)
         route, plan = plan_mail(route, mail, self.facts, self.config, self._seen,
                                 envelope_sender=spooled.mail_from)
+        from .executor import execute
+
         outcome = execute(plan, self.client, self.facts.status_ids)
         key = normalise_key(mail.key)
         if outcome.kind != "duplicate":
@@ -186,6 +207,10 @@ class Gateway:
     def _tell_discord(self, outcome: Outcome, mail: ParsedMail, route: Route, plan) -> None:
         if self.fanout is None:
             return
+        from handlers.plans import OpenTicket
+
+        from .fanout import event_for
+
         if isinstance(plan, OpenTicket):
             site, subject, text = plan.site.name, plan.subject, plan.description
         else:
@@ -211,6 +236,11 @@ def plan_mail(route: Route, mail: ParsedMail, facts: Facts, config: Config,
     ``seen(mail, route)`` tells whether this mail was already applied on that
     route (the state store); then nothing else is asked of Redmine.
     """
+    from handlers import new_ticket, reply
+    from handlers.automatic import automatic_reason
+    from handlers.plans import Duplicate, Ignore
+    from handlers.senders import role_of
+
     machine = automatic_reason(mail.headers, envelope_sender, mail.from_address,
                                content_type=mail.headers.get("content-type", "text/plain"),
                                own_loop_id=config.hostname,
@@ -265,8 +295,19 @@ def build_gateway(config: Config) -> Gateway:
 
     spool = open_spool(config.spool_path, url=config.spool_url,
                        lease_seconds=config.lease_seconds)
-    return Gateway(config, RedmineClient.from_settings(config.redmine), spool,
-                   fanout=build_fanout(config), notifier=build_notifier(config))
+    from .notify import build_notifier
+
+    gateway = Gateway(config, RedmineClient.from_settings(config.redmine), spool,
+                      fanout=build_fanout(config), notifier=build_notifier(config))
+    gateway.metrics     # time every Redmine request from the first one
+    return gateway
+
+
+def build_queue_only_gateway(config: Config) -> Gateway:
+    """A gateway that only takes mail in (no Redmine at the edge): the pipe's fast path."""
+    spool = open_spool(config.spool_path, url=config.spool_url,
+                       lease_seconds=config.lease_seconds)
+    return Gateway(config, None, spool)
 
 
 def build_fanout(config: Config):

@@ -15,22 +15,30 @@ from .dispatch import Envelope, Gateway, recipient_from_headers
 from .errors import EX_OK, BadMessage
 from .message import parse_mail
 from .outcome import Outcome
-from .worker import Worker
 
 log = logging.getLogger("mailgate.pipe")
 
 
 def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
-             sender: str | None = None) -> tuple[int, str]:
-    """Deliver one mail; returns (exit status, the line to say). Errors propagate."""
+             sender: str | None = None, process: bool = True) -> tuple[int, str]:
+    """Deliver one mail; returns (exit status, the line to say). Errors propagate.
+
+    ``process=False`` (``--queue-only``) spools and exits: the fast path for busy
+    hosts, where ``mailgate worker`` applies the mail and tells the sender if it
+    cannot (a missing ticket then becomes a notice, not a bounce).
+    """
     if not raw.strip():
         raise BadMessage("empty input")
     gateway.check_size(raw)
-    mail = parse_mail(raw)
+    mail = parse_mail(raw, headers_only=True)
     recipient = recipient or recipient_from_headers(mail, gateway.config)
     gateway.check_recipient(recipient)
     sender = sender if sender is not None else _return_path(mail.headers, mail.from_address)
     [delivery] = gateway.receive(Envelope(sender, (recipient,), raw), all_or_nothing=True)
+    if not process:
+        return EX_OK, f"spooled as {delivery.spool_id}"
+    from .worker import Worker
+
     result = Worker(gateway).run_once([delivery.spool_id])
     if result is None or not isinstance(result[1], Outcome):
         # Deferred (or dead-lettered) in the spool: the MTA's job is done.

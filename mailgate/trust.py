@@ -25,15 +25,13 @@ from dataclasses import dataclass
 from email import policy
 from email.parser import BytesHeaderParser
 from email.utils import getaddresses
-from typing import Any, Callable, Iterator, Mapping
-
-import dkim
-import dns.name
-import dns.resolver
-from dkim.canonicalization import CanonicalizationPolicy
-from dkim.util import parse_tag_value
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:  # only for annotations: the modules themselves are imported late
+    import dkim
+    import dns.resolver
 
 #: Public suffixes of more than one label that a d= may not be.  A tiny list
 #: on purpose (the full Public Suffix List changes weekly); one-label suffixes
@@ -267,6 +265,10 @@ class _LookupFailed(Exception):
 
 
 def _signatures(raw: bytes, domain: str, timeout: float, dnsfunc: DnsFunc) -> Iterator[Verdict]:
+    # Imported here: dkimpy and dnspython cost ~100 ms to import, which the
+    # pipe transport's spool-and-exit path must not pay.
+    import dkim
+
     errors = _Errors()
     try:
         signer = dkim.DKIM(raw, logger=errors, minkey=MIN_KEY_BITS, timeout=timeout)
@@ -315,6 +317,8 @@ def _verify_one(signer: dkim.DKIM, index: int, signing: str, lookup: _Deadline,
 
 
 def _tags(value: bytes) -> dict[bytes, bytes]:
+    from dkim.util import parse_tag_value
+
     try:
         return parse_tag_value(value)
     except Exception:  # InvalidTagValueList and friends: verify() says it properly
@@ -322,6 +326,8 @@ def _tags(value: bytes) -> dict[bytes, bytes]:
 
 
 def _covers_body(signer: dkim.DKIM) -> bool:
+    from dkim.canonicalization import CanonicalizationPolicy
+
     fields = signer.signature_fields
     if b"l" not in fields:
         return True
@@ -386,6 +392,9 @@ class _Deadline:
 
 def resolver_lookup(resolver: dns.resolver.Resolver | None = None) -> DnsFunc:
     """A dnsfunc over dnspython: no such key is None, a failure to answer raises."""
+
+    import dns.name
+    import dns.resolver
 
     def lookup(name: bytes, timeout: float = 5.0) -> bytes | None:
         try:

@@ -89,3 +89,21 @@ def test_too_big_is_65(config):
     raw = fixture("owner-reply.eml") + b"x" * 250_000   # the test config allows 200 kB
     status, lines = pipe(config, raw)
     assert status == 65 and "exceeds" in lines[-1]
+
+
+def test_queue_only_spools_and_exits_and_the_worker_applies_it(config, ticket, redmine):
+    raw = fixture("support-answer.eml")
+    status, lines = pipe(config, raw, "--queue-only", "--recipient", f"ticket{ticket}@example.org")
+    assert status == 0 and lines[-1] == "mailgate: spooled as 1"
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    assert client.get_issue(ticket).journals == ()        # not applied yet
+    result = run_mailgate("worker", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert client.get_issue(ticket).status_name == "Answered"
+
+
+def test_queue_only_still_refuses_what_it_can_know(config):
+    status, lines = pipe(config, fixture("owner-reply.eml"), "--queue-only", "--recipient",
+                         "nobody@example.org")
+    assert status == 67
+    assert pipe(config, b"", "--queue-only")[0] == 65

@@ -15,8 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable
 
-from transitions import Machine
-
 from .commands import Commands
 from .table import ANY_STATE, Action, WorkflowTable, load_default_table
 
@@ -64,16 +62,26 @@ class _Ticket:
 class Workflow:
     def __init__(self, table: WorkflowTable | None = None):
         self.table = table or load_default_table()
-        self._machine = Machine(
-            model=None,
-            states=list(self.table.states),
-            initial=self.table.initial,
-            transitions=list(self._machine_transitions()),
-            auto_transitions=False,
-            send_event=True,
-            ignore_invalid_triggers=True,
-            model_override=True,
-        )
+        self._built: object | None = None
+
+    @property
+    def _machine(self):
+        """The transitions Machine, built on first use: loading a config (as the pipe
+        transport does per mail) need not pay for importing and building it."""
+        if self._built is None:
+            from transitions import Machine
+
+            self._built = Machine(
+                model=None,
+                states=list(self.table.states),
+                initial=self.table.initial,
+                transitions=list(self._machine_transitions()),
+                auto_transitions=False,
+                send_event=True,
+                ignore_invalid_triggers=True,
+                model_override=True,
+            )
+        return self._built
 
     def _machine_transitions(self) -> Iterable[dict]:
         for action in self.table.actions.values():
