@@ -418,7 +418,11 @@ def resolver_lookup(resolver: dns.resolver.Resolver | None = None) -> DnsFunc:
 def _header_fields(raw: bytes) -> dict[str, list[str]]:
     # compat32 never raises on bad headers; ParsedMail.headers keeps only
     # the first of repeated fields, and we need all From: and A-R fields.
-    message = BytesHeaderParser(policy=policy.compat32).parsebytes(raw)
+    # The header block only: given the whole mail, the parser decodes all of it to
+    # text and splits it into lines (1.4 ms a mail on E's corpus, ~8x a big mail).
+    end = min((i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0),
+              default=len(raw))
+    message = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:end])
     fields: dict[str, list[str]] = {}
     for name, value in message.items():
         fields.setdefault(name.lower(), []).append(str(value))

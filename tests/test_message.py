@@ -117,3 +117,30 @@ def test_unsafe_attachment_names_are_made_safe():
     msg.add_attachment(b"data", maintype="image", subtype="png")
     names = [a.filename for a in parse_mail(bytes(msg)).attachments]
     assert names == ["_.._etc_passwd", "attachment-2.png"]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+def test_big_attachments_decoded_from_the_raw_bytes_match_the_stdlib(crlf, monkeypatch):
+    import os
+
+    import mailgate.message as message
+
+    outer = MIMEMultipart("mixed")
+    outer.attach(MIMEText("See attached.", "plain"))
+    inner = MIMEMultipart("related")
+    inner.attach(MIMEText("<p>inline</p>", "html"))
+    inner.attach(MIMEImage(os.urandom(70_000), "png"))
+    outer.attach(inner)
+    blob = MIMEApplication(os.urandom(300_000), "octet-stream")
+    blob.add_header("Content-Disposition", "attachment", filename="big.bin")
+    outer.attach(blob)
+    raw = HEAD + outer.as_bytes()
+    if crlf:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    fast = parse_mail(raw)
+    monkeypatch.setattr(message, "BIG_LEAF", 10**12)      # the stdlib alone
+    slow = parse_mail(raw)
+    assert fast.body == slow.body == "See attached."
+    assert [(a.filename, a.content_type, a.data) for a in fast.attachments] == \
+        [(a.filename, a.content_type, a.data) for a in slow.attachments]
+    assert [a.size for a in fast.attachments] == [70_000, 300_000]
