@@ -118,17 +118,25 @@ class Config:
 
 
 # Settings that may come from the environment: (section, key) -> variable.
+# Every scalar setting: (section, key), or (None, key) for a top-level one.
 ENV_KEYS = [
     ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
-    ("spool", "path"), ("spool", "url"), ("listen", "smtp"), ("listen", "lmtp"),
-    ("listen", "metrics"), ("server", "hostname"), ("discord", "bot_token"),
-    ("notify", "relay"), ("notify", "from"), ("notify", "enabled"), ("trust", "dns_timeout"),
+    ("spool", "path"), ("spool", "url"), ("spool", "lease_seconds"),
+    ("spool", "retry_first_delay"), ("spool", "retry_max_delay"), ("spool", "max_age"),
+    ("listen", "smtp"), ("listen", "lmtp"), ("listen", "metrics"),
+    ("server", "hostname"), ("server", "max_message_size"), ("server", "max_recipients"),
+    ("server", "redmine_down_alarm"), ("server", "spool_stuck_alarm"),
+    ("sweep", "expire_after_days"), ("sweep", "interval"), ("sweep", "remind_after_hours"),
+    ("attachments", "max_size"), ("attachments", "max_count"),
+    ("discord", "bot_token"), ("notify", "relay"), ("notify", "from"), ("notify", "enabled"),
+    ("trust", "dns_timeout"),
+    (None, "unknown_senders"), (None, "unverified_senders"), (None, "attach_original"),
 ]
 
 
-def env_name(section: str, key: str) -> str:
-    return f"MAILGATE_{section}_{key}".upper().replace("-", "_")
+def env_name(section: str | None, key: str) -> str:
+    return f"MAILGATE_{section + '_' if section else ''}{key}".upper().replace("-", "_")
 
 
 def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | None = None,
@@ -156,12 +164,30 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
     for section, key in ENV_KEYS:
-        value = environ.get(env_name(section, key))
-        if value is not None:
-            data.setdefault(section, {})
-            if not isinstance(data[section], dict):
-                raise ConfigError(f"{section}: expected a mapping")
-            data[section][key] = value
+        text = environ.get(env_name(section, key))
+        if text is None:
+            continue
+        # Read as YAML reads the file: "25" is a number, "true" a boolean; a
+        # secret such as an API key stays the string it is.
+        value = text if key in _ALWAYS_TEXT else _scalar(text)
+        if section is None:
+            data[key] = value
+            continue
+        data.setdefault(section, {})
+        if not isinstance(data[section], dict):
+            raise ConfigError(f"{section}: expected a mapping")
+        data[section][key] = value
+
+
+_ALWAYS_TEXT = {"api_key", "bot_token", "url", "path", "from", "relay", "hostname"}
+
+
+def _scalar(text: str) -> Any:
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, (str, int, float, bool)) else text
 
 
 def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -56,3 +56,29 @@ def test_check_config_takes_secrets_from_the_environment():
     env["MAILGATE_REDMINE_API_KEY"] = "secret"
     ok = mailgate("check-config", str(FIXTURES / "config/demo.yaml"), env=env)
     assert ok.returncode == 0, ok.stderr
+
+
+def test_every_scalar_setting_can_come_from_the_environment(tmp_path):
+    from mailgate.config import load_config
+
+    config = load_config(FIXTURES / "config/demo.yaml", environ={
+        "MAILGATE_REDMINE_API_KEY": "000123",          # stays text, leading zeros and all
+        "MAILGATE_SERVER_MAX_MESSAGE_SIZE": "1048576",
+        "MAILGATE_SPOOL_MAX_AGE": "3600",
+        "MAILGATE_UNKNOWN_SENDERS": "reject",
+        "MAILGATE_SWEEP_EXPIRE_AFTER_DAYS": "30",
+    })
+    assert config.redmine.api_key == "000123"
+    assert config.max_message_size == 1048576 and config.max_age == 3600.0
+    assert config.unknown_senders == "reject" and config.expire_after_days == 30.0
+
+
+def test_a_bad_value_from_the_environment_names_the_key():
+    import pytest
+
+    from mailgate.config import load_config
+    from mailgate.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="server.max_recipients"):
+        load_config(FIXTURES / "config/demo.yaml", environ={
+            "MAILGATE_REDMINE_API_KEY": "k", "MAILGATE_SERVER_MAX_RECIPIENTS": "many"})
