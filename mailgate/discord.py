@@ -163,6 +163,8 @@ class DiscordClient:
         self.timeout = timeout
         self._bot_token = bot_token
         self._session = requests.Session()
+        #: For observers (mailgate.metrics adds a response hook, as for Redmine).
+        self.session = self._session
         self._session.headers["User-Agent"] = "DiscordBot (mailgate, 0.1)"
         if bot_token:
             self._session.headers["Authorization"] = f"Bot {bot_token}"

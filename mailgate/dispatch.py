@@ -90,6 +90,8 @@ class Gateway:
             if hasattr(self.client, "session"):
                 self._metrics.watch_redmine(self.client)
             self._metrics.watch_queues(self.spool, self.fanout)
+            if self.fanout is not None:
+                self._metrics.watch_discord(self.fanout.client)
         return self._metrics
 
     # -- before we answer -------------------------------------------------------

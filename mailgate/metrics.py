@@ -30,6 +30,9 @@ class Metrics:
         self.redmine_errors = Counter("mailgate_redmine_errors",
                                       "Redmine failures, by error class", ["error"],
                                       registry=self.registry)
+        self.discord_latency = Histogram("mailgate_discord_request_seconds",
+                                         "Discord API answers, by status class", ["status"],
+                                         buckets=LATENCY_BUCKETS, registry=self.registry)
         #: When Redmine last failed us with no success since (time.time()), or None.
         self.redmine_down_since: float | None = None
 
@@ -37,6 +40,13 @@ class Metrics:
         """Time every Redmine answer (a requests response hook: no patching)."""
         def observe(response, *args, **kwargs):
             self.redmine_latency.labels(response.request.method).observe(
+                response.elapsed.total_seconds())
+        client.session.hooks["response"].append(observe)
+
+    def watch_discord(self, client) -> None:
+        """Time every Discord answer; 4xx/5xx (429s included) show as their class."""
+        def observe(response, *args, **kwargs):
+            self.discord_latency.labels(f"{response.status_code // 100}xx").observe(
                 response.elapsed.total_seconds())
         client.session.hooks["response"].append(observe)
 

@@ -52,3 +52,23 @@ def test_metrics_health_and_the_log_line(fake_redmine, tmp_path, caplog):
     assert line.startswith("mail key=support-answer-1@mail.example.org "
                            f"route=ticket:{ticket} role=other action=answer outcome=applied "
                            "duration_ms=")
+
+
+def test_discord_latency_and_queue_in_metrics(fake_redmine, tmp_path):
+    from tests.fakes.discord import FakeDiscord
+
+    client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    ticket = client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+    raw = fixture("support-answer.eml").replace(b"ticket1@", f"ticket{ticket}@".encode())
+    with FakeDiscord() as discord:
+        hook = discord.add_webhook(forum=True)
+        config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                              discord={"api_base": discord.api_base,
+                                       "channels": {"site-a": hook}, "triage": hook})
+        with RunningGateway(config, lmtp=False, metrics=True) as server:
+            send(server, ticket, raw)
+            assert wait_until(lambda: discord.threads(), 10, 0.1)
+            metrics = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics",
+                                   timeout=5).text
+    assert 'mailgate_discord_request_seconds_count{status="2xx"} 1.0' in metrics
+    assert 'mailgate_discord_posts{kind="sent"}' in metrics
