@@ -132,13 +132,16 @@ class FakeDiscord:
                          daemon=True).start()
         return self
 
-    def stop(self) -> None:
-        """Refuse connections from now on, and cut the open ones (as a crash would)."""
+    def stop(self, cut_open: bool = True) -> None:
+        """Refuse connections from now on, and (``cut_open``) cut the open ones, as a
+        crash would: an answer cut after the message was stored is a lost answer."""
         if self._server is None:
             return
         self._server.shutdown()
         self._server.server_close()
         self._server = None
+        if not cut_open:
+            return
         with self._lock:
             for sock in list(self._connections):
                 try:
