@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -192,6 +192,12 @@ CREATE TABLE IF NOT EXISTS messages (
     outcome TEXT,                           -- JSON, once done
     finished_at REAL
 );
+-- The mail itself, once per mail however many recipients it has.  Written
+-- through a blob handle (see SqliteSpool._store_body), never as part of a record.
+CREATE TABLE IF NOT EXISTS bodies (
+    id INTEGER PRIMARY KEY,
+    raw BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS processed (
     mail_key TEXT NOT NULL,
     route_key TEXT NOT NULL,
@@ -205,7 +211,10 @@ CREATE TABLE IF NOT EXISTS processed (
 
 #: Columns added after the first release: (name, definition), applied on open,
 #: so a spool written by an older mailgate is upgraded in place, mail and all.
-SQLITE_ADDED_COLUMNS = [("order_key", "TEXT")]
+SQLITE_ADDED_COLUMNS = [("order_key", "TEXT"), ("body_id", "INTEGER")]
+
+#: The mail goes into its blob in pieces this big.
+BLOB_CHUNK = 1024 * 1024
 
 SQLITE_INDEXES = """
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
@@ -289,6 +298,64 @@ class SqliteSpool(Spool):
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
 
+    # -- the mail's bytes: in ``bodies``, written and read through blob handles --------
+    #
+    # An INSERT with the mail as a parameter makes SQLite build the whole record
+    # in memory (about twice a 25 MB mail); zeroblob() and an incremental write
+    # do not, and one copy serves every recipient of the mail.
+
+    def _insert(self, mails: Sequence[tuple]) -> list[list[int]]:
+        now = time.time()
+        batches = []
+        with self._transaction() as cur:
+            for mail_from, recipients, raw in mails:
+                body = self._store_body(cur, raw)
+                ids = []
+                for rcpt, order_key in recipients:
+                    cur.execute("INSERT INTO messages (received_at, mail_from, rcpt, raw,"
+                                " order_key, body_id) VALUES (?, ?, ?, X'', ?, ?) RETURNING id",
+                                (now, mail_from, rcpt, order_key, body))
+                    ids.append(cur.fetchone()[0])
+                batches.append(ids)
+        return batches
+
+    def _store_body(self, cur: sqlite3.Cursor, raw: bytes) -> int:
+        cur.execute("INSERT INTO bodies (raw) VALUES (zeroblob(?)) RETURNING id", (len(raw),))
+        body = cur.fetchone()[0]
+        view = memoryview(raw)
+        with self._db.blobopen("bodies", "raw", body) as blob:
+            for start in range(0, len(view), BLOB_CHUNK):
+                blob.write(view[start:start + BLOB_CHUNK])
+        return body
+
+    def _read_raw(self, message_id: int) -> bytes:
+        """The mail's bytes (from ``bodies``, or inline in a row from before it existed)."""
+        row = self._db.execute("SELECT body_id FROM messages WHERE id=?",
+                               (message_id,)).fetchone()
+        table, rowid = ("bodies", row[0]) if row and row[0] is not None \
+            else ("messages", message_id)
+        with self._db.blobopen(table, "raw", rowid, readonly=True) as blob:
+            return blob.read()
+
+    def get(self, mail_id: int) -> SpooledMail | None:
+        mail = super().get(mail_id)
+        if mail is None:
+            return None
+        with self._lock:
+            return replace(mail, raw=self._read_raw(mail_id))
+
+    def mails(self, state: str | None = "queued", limit: int = 1000) -> list[SpooledMail]:
+        found = super().mails(state, limit)
+        with self._lock:
+            return [replace(m, raw=self._read_raw(m.id)) for m in found]
+
+    def drop(self, mail_id: int) -> int:
+        dropped = super().drop(mail_id)
+        # A body no recipient row points at any more goes with the last of them.
+        self._run("DELETE FROM bodies WHERE id NOT IN"
+                  " (SELECT body_id FROM messages WHERE body_id IS NOT NULL)")
+        return dropped
+
     def claim(self, ids: Sequence[int] | None = None,
               now: float | None = None) -> SpooledMail | None:
         """As Spool.claim; the raw mail is read once, through a blob handle.
@@ -302,8 +369,7 @@ class SqliteSpool(Spool):
             row = cur.execute(self._claim_sql(only),
                               [now + self.lease_seconds, now, now, *(ids or [])]).fetchone()
             if row is not None:
-                with self._db.blobopen("messages", "raw", row[0], readonly=True) as blob:
-                    row = (*row[:4], blob.read(), *row[5:])
+                row = (*row[:4], self._read_raw(row[0]), *row[5:])
         return SpooledMail.from_row(row) if row else None
 
     def _claim_sql(self, only: str) -> str:

@@ -131,3 +131,22 @@ def test_a_failed_group_commit_fails_every_mail_in_it(tmp_path):
     except Exception:
         raised = True
     assert raised       # never a silent "accepted"
+
+
+def test_the_mail_is_stored_once_for_all_its_recipients_and_read_back_whole(tmp_path):
+    import os
+
+    spool = SqliteSpool(tmp_path / "s.db")
+    raw = os.urandom(3 * 1024 * 1024 + 17)          # more than one blob chunk
+    first, second = spool.add("s", [("ticket1@example.org", "ticket:1"),
+                                    ("site-a@example.org", None)], raw)
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT count(*), sum(length(raw)) FROM bodies").fetchone() == \
+        (1, len(raw))
+    assert spool.claim(now=1.0).raw == raw
+    assert spool.get(second).raw == raw and [m.raw for m in spool.mails()] == [raw, raw]
+    spool.drop(second)
+    assert db.execute("SELECT count(*) FROM bodies").fetchone() == (1,)   # still used
+    spool.retry(first)
+    spool.drop(first)
+    assert db.execute("SELECT count(*) FROM bodies").fetchone() == (0,)
