@@ -98,14 +98,19 @@ class Spool:
         batches = []
         with self._transaction() as cur:
             for mail_from, recipients, raw in mails:
+                inline, body = self._store(cur, raw)
                 ids = []
                 for rcpt, order_key in recipients:
                     cur.execute("INSERT INTO messages (received_at, mail_from, rcpt, raw,"
-                                " order_key) VALUES (?, ?, ?, ?, ?) RETURNING id",
-                                (now, mail_from, rcpt, raw, order_key))
+                                " order_key, body_id) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                                (now, mail_from, rcpt, inline, order_key, body))
                     ids.append(cur.fetchone()[0])
                 batches.append(ids)
         return batches
+
+    def _store(self, cur, raw: bytes) -> tuple[bytes, int | None]:
+        """(the bytes the messages row holds, the id of a separate body, if any)."""
+        return raw, None
 
     # -- the worker's side --------------------------------------------------------
 
@@ -304,20 +309,8 @@ class SqliteSpool(Spool):
     # in memory (about twice a 25 MB mail); zeroblob() and an incremental write
     # do not, and one copy serves every recipient of the mail.
 
-    def _insert(self, mails: Sequence[tuple]) -> list[list[int]]:
-        now = time.time()
-        batches = []
-        with self._transaction() as cur:
-            for mail_from, recipients, raw in mails:
-                body = self._store_body(cur, raw)
-                ids = []
-                for rcpt, order_key in recipients:
-                    cur.execute("INSERT INTO messages (received_at, mail_from, rcpt, raw,"
-                                " order_key, body_id) VALUES (?, ?, ?, X'', ?, ?) RETURNING id",
-                                (now, mail_from, rcpt, order_key, body))
-                    ids.append(cur.fetchone()[0])
-                batches.append(ids)
-        return batches
+    def _store(self, cur: sqlite3.Cursor, raw: bytes) -> tuple[bytes, int | None]:
+        return b"", self._store_body(cur, raw)
 
     def _store_body(self, cur: sqlite3.Cursor, raw: bytes) -> int:
         cur.execute("INSERT INTO bodies (raw) VALUES (zeroblob(?)) RETURNING id", (len(raw),))

@@ -29,6 +29,7 @@ CREATE TABLE IF NOT EXISTS messages (
     rcpt TEXT NOT NULL,
     raw BYTEA NOT NULL,
     order_key TEXT,
+    body_id BIGINT,           -- unused here: PostgreSQL keeps the mail in its row
     state TEXT NOT NULL DEFAULT 'queued',
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS messages (
     outcome TEXT,
     finished_at DOUBLE PRECISION
 );
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS body_id BIGINT;
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id);
 CREATE TABLE IF NOT EXISTS processed (
