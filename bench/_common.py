@@ -46,31 +46,20 @@ def wait_port(port: int, timeout: float = 20.0, process=None) -> None:
 
 
 def write_config(path: Path, url: str, api_key: str = "bench-key", **overrides) -> Path:
-    """A gateway config like the tests' (sites site-a and site-b, unknown senders accepted)."""
-    import yaml
+    """The tests' gateway config (tests/servers.py), with a real server's limits."""
+    from tests.servers import write_config as tests_config
 
-    data = {
-        "domains": ["example.org"],
-        "redmine": {"url": url, "api_key": api_key, "gateway_user": "gateway",
-                    "notification_address": "redmine@example.org", "timeout": 10},
-        "admins": ["admin@example.org"],
-        "unknown_senders": "accept",
-        "sites": {"site-a": {"tracker": "Support"},
-                  "site-b": {"tracker": "Support", "unknown_senders": "reject"}},
-        "triage": {"project": "triage", "tracker": "Support"},
-        "server": {"hostname": "mailgate.bench", "max_message_size": 26214400,
-                   "max_recipients": 50},
-        "spool": {"path": str(path.parent / "spool.db")},
-    }
-    for key, value in overrides.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    path.write_text(yaml.safe_dump(data))
-    return path
+    server = {"hostname": "mailgate.bench", "max_message_size": 26214400, "max_recipients": 50}
+    redmine = {"timeout": 10}
+    return tests_config(path, url, api_key, **{"server": server, "redmine": redmine,
+                                                **overrides})
 
 
 def child_env(extra: dict | None = None) -> dict:
-    """A child's environment without MAILGATE_* (they would override the bench's config)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    """The tests' child environment (no MAILGATE_*), with the repository importable."""
+    from tests.helpers import child_env as tests_env
+
+    env = tests_env()
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     return {**env, **(extra or {})}
 

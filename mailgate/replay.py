@@ -40,7 +40,7 @@ def replay(gateway: Gateway, paths: list[str], recipient: str | None, progress) 
 def _deliver(gateway: Gateway, worker: Worker, raw: bytes, recipient: str | None):
     """(outcome kind, what to say) for one mail."""
     try:
-        mail = parse_mail(raw)
+        mail = parse_mail(raw, headers_only=True)     # the worker parses the rest
         address = recipient or recipient_from_headers(mail, gateway.config)
         gateway.check_recipient(address)
         [delivery] = gateway.receive(Envelope(mail.from_address, (address,), raw),

@@ -42,6 +42,22 @@ def fake_redmine(_fake_redmine_server: FakeRedmine) -> FakeRedmine:
 
 
 @pytest.fixture(scope="session")
+def _fake_discord_server():
+    from tests.fakes.discord import FakeDiscord
+
+    with FakeDiscord() as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake_discord(_fake_discord_server):
+    """The fake Discord (a real HTTP server on 127.0.0.1), reset for each test."""
+    _fake_discord_server.reset()
+    _fake_discord_server.bucket_limit, _fake_discord_server.bucket_window = 50, 1.0
+    return _fake_discord_server
+
+
+@pytest.fixture(scope="session")
 def real_redmine() -> RealRedmine:
     """The real Redmine named by MAILGATE_REDMINE_URL and MAILGATE_REDMINE_API_KEY."""
     url = os.environ.get("MAILGATE_REDMINE_URL", "").rstrip("/")

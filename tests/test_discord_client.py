@@ -18,17 +18,9 @@ from mailgate.errors import ConfigError, PermanentError, TemporaryError
 from tests.fakes.discord import FakeDiscord
 
 
-@pytest.fixture(scope="module")
-def _server():
-    with FakeDiscord() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(_server: FakeDiscord) -> FakeDiscord:
-    _server.reset()
-    _server.bucket_limit, _server.bucket_window = 50, 1.0
-    return _server
+def fake(fake_discord: FakeDiscord) -> FakeDiscord:
+    return fake_discord
 
 
 class Sleeps(list):

@@ -28,16 +28,9 @@ DOCS = Path(__file__).resolve().parent.parent / "docs" / "discord.md"
 OUTAGE_SECONDS = float(os.environ.get("MAILGATE_TEST_OUTAGE_SECONDS", "3"))
 
 
-@pytest.fixture(scope="module")
-def _server():
-    with FakeDiscord() as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(_server: FakeDiscord) -> FakeDiscord:
-    _server.reset()
-    return _server
+def fake(fake_discord: FakeDiscord) -> FakeDiscord:
+    return fake_discord
 
 
 def section(fake: FakeDiscord, **overrides) -> dict:
@@ -516,8 +509,10 @@ def check_outage(fake: FakeDiscord, result: dict, max_delay: float) -> None:
         assert got == sorted(got)
     assert len(fake.threads()) == 3
     assert result["stats"]["dead"] == 0
-    # Enqueueing is a local commit: Discord's state never slows the mail path.
-    assert result["slowest_enqueue"] < 0.1
+    # Enqueueing is a local commit: Discord's state never slows the mail path.  A
+    # post waiting on Discord would take its 10 s timeout; a durable commit on a
+    # loaded 2-core CI machine has been seen to take ~0.2 s, hence the bound.
+    assert result["slowest_enqueue"] < 1.0
     # Back within one backoff step (plus the posts themselves).
     assert result["drained_in"] < max_delay + 3
     print(f"\noutage: {len(events)} events, each posted once; {result['failed_503']} requests"

@@ -45,6 +45,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.http import write_answer
+
 DISCORD_EPOCH_MS = 1420070400000
 SUPPRESS_EMBEDS = 1 << 2
 SUPPRESS_NOTIFICATIONS = 1 << 12
@@ -500,18 +502,8 @@ def _handler_for(fake: FakeDiscord) -> type[BaseHTTPRequestHandler]:
                 pass   # the client gave up (a timeout test), or stop() cut the line
 
         def _send(self, answer: Answer) -> None:
-            body = answer.body
-            if body is not None and not isinstance(body, bytes):
-                body = json.dumps(body).encode("utf-8")
-            self.send_response(answer.status)
-            for name, value in answer.headers.items():
-                self.send_header(name, value)
-            if answer.status != 204:
-                self.send_header("Content-Type", answer.content_type)
-                self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            if body and answer.status != 204:
-                self.wfile.write(body)
+            write_answer(self, answer.status, answer.body, answer.content_type,
+                         answer.headers)
 
         do_GET = do_POST = do_PATCH = do_DELETE = _serve
 

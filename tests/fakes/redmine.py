@@ -37,6 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from tests.fakes.http import write_answer
+
 # ------------------------------------------------------------------ the seed
 # As scripts/redmine-seed.rb leaves a fresh Redmine 5.0.4 (Debian 12).
 
@@ -747,16 +749,7 @@ def _handler_for(fake: FakeRedmine) -> type[BaseHTTPRequestHandler]:
                 pass   # the client gave up (a timeout test): nobody to answer
 
         def _send(self, response: Response) -> None:
-            body = response.body
-            if body is not None and not isinstance(body, bytes):
-                body = json.dumps(body).encode("utf-8")
-            self.send_response(response.status)
-            if response.status != 204:
-                self.send_header("Content-Type", response.content_type)
-                self.send_header("Content-Length", str(len(body or b"")))
-            self.end_headers()
-            if body and response.status != 204:
-                self.wfile.write(body)
+            write_answer(self, response.status, response.body, response.content_type)
 
         do_GET = do_POST = do_PUT = do_DELETE = _serve
 
