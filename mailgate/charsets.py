@@ -80,9 +80,19 @@ def _jis_to_sjis(run: bytes) -> bytes:
         if not (0x21 <= j1 <= 0x7E and 0x21 <= j2 <= 0x7E):
             out += b"?"
             continue
-        s1 = (j1 + 1) // 2 + (0x70 if j1 <= 0x5E else 0xB0)
-        s2 = j2 + (0x1F if j1 % 2 else 0x7D)
-        if j1 % 2 and s2 >= 0x7F:
-            s2 += 1
-        out += bytes((s1, s2))
+        out += bytes((_sjis_lead(j1), _sjis_trail(j1, j2)))
     return bytes(out)
+
+
+def _sjis_lead(j1: int) -> int:
+    # Two JIS rows share one Shift_JIS lead byte; 0xA0-0xDF is left to half-width kana.
+    return (j1 + 1) // 2 + (0x70 if j1 <= 0x5E else 0xB0)
+
+
+def _sjis_trail(j1: int, j2: int) -> int:
+    if j1 % 2:
+        # Odd rows take trail bytes 0x40-0x9E, skipping 0x7F (DEL).
+        trail = j2 + 0x1F
+        return trail + 1 if trail >= 0x7F else trail
+    # Even rows take 0x9F-0xFC: cell 1 (0x21) must land on 0x9F.
+    return j2 + 0x7E
