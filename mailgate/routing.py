@@ -16,11 +16,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from .addresses import shown
 from .config import Config, Site
 from .errors import UnknownAddress
 from .message import ParsedMail
 
-_TICKET_LOCAL = re.compile(r"^ticket(\d{1,9})$", re.IGNORECASE)
+# ASCII digits only: \d would also take "١" or "１", which no MTA sends for a ticket
+# ID and SMTP could not carry (we offer no SMTPUTF8); fullmatch, as "$" would let
+# a final newline through.
+_TICKET_LOCAL = re.compile(r"ticket([0-9]{1,9})", re.IGNORECASE | re.ASCII)
 # "[#12]", "[site-a - Support #12]", "[Bug #12] ..." (Redmine's subject tag).
 _SUBJECT_TAG = re.compile(r"\[(?:[^\[\]]*?\s)?#(\d{1,9})\]")
 # Redmine's notification Message-IDs: <redmine.issue-12.20240101123456.1@host>,
@@ -49,11 +53,18 @@ class Route:
 
 
 def resolve_recipient(address: str, config: Config) -> Recipient:
-    address = address.strip().strip("<>").lower()
+    """What ``address`` is; the one grammar of recipients, for SMTP, LMTP, pipe and replay."""
+    address = address.strip().strip("<>")
+    if not address.isascii():
+        # SMTP refuses non-ASCII addresses (no SMTPUTF8), so every source does:
+        # Unicode case folding ("K", KELVIN SIGN, lowers to "k") or digits ("١")
+        # must not make a foreign address look like one of ours.
+        raise UnknownAddress(f"<{shown(address)}>: no such mailbox here")
+    address = address.lower()
     local, _, domain = address.rpartition("@")
     if not local:
         raise UnknownAddress(f"<{address}>: not a mail address")
-    ticket = _TICKET_LOCAL.match(local)
+    ticket = _TICKET_LOCAL.fullmatch(local)
     if ticket and domain in config.domains:
         return Recipient(address, "ticket", ticket=int(ticket.group(1)))
     site = config.site_for_address(address)
