@@ -1,6 +1,56 @@
-"""What an envelope address may contain, checked the same way at every edge."""
+"""What an envelope address may contain, checked the same way at every edge.
+
+The SMTP listener and ``mailgate pipe`` both take envelope addresses from
+outside: the sender's MTA (MAIL FROM, RCPT TO) or the local MTA's command
+line (``--sender``, ``--recipient``).  Each edge calls the checks below, so
+an address refused by one is refused by the other, and the reason is said
+with the address made printable: an address is shown in replies, bounces
+and logs, where a raw NUL, CR or LF could forge a line or cut one short.
+"""
 
 from __future__ import annotations
+
+import re
+
+from .errors import EX_DATAERR, PermanentError, UnknownAddress
+
+# C0 controls (NUL, CR, LF, TAB, ...) and DEL: never part of a mailbox (RFC 5321 4.1.2).
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class BadSenderAddress(PermanentError):
+    """MAIL FROM or ``--sender`` is not a well-formed address (553 5.1.7, exit 65)."""
+
+    smtp_code = 553
+    smtp_status = "5.1.7"
+    exit_code = EX_DATAERR
+
+
+class BadRecipientAddress(UnknownAddress):
+    """RCPT TO or ``--recipient`` is not a well-formed address (553 5.1.3, exit 65).
+
+    An ``UnknownAddress``, because no mailbox here has such a name: a header
+    hint like this is skipped as any other unknown one would be.
+    """
+
+    smtp_code = 553
+    smtp_status = "5.1.3"
+    exit_code = EX_DATAERR
+
+
+def check_sender(address: str) -> str:
+    """The envelope sender as given; refused if it holds a control character."""
+    if _CONTROL.search(address):
+        raise BadSenderAddress(f"sender <{shown(address)}>: control character in the address")
+    return address
+
+
+def check_recipient(address: str) -> str:
+    """The envelope recipient as given; refused if it holds a control character."""
+    if _CONTROL.search(address):
+        raise BadRecipientAddress(
+            f"recipient <{shown(address)}>: control character in the address")
+    return address
 
 
 def shown(address: str) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 
+from .addresses import check_sender
 from .dispatch import Envelope, Gateway, recipient_from_headers
 from .errors import EX_OK, BadMessage
 from .message import parse_mail
@@ -27,6 +28,10 @@ def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
     hosts, where ``mailgate worker`` applies the mail and tells the sender if it
     cannot (a missing ticket then becomes a notice, not a bounce).
     """
+    if sender is not None:
+        # What SMTP refuses at MAIL FROM (mailgate.addresses); the recipient
+        # meets the same grammar as RCPT TO in routing.resolve_recipient.
+        check_sender(sender)
     if not raw.strip():
         raise BadMessage("empty input")
     gateway.check_size(raw)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .addresses import shown
+from .addresses import check_recipient, shown
 from .config import Config, Site
 from .errors import UnknownAddress
 from .message import ParsedMail
@@ -54,7 +54,8 @@ class Route:
 
 def resolve_recipient(address: str, config: Config) -> Recipient:
     """What ``address`` is; the one grammar of recipients, for SMTP, LMTP, pipe and replay."""
-    address = address.strip().strip("<>")
+    # Before strip(), which would quietly drop a trailing CR, LF or TAB.
+    address = check_recipient(address).strip().strip("<>")
     if not address.isascii():
         # SMTP refuses non-ASCII addresses (no SMTPUTF8), so every source does:
         # Unicode case folding ("K", KELVIN SIGN, lowers to "k") or digits ("١")

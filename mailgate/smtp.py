@@ -10,12 +10,15 @@ the sender's MTA keeps the mail and tries again.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import re
 import weakref
 
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
+from .addresses import check_recipient, check_sender, shown
 from .dispatch import Delivery, Envelope, Gateway
 from .errors import MailgateError
 from .ratelimit import refusal, sender_key
@@ -41,11 +44,46 @@ class _EnhancedStatus:
         await super().push(self._REWRITES.get(status, status))
 
 
-class GatewaySMTP(_EnhancedStatus, SMTP):
+class _EnvelopeGrammar:
+    """MAIL FROM and RCPT TO checked as sent, before aiosmtpd parses them.
+
+    Its parser reads a TAB inside <...> as folding white space and hands on a
+    cleaned address, so only the raw argument shows every control character;
+    the checks are the pipe's (``mailgate.addresses``).
+    """
+
+    @functools.wraps(SMTP.smtp_MAIL)       # wraps: keeps the HELP text
+    async def smtp_MAIL(self, arg: str | None) -> None:
+        if not await self._refused(check_sender, arg):
+            await super().smtp_MAIL(arg)
+
+    @functools.wraps(SMTP.smtp_RCPT)
+    async def smtp_RCPT(self, arg: str | None) -> None:
+        if not await self._refused(check_recipient, arg):
+            await super().smtp_RCPT(arg)
+
+    async def _refused(self, check, arg: str | None) -> bool:
+        try:
+            check(_address_part(arg or ""))
+        except MailgateError as exc:
+            log.info("%s", exc)             # the address is escaped in the message
+            await self.push(exc.smtp_reply)
+            return True
+        return False
+
+
+def _address_part(arg: str) -> str:
+    """"FROM:<a@b> SIZE=9" -> "a@b": the address, for the reply to show."""
+    rest = arg.partition(":")[2].strip()
+    found = re.match(r"<([^>]*)>", rest)
+    return found.group(1) if found else rest
+
+
+class GatewaySMTP(_EnvelopeGrammar, _EnhancedStatus, SMTP):
     pass
 
 
-class GatewayLMTP(_EnhancedStatus, LMTP):
+class GatewayLMTP(_EnvelopeGrammar, _EnhancedStatus, LMTP):
     pass
 
 
@@ -78,7 +116,7 @@ class GatewayHandler:
         try:
             await asyncio.to_thread(self.gateway.check_recipient, address)
         except MailgateError as exc:
-            log.info("RCPT <%s> refused: %s", address, exc)
+            log.info("RCPT <%s> refused: %s", shown(address), exc)
             return exc.smtp_reply
         envelope.rcpt_tos.append(address)
         return S250_RCPT_OK

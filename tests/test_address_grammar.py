@@ -100,3 +100,70 @@ def test_a_newline_after_the_ticket_id_is_not_the_end_of_the_address(config, cli
     status, _ = pipe(config, "--recipient", f"ticket{ticket}\n@example.org")
     assert status != 0
     assert client.get_issue(ticket).journals == ()
+
+
+# -- control characters in envelope addresses ------------------------------------------
+
+# NUL cannot be passed on a command line; the SMTP tests below send it.
+PIPE_CONTROLS = ["\r", "\n", "\t", "\x01", "\x1b", "\x1f", "\x7f"]
+SMTP_CONTROLS = ["\x00", "\x01", "\t", "\x0b", "\x1b", "\x7f"]
+
+
+def smtp_command(server, *lines: str) -> list[tuple[int, bytes]]:
+    """The replies to the given command lines, sent byte for byte after EHLO."""
+    with smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30) as conn:
+        conn.ehlo()
+        replies = []
+        for line in lines:
+            conn.send(line.encode("latin-1") + b"\r\n")
+            replies.append(conn.getreply())
+        return replies
+
+
+def no_raw_controls(text: str) -> bool:
+    return not any(ord(c) < 0x20 and c not in "\n" or ord(c) == 0x7f for c in text)
+
+
+@pytest.mark.parametrize("control", PIPE_CONTROLS)
+def test_the_pipe_refuses_a_recipient_with_a_control_character_with_65(
+        config, client, ticket, control):
+    status, said = pipe(config, "--recipient", f"ticket{ticket}{control}@example.org")
+    assert status == 65, said
+    line = said.decode().strip()
+    assert line == f"mailgate: recipient <ticket{ticket}{ascii(control)[1:-1]}@example.org>:" \
+                   " control character in the address"
+    assert client.get_issue(ticket).journals == ()
+
+
+@pytest.mark.parametrize("control", PIPE_CONTROLS)
+def test_the_pipe_refuses_a_sender_with_a_control_character_with_65(
+        config, client, ticket, control):
+    status, said = pipe(config, "--recipient", f"ticket{ticket}@example.org",
+                        "--sender", f"owner{control}@example.org")
+    assert status == 65, said
+    assert b"sender <owner" in said and no_raw_controls(said.decode().strip())
+    assert client.get_issue(ticket).journals == ()
+
+
+def test_a_control_character_at_the_end_is_not_stripped_away(config, client, ticket):
+    status, _ = pipe(config, "--recipient", f"ticket{ticket}@example.org\n")
+    assert status == 65
+    assert client.get_issue(ticket).journals == ()
+
+
+@pytest.mark.parametrize("control", SMTP_CONTROLS)
+def test_smtp_refuses_a_sender_with_a_control_character_with_553(server, control, caplog):
+    [(code, text)] = smtp_command(server, f"MAIL FROM:<owner{control}@example.org>")
+    assert (code, text.split()[0]) == (553, b"5.1.7"), text
+    assert all(no_raw_controls(r.getMessage()) for r in caplog.records)
+
+
+@pytest.mark.parametrize("control", SMTP_CONTROLS)
+def test_smtp_refuses_a_recipient_with_a_control_character_with_553(
+        server, ticket, control, caplog):
+    replies = smtp_command(server, "MAIL FROM:<owner@example.org>",
+                           f"RCPT TO:<ticket{ticket}{control}@example.org>")
+    assert replies[0][0] == 250
+    code, text = replies[1]
+    assert (code, text.split()[0]) == (553, b"5.1.3"), text
+    assert all(no_raw_controls(r.getMessage()) for r in caplog.records)
