@@ -9,21 +9,55 @@ log is on disk, which is what lets us say 250 after it.
 
 from __future__ import annotations
 
+import logging
+import os
 import sqlite3
+import stat
 import threading
 from pathlib import Path
 from typing import Iterable
+
+log = logging.getLogger("mailgate.sqlite")
+
+#: Owner read and write only: the file holds the full text of every mail.
+PRIVATE = 0o600
 
 
 def open_durable(path: str | Path, schema: str = "", timeout: float = 5.0) -> sqlite3.Connection:
     """A connection in autocommit mode (each statement its own durable commit)."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
+    _make_private(Path(path))
     db = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA journal_mode=WAL")
     db.execute("PRAGMA synchronous=FULL")
     if schema:
         db.executescript(schema)
     return db
+
+
+def _make_private(path: Path) -> None:
+    """The file exists, readable and writable by its owner only: it holds every mail.
+
+    Made here, not by SQLite, which would follow the umask (0644 under most
+    MTAs); SQLite gives the -wal and -shm files the main file's mode.  A file
+    made before this check (by an older mailgate) is tightened, with any
+    -wal and -shm still lying beside it.
+    """
+    # O_RDONLY: a reader that may not write the file must still get as far as SQLite.
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE))
+    for companion in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
+        _tighten(companion)
+
+
+def _tighten(path: Path) -> None:
+    try:
+        if stat.S_IMODE(path.stat().st_mode) & ~PRIVATE:
+            os.chmod(path, PRIVATE)
+    except FileNotFoundError:
+        pass
+    except PermissionError:
+        # Not our file (another user made it and lets us write): say so, and go on.
+        log.warning("%s: cannot make it private (mode 0600): not its owner", path)
 
 
 class Tables:
