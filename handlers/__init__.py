@@ -3,5 +3,6 @@
 - ``reply``: a mail to ``ticket<N>@`` or a reply to Redmine's notification about N.
 - ``new_ticket``: a mail to a site's address (or triage) that answers no ticket.
 
-``mailgate.dispatch`` gathers the facts each needs and executes what it returns.
+``handlers.planning`` makes the one plan per mail from them; ``mailgate.processing``
+reads it and has ``mailgate.executor`` carry its step out.
 """

@@ -44,6 +44,9 @@ def apply_limits(attachments: tuple[Attachment, ...],
 
 
 def _why_not(attachment: Attachment, limits: AttachmentLimits, count: int) -> str | None:
+    if attachment.problem:
+        # The parser could not read it (nested too deep): there is nothing to send.
+        return attachment.problem
     lower = attachment.filename.lower()
     if attachment.content_type in limits.blocked_types or \
             any(lower.endswith(ext) for ext in limits.blocked_extensions):

@@ -22,8 +22,10 @@ class Sender:
     role: str
     #: The Redmine login that writes for this sender (None: Redmine does not know them).
     login: str | None
-    #: The sender's identity is proven (DKIM; see the trust issue).  Not yet checked.
+    #: The sender's identity is proven (aligned DKIM, or our MTA's result: mailgate.trust).
     verified: bool = False
+    #: How that was found out, for people ("dkim d=example.org", "no signature").
+    how: str = ""
 
 
 @dataclass(frozen=True)
@@ -71,10 +73,20 @@ class OpenTicket:
 
 @dataclass(frozen=True)
 class Refuse:
-    """Refuse the mail: ``error`` is the PermanentError class the edges report."""
+    """Refuse the mail: ``error`` is the PermanentError class the edges report, and
+    ``notice`` the kind of notice the sender gets (``mailgate.notify.TEXTS``)."""
 
     reason: str
     error: type
+    notice: str = "rejected"
+
+
+@dataclass(frozen=True)
+class Defer:
+    """Not now: a fact needed for the decision is not to be had yet (a DKIM key
+    lookup failed).  The mail is tried again later, like any temporary failure."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -89,4 +101,4 @@ class Duplicate:
     reason: str
 
 
-Plan = Union[PostNote, OpenTicket, Refuse, Ignore, Duplicate]
+Plan = Union[PostNote, OpenTicket, Refuse, Defer, Ignore, Duplicate]

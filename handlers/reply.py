@@ -10,7 +10,7 @@ from mailgate.trust import Verdict
 from workflow import Decision, TicketFacts, parse_commands
 
 from .attachments import apply_limits, not_attached_line
-from .plans import Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
+from .plans import Defer, Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
 from .senders import attributed, role_of, sender_of, unverified_refusal, writer_for
 
 name = "reply"
@@ -29,9 +29,9 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
         return Duplicate(f"already on ticket #{ticket.id} as {mark}")
     role = role_of(mail.from_address, ticket.owner_address, config)
     unproven = unverified_refusal(role, verdict, mail.from_address, site, config)
-    if isinstance(unproven, Refuse):
+    if isinstance(unproven, (Refuse, Defer)):
         return unproven
-    sender = sender_of(mail, login, role, verified=verdict.verified)
+    sender = sender_of(mail, login, role, verdict)
     # An unproven owner or admin writes through the gateway's user, named in the
     # text: a forged From: must not put words in the real person's Redmine mouth.
     writer = writer_for(sender if not unproven else sender_of(mail, None, role), site, config)

@@ -161,7 +161,7 @@ def _setup_logging() -> None:
 
 def _gateway(args: argparse.Namespace):
     from .config import load_config
-    from .dispatch import build_gateway
+    from .gateway import build_gateway
 
     return build_gateway(load_config(args.config))
 
@@ -191,7 +191,7 @@ def _pipe(args: argparse.Namespace) -> int:
     raw = sys.stdin.buffer.read()
     if args.queue_only:
         from .config import load_config
-        from .dispatch import build_queue_only_gateway
+        from .gateway import build_queue_only_gateway
 
         gateway = build_queue_only_gateway(load_config(args.config, need_redmine=False))
     else:
@@ -207,33 +207,30 @@ def _pipe(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    import threading
-
-    from .worker import Worker
-
     _setup_logging()
     gateway = _gateway(args)
-    worker = Worker(gateway)
-    if args.forever:
-        import signal
+    if not args.forever:
+        # The cron form: every queue until nothing is due (the spool's mail first,
+        # then the Discord posts and notices it made).
+        gateway.drain()
+        return EX_OK
+    import signal
+    import threading
 
-        from .serve import background_threads
+    from .serve import start_runners, stop_runners
 
-        stop = threading.Event()
+    stop = threading.Event()
 
-        def finish(signum, frame):
-            # Finish the mail in hand, then stop (no lease left to expire).
-            stop.set()
-            worker.wake.set()
+    def finish(signum, frame):
+        # Finish the item in hand, then stop (no lease left to expire).
+        stop.set()
 
-        signal.signal(signal.SIGTERM, finish)
-        for thread in background_threads(gateway, stop):
-            thread.start()
-        worker.run_forever(stop)
-    else:
-        worker.run_until_idle()
-        if gateway.notifier is not None:
-            gateway.notifier.run_until_idle()
+    signal.signal(signal.SIGTERM, finish)
+    signal.signal(signal.SIGINT, finish)
+    start_runners(gateway, stop)
+    while not stop.wait(1.0):
+        pass
+    stop_runners(gateway)
     return EX_OK
 
 

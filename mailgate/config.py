@@ -212,8 +212,10 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
     server = _section(data, "server")
     listen = _section(data, "listen")
     spool = _section(data, "spool")
+    redmine = _redmine(_section(data, "redmine"), need_redmine)
+    _check_gateway_user(redmine, unknown, [*sites.values(), *([triage] if triage else [])])
     return Config(
-        redmine=_redmine(_section(data, "redmine"), need_redmine),
+        redmine=redmine,
         domains=domains,
         sites=sites,
         triage=triage,
@@ -247,6 +249,20 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         redmine_down_alarm=_number(server, "redmine_down_alarm", 600.0, "server"),
         spool_stuck_alarm=_number(server, "spool_stuck_alarm", 3600.0, "server"),
     )
+
+
+def _check_gateway_user(redmine: RedmineSettings, unknown: str, sites: list[Site]) -> None:
+    # Accepting strangers' mail means someone must write it: without a gateway
+    # user every such mail would be answered 250 and then refused by the worker.
+    if redmine.gateway_user:
+        return
+    where = "unknown_senders" if unknown == "accept" else next(
+        (f"sites.{s.name}.unknown_senders" if s.name != "triage" else "triage.unknown_senders"
+         for s in sites if s.unknown_senders == "accept"), None)
+    if where:
+        raise ConfigError(f"{where}: 'accept' needs redmine.gateway_user, the login that"
+                          " writes for senders Redmine does not know"
+                          f" (or set {env_name('redmine', 'gateway_user')})")
 
 
 def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:

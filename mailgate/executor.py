@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from handlers.plans import Duplicate, Ignore, OpenTicket, Plan, PostNote, Refuse
+from handlers.plans import Duplicate, Ignore, OpenTicket, Plan, PostNote
 
 from .outcome import Outcome
 
 
 def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:
+    """Carry out a plan's step.  Refuse and Defer never come here: they write
+    nothing, and ``mailgate.processing`` turns them into their outcome."""
     if isinstance(plan, PostNote):
         return _post_note(plan, client, status_ids)
     if isinstance(plan, OpenTicket):
@@ -18,8 +20,6 @@ def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:
         return Outcome("ignored", reason=plan.reason)
     if isinstance(plan, Duplicate):
         return Outcome("duplicate", reason=plan.reason)
-    if isinstance(plan, Refuse):
-        raise plan.error(plan.reason)
     raise TypeError(f"not a plan: {plan!r}")
 
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.plans import Ignore, OpenTicket, PostNote, Refuse
+from handlers.planning import MailPlan, plan_mail
+from handlers.plans import Defer, Duplicate, Ignore, OpenTicket, PostNote, Refuse
 
 from .config import Config
-from .dispatch import plan_mail, recipient_from_headers
 from .errors import MailgateError
 from .facts import Facts
+from .intake import recipient_from_headers
 from .message import ParsedMail, parse_mail
-from .routing import resolve_recipient, route_mail
 
 
 @dataclass
@@ -57,13 +57,15 @@ def explain(name: str, raw: bytes, config: Config, facts: Facts,
         mail = parse_mail(raw)
         _describe_mail(data, mail)
         address = recipient or recipient_from_headers(mail, config)
-        route, plan = plan_mail(route_mail(resolve_recipient(address, config), mail),
-                                mail, facts, config)
+        plan = plan_mail(mail, address, facts, config)
     except MailgateError as exc:
         data["reason"] = str(exc)
         return Explanation(data)
-    data["route"] = {"kind": route.kind, "ticket": route.ticket,
-                     "site": route.site.name if route.site else None}
+    route = plan.route
+    if route is not None:
+        data["route"] = {"kind": route.kind, "ticket": route.ticket,
+                         "site": route.site.name if route.site else None}
+    data["plan"] = plan.record()
     _describe_plan(data, plan)
     return Explanation(data)
 
@@ -79,7 +81,8 @@ def _attachments(attachments) -> list[dict]:
             for a in attachments]
 
 
-def _describe_plan(data: dict, plan) -> None:
+def _describe_plan(data: dict, mail_plan: MailPlan) -> None:
+    plan = mail_plan.step
     if isinstance(plan, (PostNote, OpenTicket)):
         # What would be attached, which may include the original mail.
         data["attachments"] = _attachments(plan.attachments)
@@ -95,6 +98,7 @@ def _describe_plan(data: dict, plan) -> None:
     elif isinstance(plan, Refuse):
         data["route"]["kind"] = "rejected"
         data["reason"] = plan.reason
-    elif isinstance(plan, Ignore):
-        data["route"]["kind"] = "ignored"
+    elif isinstance(plan, (Ignore, Duplicate, Defer)):
+        data["route"]["kind"] = {Ignore: "ignored", Duplicate: "duplicate",
+                                 Defer: "deferred"}[type(plan)]
         data["reason"] = plan.reason

@@ -58,44 +58,53 @@ class Metrics:
     def redmine_ok(self) -> None:
         self.redmine_down_since = None
 
-    def watch_queues(self, spool, fanout=None) -> None:
-        self.registry.register(_QueueCollector(spool, fanout))
+    def watch_runners(self, gateway) -> None:
+        self.registry.register(_QueueCollector(gateway))
 
 
 class _QueueCollector:
-    def __init__(self, spool, fanout):
-        self.spool = spool
-        self.fanout = fanout
+    """Every queue runner's figures, read when Prometheus scrapes, the same for each."""
+
+    def __init__(self, gateway):
+        self.gateway = gateway
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
+        spool = self.gateway.spool
         depth = GaugeMetricFamily("mailgate_spool_mails", "Mails in the spool, by state",
                                   labels=["state"])
-        for state, count in self.spool.counts().items():
+        for state, count in spool.counts().items():
             depth.add_metric([state], count)
         yield depth
-        oldest = self.spool.oldest_queued()
+        oldest = spool.oldest_queued()
         yield GaugeMetricFamily("mailgate_spool_oldest_age_seconds",
                                 "Age of the oldest mail waiting in the spool",
                                 value=time.time() - oldest if oldest else 0.0)
-        if self.fanout is not None:
-            discord = GaugeMetricFamily("mailgate_discord_posts",
-                                        "Discord fan-out queue and work, by kind",
-                                        labels=["kind"])
-            for kind, count in self.fanout.stats().items():
+        items = GaugeMetricFamily("mailgate_queue_items",
+                                  "Each durable queue: what it holds, and what its runner did"
+                                  " since start (run_*), by kind", labels=["queue", "kind"])
+        alive = GaugeMetricFamily("mailgate_runner_up", "1 while a queue's runner is running",
+                                  labels=["queue"])
+        for runner in self.gateway.runners():
+            for kind, count in runner.stats().items():
                 if isinstance(count, (int, float)):
-                    discord.add_metric([kind], count)
-            yield discord
+                    items.add_metric([runner.name, kind], count)
+            alive.add_metric([runner.name], 1.0 if runner.alive else 0.0)
+        yield items
+        yield alive
 
 
 def health(metrics: Metrics, spool, *, redmine_alarm: float, stuck_alarm: float,
-           now: float | None = None) -> list[str]:
+           runners=(), stall_after: float = 600.0, now: float | None = None) -> list[str]:
     """What is wrong, in words; an empty list means healthy."""
     now = time.time() if now is None else now
-    problems = []
+    problems = [p for p in (r.health(now, stall_after) for r in runners) if p]
     down = metrics.redmine_down_since
     if down is not None and now - down > redmine_alarm:
         problems.append(f"Redmine unreachable for {now - down:.0f} s")
-    oldest = spool.oldest_queued()
+    try:
+        oldest = spool.oldest_queued()
+    except Exception as exc:    # noqa: BLE001 - the check must answer when the database fails
+        return [*problems, f"spool unreadable: {type(exc).__name__}: {exc}"]
     if oldest is not None and now - oldest > stuck_alarm:
         problems.append(f"spool stuck: oldest waiting mail is {now - oldest:.0f} s old")
     return problems

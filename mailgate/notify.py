@@ -7,10 +7,14 @@ unknown or unverified sender under ``reject``, a ticket that has gone, a mail
 Redmine refused.  The sender gets ONE short reply saying what happened and
 what to do.
 
+Which notice, and whether anyone may be told, is decided once, with the rest
+of the mail's plan (``handlers.notices``, ``handlers.planning``); this module
+writes the notice's text and delivers it.
+
 Never a reply to a machine, and never a loop (RFC 3834):
 
-* never to automatic mail (``handlers.automatic.automatic_reason``), nor to a
-  null sender or a mailer-daemon / postmaster address;
+* never to automatic mail, a null sender or a mailer-daemon / postmaster
+  address (the plan's ``reply_to`` is None for those);
 * at most one per (recipient, kind of problem, UTC day), recorded durably in
   the ``notices`` table, so a sender whose client retries or who repeats the
   same mistake all day hears about it once;
@@ -20,10 +24,10 @@ Never a reply to a machine, and never a loop (RFC 3834):
 * it never quotes the mail's text, so a forged sender cannot use it to
   deliver content to someone else.
 
-``Notifier.notify`` only writes a row (durable, fast, never raises): the
+``Notifier.tell`` only writes a row (durable, fast, never raises): the
 mail is already applied or dead-lettered, and a notice must not change that.
-``Notifier.run_once`` hands due rows to the configured SMTP relay, retrying
-with backoff while it is down.  Both tables live in the spool's SQLite file,
+The outbox is a queue of ``mailgate.runner``: its runner hands due rows to
+the configured SMTP relay, retrying with backoff while it is down.  Both tables live in the spool's SQLite file,
 through a connection of their own (WAL), like the Discord fan-out.
 """
 
@@ -46,13 +50,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from handlers.automatic import automatic_reason
-from workflow import parse_commands
-
-from .errors import (ConfigError, MailgateError, MessageTooBig, NoSuchTicket, PermanentError,
-                     RedmineRejected, SenderNotPermitted)
-from .message import ParsedMail, parse_mail
-from .outcome import Outcome
+from .errors import ConfigError
 from .sqlite import Tables
 
 log = logging.getLogger("mailgate.notify")
@@ -87,6 +85,10 @@ TEXTS: Mapping[str, tuple[str, str]] = {
         " <{address}> ({detail}).",
         "Please send it again directly from your own mail account; mail passed on by a"
         " forwarding service often cannot be verified."),
+    "forbidden": (
+        "Your message was not added to {ticket}: the ticket system does not allow your"
+        " account to write there ({detail}).",
+        "If you should have access, {contact}."),
     "too-large": (
         "Your message was not added to {ticket}: it is too large ({detail}).",
         "Please send it again with fewer or smaller attachments, or send a link to large"
@@ -99,15 +101,6 @@ TEXTS: Mapping[str, tuple[str, str]] = {
 
 FOOTER = ("This is an automatic reply. You get at most one like it a day for the same"
           " problem.")
-
-#: Processing errors -> the kind of notice; the first class that matches wins (a
-#: subclass before its base).  An error class may also name its own ``notice_kind``.
-ERROR_KINDS: tuple[tuple[type, str], ...] = (
-    (NoSuchTicket, "unknown-ticket"),
-    (SenderNotPermitted, "unknown-sender"),
-    (MessageTooBig, "too-large"),
-    (RedmineRejected, "rejected"),
-)
 
 _SUBJECT_ECHO = 120
 _DETAIL_ECHO = 300
@@ -125,78 +118,34 @@ class Notice:
     references: tuple[str, ...] = ()
 
 
-def notice_for_refusal(mail: ParsedMail, ticket: int | None, reason_kind: str, detail: str,
-                       *, site_address: str | None, to: str | None = None) -> Notice:
-    """The notice for ``mail``: what happened (``reason_kind``, ``detail``) and what to do.
+def notice_from_plan(plan, decision) -> Notice:
+    """The notice for a mail's plan (``handlers.planning.MailPlan``) and the notice
+    decided for it (``handlers.notices.NoticeDecision``): what happened and what to do.
 
-    ``to`` is the envelope sender (RFC 3834 §4: responses go to the return
-    path, not to From:, which lists and forwarders leave naming someone else);
-    when it is unknown (None), the From: address.  A null one stays null, and
-    ``Notifier.notify`` then sends nothing.
+    It goes to ``plan.reply_to``, the envelope sender (RFC 3834 §4: responses go
+    to the return path, not to From:, which lists and forwarders leave naming
+    someone else).
     """
-    happened, todo = TEXTS[reason_kind]
+    happened, todo = TEXTS[decision.kind]
+    ticket = decision.ticket
     fields = {
         "ticket": f"ticket #{ticket}" if ticket is not None else "our ticket system",
-        "detail": _one_line(detail, _DETAIL_ECHO).rstrip("."),
-        "command": _commands(mail) or "(none)",
-        "address": mail.from_address,
-        "contact": (f"write to {site_address} to start a new request" if site_address
-                    else "reply to the latest notification about your ticket"),
+        "detail": _one_line(decision.detail, _DETAIL_ECHO).rstrip("."),
+        "command": ", ".join(f"'{_one_line(c, 80)}'" for c in plan.commands) or "(none)",
+        "address": plan.sender.address,
+        "contact": (f"write to {plan.site_address} to start a new request"
+                    if plan.site_address else
+                    "reply to the latest notification about your ticket"),
     }
     text = "\n\n".join([happened.format(**fields), todo.format(**fields), FOOTER])
-    subject = _one_line(mail.subject, _SUBJECT_ECHO) or "your message"
+    subject = _one_line(plan.subject, _SUBJECT_ECHO) or "your message"
     if not subject.lower().startswith("re:"):
         subject = f"Re: {subject}"
-    to = (mail.from_address if to is None else to).strip().strip("<>")
-    return Notice(to=to, reason_kind=reason_kind,
-                  subject=subject, text=_wrap(text), in_reply_to=_msgid(mail.message_id),
-                  references=_references(mail))
-
-
-def notice_for_outcome(mail: ParsedMail, outcome: Outcome, *, site_address: str | None,
-                       to: str | None = None) -> Notice | None:
-    """A processed mail's notice: its command refused, or its status change dropped."""
-    if outcome.kind == "status-refused":
-        return notice_for_refusal(mail, outcome.ticket, "status-refused", outcome.reason or "",
-                                  site_address=site_address, to=to)
-    # ``refused`` is also set when a default action could not apply; only a
-    # command the sender wrote is something they meant and must hear about.
-    if outcome.refused and outcome.kind == "applied" and _commands(mail):
-        return notice_for_refusal(mail, outcome.ticket, "command-refused", outcome.refused,
-                                  site_address=site_address, to=to)
-    return None
-
-
-def notice_for_error(mail: ParsedMail, error: BaseException, *, ticket: int | None,
-                     site_address: str | None, to: str | None = None) -> Notice | None:
-    """A dead-lettered mail's notice, for permanent errors only.
-
-    Temporary errors given up on and crashes are the operator's to retry (``mailgate
-    spool retry``): telling the sender "not recorded" could then be untrue.
-    """
-    if not isinstance(error, PermanentError):
-        return None
-    kind = getattr(error, "notice_kind", None) or next(
-        (k for cls, k in ERROR_KINDS if isinstance(error, cls)), "rejected")
-    messages = getattr(error, "messages", None)
-    detail = "; ".join(messages) if messages else str(error)
-    return notice_for_refusal(mail, ticket, kind, detail, site_address=site_address, to=to)
-
-
-def _commands(mail: ParsedMail) -> str:
-    commands, _ = parse_commands(mail.body)
-    found = [f"{name}: {value}" for name, value in (("Status", commands.status),
-                                                     ("Action", commands.action)) if value]
-    return ", ".join(f"'{_one_line(c, 80)}'" for c in found)
-
-
-def _references(mail: ParsedMail) -> tuple[str, ...]:
-    # RFC 5322 §3.6.4: the parent's References (else its In-Reply-To), then its Message-ID.
-    parent = (_MSGID.findall(mail.headers.get("references", ""))
-              or _MSGID.findall(mail.headers.get("in-reply-to", "")))
-    own = _msgid(mail.message_id)
-    ids = list(dict.fromkeys([*parent, *([own] if own else [])]))
-    return tuple(ids[-10:])      # a long thread must not make a long header
+    own = _msgid(plan.message_id)
+    # RFC 5322 §3.6.4: the parent's references, then the mail's own Message-ID.
+    thread = list(dict.fromkeys([*plan.references, *([own] if own else [])]))
+    return Notice(to=plan.reply_to or "", reason_kind=decision.kind, subject=subject,
+                  text=_wrap(text), in_reply_to=own, references=tuple(thread[-10:]))
 
 
 def _msgid(value: str | None) -> str | None:
@@ -324,11 +273,10 @@ def _address(value: str) -> Address | str:
 _SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
 
 
-def suppressed(notice: Notice, automatic: str | None, own_address: str) -> str | None:
-    """Why ``notice`` must not be sent, or None.  (Once a day is checked by the store.)"""
+def suppressed(notice: Notice, own_address: str) -> str | None:
+    """Why ``notice`` must not be sent, or None.  (Whether anyone may be told at all is
+    the plan's ``reply_to``; once a day is checked by the store.)"""
     to = notice.to.strip()
-    if automatic:
-        return f"the mail is automatic ({automatic})"
     if to in ("", "<>"):
         return "null sender"
     if any(c in to for c in "\r\n<> ,;") or "@" not in to:
@@ -449,29 +397,47 @@ class NoticeStore(Tables):
 # ------------------------------------------------------------------ delivery
 
 class Notifier:
+    """Queues notices (the mail side) and hands them to the relay (a ``Runner``)."""
+
+    name = "notices"
+
     def __init__(self, settings: NotifySettings, db_path: str | Path, *,
                  clock: Callable[[], float] = time.time):
+        from .runner import Backoff, Runner
+
         self.settings = settings
         self.store = NoticeStore(db_path)
         self.clock = clock
-        self.wake = threading.Event()
-        # Longer than one delivery can take (connect, then each command), so a
-        # second process does not send a notice this one is still sending.
-        self._lease = 4 * settings.timeout + 30.0
         self._forgot_on: str | None = None
+        # The lease is longer than one delivery can take (connect, then each
+        # command), so a second process does not send a notice this one is sending.
+        self.runner = Runner(self, self._send, lease=4 * settings.timeout + 30.0,
+                             backoff=Backoff(settings.first_delay, settings.max_delay,
+                                             settings.max_age),
+                             classify=_classify, clock=clock)
+
+    @property
+    def wake(self) -> threading.Event:
+        return self.runner.wake
 
     def close(self) -> None:
         self.store.close()
 
     # -- the mail side ---------------------------------------------------------
 
-    def notify(self, notice: Notice, *, automatic: str | None) -> bool:
-        """Queue ``notice`` durably; False when suppressed or already sent today.  Never raises.
-
-        ``automatic``: ``automatic_reason(...)`` of the mail answered (None: a person's).
-        """
+    def tell(self, plan, decision) -> bool:
+        """Queue the notice ``decision`` for ``plan`` (handlers.notices); never raises."""
         try:
-            why = suppressed(notice, automatic, self.settings.from_address)
+            notice = notice_from_plan(plan, decision)
+        except Exception:
+            log.error("no notice for %s:\n%s", plan.mail_key, traceback.format_exc())
+            return False
+        return self.notify(notice)
+
+    def notify(self, notice: Notice) -> bool:
+        """Queue ``notice`` durably; False when suppressed or already sent today.  Never raises."""
+        try:
+            why = suppressed(notice, self.settings.from_address)
             if why is None:
                 now = self.clock()
                 if not self.store.add(notice, render(notice, self.settings, now), now):
@@ -488,46 +454,39 @@ class Notifier:
         self.wake.set()
         return True
 
+    # -- the queue, as the runner uses it (mailgate.runner.Queue) ---------------
+
+    def claim(self, now: float, lease: float) -> Outgoing | None:
+        self._forget_old(now)
+        return self.store.claim(now, lease)
+
+    def done(self, item: Outgoing, result, now: float) -> None:
+        log.info("notice %d (%s) sent to <%s>", item.id, item.reason_kind, item.recipient)
+        self.store.sent(item, now)
+
+    def defer(self, item: Outgoing, error: str, until: float, failed: bool) -> None:
+        self.store.defer(item, error, until)
+
+    def bury(self, item: Outgoing, error: str, now: float) -> None:
+        self.store.bury(item, error, now)
+
+    def next_due(self) -> float | None:
+        return self.store.next_due()
+
+    def counts(self) -> dict[str, int]:
+        return self.store.counts()
+
     # -- the relay side --------------------------------------------------------
 
     def run_once(self) -> bool:
         """Try to deliver one due notice; False when none is due."""
-        now = self.clock()
-        self._forget_old(now)
-        item = self.store.claim(now, self._lease)
-        if item is None:
-            return False
-        try:
-            self._send(item)
-        except Exception as exc:  # noqa: BLE001 - every failure is classified below
-            self._failed(item, exc)
-        else:
-            log.info("notice %d (%s) sent to <%s>", item.id, item.reason_kind, item.recipient)
-            self.store.sent(item, self.clock())
-        return True
+        return self.runner.run_once() is not None
 
     def run_until_idle(self) -> int:
-        count = 0
-        while self.run_once():
-            count += 1
-        return count
+        return len(self.runner.drain(max_wait=0.0))
 
     def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
-        """Deliver until ``stop`` is set (set ``wake`` too, to stop at once)."""
-        while not stop.is_set():
-            try:
-                idle = 0.0 if self.run_once() else self._idle(poll)
-            except sqlite3.Error as exc:
-                # "database is locked" and the like: the thread must outlive them.
-                log.error("notify: database error (retrying in %.0f s): %s", poll, exc)
-                idle = poll
-            if idle:
-                self.wake.wait(idle)
-                self.wake.clear()
-
-    def _idle(self, poll: float) -> float:
-        due = self.store.next_due()
-        return poll if due is None else min(poll, max(0.01, due - self.clock()))
+        self.runner.run_forever(stop, poll)
 
     def _send(self, item: Outgoing) -> None:
         s = self.settings
@@ -537,22 +496,6 @@ class Notifier:
             # The null reverse path (RFC 3834 §3.3): nothing answers a notice.
             smtp.sendmail("", [item.recipient], item.message, mail_options=options)
 
-    def _failed(self, item: Outgoing, exc: Exception) -> None:
-        now = self.clock()
-        error = f"{type(exc).__name__}: {exc}"
-        if _permanent(exc):
-            log.warning("notice %d to <%s> refused by the relay: %s", item.id, item.recipient,
-                        error)
-            self.store.bury(item, error, now)
-        elif now - item.created_at >= self.settings.max_age:
-            log.warning("notice %d to <%s> given up: %s", item.id, item.recipient, error)
-            self.store.bury(item, f"gave up after {item.failures + 1} attempts: {error}", now)
-        else:
-            delay = self.settings.backoff(item.failures + 1)
-            log.warning("notice %d to <%s> retried in %.0f s: %s", item.id, item.recipient,
-                        delay, error)
-            self.store.defer(item, error, now + delay)
-
     def _forget_old(self, now: float) -> None:
         today = utc_day(now)
         if self._forgot_on != today:
@@ -560,7 +503,14 @@ class Notifier:
             self._forgot_on = today
 
     def stats(self) -> dict[str, int]:
-        return self.store.counts()
+        return self.runner.stats()
+
+
+def _classify(exc: BaseException):
+    from .runner import Disposition
+
+    reason = f"{type(exc).__name__}: {exc}"
+    return Disposition("bury" if _permanent(exc) else "retry", reason)
 
 
 def _permanent(exc: Exception) -> bool:
@@ -574,48 +524,9 @@ def _permanent(exc: Exception) -> bool:
     return isinstance(exc, smtplib.SMTPNotSupportedError)
 
 
-# ------------------------------------------------------------------ the worker's hook
+# ------------------------------------------------------------------ wiring
 
 def build_notifier(config) -> Notifier | None:
     """The notifier for ``config.notify`` (NotifySettings or None)."""
     settings = getattr(config, "notify", None)
     return Notifier(settings, config.spool_path) if settings else None
-
-
-def tell_sender(notifier: Notifier | None, spooled, result: Outcome | BaseException,
-                config) -> bool:
-    """After the worker finished (``Outcome``) or dead-lettered (the error) a spooled mail:
-    queue the notice it calls for, if any.  Never raises; True when one was queued.
-    """
-    if notifier is None:
-        return False
-    try:
-        mail = parse_mail(spooled.raw)
-        automatic = automatic_reason(
-            mail.headers, spooled.mail_from, mail.from_address,
-            content_type=mail.headers.get("content-type", "text/plain"),
-            own_loop_id=config.hostname, redmine_address=config.redmine.notification_address)
-        ticket, site_address = _where(spooled.rcpt, mail, config)
-        if isinstance(result, Outcome):
-            notice = notice_for_outcome(mail, result, site_address=site_address,
-                                        to=spooled.mail_from)
-        else:
-            notice = notice_for_error(mail, result, ticket=ticket, site_address=site_address,
-                                      to=spooled.mail_from)
-    except Exception:
-        log.error("no notice for mail %s:\n%s", getattr(spooled, "id", "?"),
-                  traceback.format_exc())
-        return False
-    return notice is not None and notifier.notify(notice, automatic=automatic)
-
-
-def _where(rcpt: str, mail: ParsedMail, config) -> tuple[int | None, str | None]:
-    """The ticket the mail was for, and the site's address to suggest writing to."""
-    # Imported here: routing imports config, and config imports this module's loader.
-    from .routing import resolve_recipient, route_mail
-
-    try:
-        route = route_mail(resolve_recipient(rcpt, config), mail)
-    except MailgateError:
-        return None, None
-    return route.ticket, route.site.address if route.site else None

@@ -3,7 +3,8 @@
 ``applied`` (a note, and the status if it changed), ``created`` (a new
 ticket), ``ignored`` (nothing to do, with the reason), ``duplicate`` (already
 posted), ``status-refused`` (the note is in, but Redmine's own workflow
-dropped the status change).
+dropped the status change), ``refused`` (the plan refused the mail, or
+Redmine refused it for good: it is dead-lettered with ``reason``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ class Outcome:
     #: Why the sender's command was refused by the workflow, if it was.
     refused: str | None = None
     reason: str | None = None
+    #: For ``refused``: the error class the refusal is reported as (SenderNotPermitted, ...).
+    error: str | None = None
+    #: The plan's record (handlers.planning.MailPlan.record): what was decided, and why.
+    plan: dict | None = None
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}

@@ -9,15 +9,10 @@ failure the mail stays spooled for ``mailgate worker`` (or ``serve``).
 
 from __future__ import annotations
 
-import logging
-
 from .addresses import check_sender
-from .dispatch import Envelope, Gateway, recipient_from_headers
-from .errors import EX_OK, BadMessage
-from .message import parse_mail
+from .errors import EX_OK
+from .gateway import Gateway
 from .outcome import Outcome
-
-log = logging.getLogger("mailgate.pipe")
 
 
 def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
@@ -32,25 +27,11 @@ def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
         # What SMTP refuses at MAIL FROM (mailgate.addresses); the recipient
         # meets the same grammar as RCPT TO in routing.resolve_recipient.
         check_sender(sender)
-    if not raw.strip():
-        raise BadMessage("empty input")
-    gateway.check_size(raw)
-    mail = parse_mail(raw, headers_only=True)
-    recipient = recipient or recipient_from_headers(mail, gateway.config)
-    gateway.check_recipient(recipient)
-    sender = sender if sender is not None else _return_path(mail.headers, mail.from_address)
-    [delivery] = gateway.receive(Envelope(sender, (recipient,), raw), all_or_nothing=True)
+    delivery = gateway.intake.take(raw, recipient, sender)
     if not process:
         return EX_OK, f"spooled as {delivery.spool_id}"
-    from .worker import Worker
-
-    result = Worker(gateway).run_once([delivery.spool_id])
+    result = gateway.worker.run_once([delivery.spool_id])
     if result is None or not isinstance(result[1], Outcome):
         # Deferred (or dead-lettered) in the spool: the MTA's job is done.
         return EX_OK, f"spooled as {delivery.spool_id}: {result[1] if result else 'queued'}"
     return EX_OK, str(result[1])
-
-
-def _return_path(headers: dict[str, str], fallback: str) -> str:
-    value = headers.get("return-path", "").strip().strip("<>")
-    return value or fallback

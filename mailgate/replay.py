@@ -1,5 +1,5 @@
 """``mailgate replay``: feed saved mail (files, directories, mbox) through the same
-dispatch path as SMTP, and process it at once."""
+intake as SMTP and the pipe, and process it at once."""
 
 from __future__ import annotations
 
@@ -8,11 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from .dispatch import Envelope, Gateway, recipient_from_headers
 from .errors import MailgateError, TemporaryError
-from .message import parse_mail
+from .gateway import Gateway
 from .outcome import Outcome
-from .worker import Worker
 
 
 def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -28,26 +26,21 @@ def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
 
 
 def replay(gateway: Gateway, paths: list[str], recipient: str | None, progress) -> Counter:
-    worker = Worker(gateway)
     summary: Counter = Counter()
     for name, raw in messages(paths):
-        kind, said = _deliver(gateway, worker, raw, recipient)
+        kind, said = _deliver(gateway, raw, recipient)
         summary[kind] += 1
         progress(f"{name}: {kind}: {said}")
     return summary
 
 
-def _deliver(gateway: Gateway, worker: Worker, raw: bytes, recipient: str | None):
+def _deliver(gateway: Gateway, raw: bytes, recipient: str | None):
     """(outcome kind, what to say) for one mail."""
     try:
-        mail = parse_mail(raw, headers_only=True)     # the worker parses the rest
-        address = recipient or recipient_from_headers(mail, gateway.config)
-        gateway.check_recipient(address)
-        [delivery] = gateway.receive(Envelope(mail.from_address, (address,), raw),
-                                     all_or_nothing=True)
+        delivery = gateway.intake.take(raw, recipient)
     except MailgateError as exc:
         return "rejected", exc.smtp_reply
-    result = worker.run_once([delivery.spool_id])
+    result = gateway.worker.run_once([delivery.spool_id])
     if result is None:
         return "queued", f"spooled as {delivery.spool_id}"
     outcome = result[1]

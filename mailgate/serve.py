@@ -3,8 +3,8 @@
 Start-up checks what would otherwise fail on every mail (the API key, the
 status names) and stops with exit 78 when the configuration is wrong.  On
 SIGTERM or SIGINT it stops accepting connections, lets transactions already
-in DATA finish (their mail is then safely spooled), stops the worker after
-the mail in hand, and exits.
+in DATA finish (their mail is then safely spooled), stops each queue's
+runner after the item in hand, and exits.
 """
 
 from __future__ import annotations
@@ -15,12 +15,11 @@ import signal
 import threading
 import time
 
-from .dispatch import Gateway
 from .errors import RedmineUnavailable
-from .smtp import GatewayHandler, smtp_factory
+from .gateway import Gateway
 from .httpd import start_http
 from .ratelimit import RateLimiter
-from .worker import Worker
+from .smtp import GatewayHandler, smtp_factory
 
 log = logging.getLogger("mailgate.serve")
 SHUTDOWN_GRACE = 30.0
@@ -52,7 +51,6 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
             loop.add_signal_handler(signum, stop.set)
         except (ValueError, RuntimeError):  # not the main thread (tests)
             pass
-    worker = Worker(gateway)
     worker_stop = threading.Event()
     handlers, servers = [], []
     per_sender = gateway.config.limits.per_sender
@@ -61,7 +59,7 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     for listen, lmtp_mode in ((smtp, False), (lmtp, True)):
         if not listen:
             continue
-        handler = GatewayHandler(gateway, lmtp=lmtp_mode, on_spooled=worker.wake.set,
+        handler = GatewayHandler(gateway, lmtp=lmtp_mode, on_spooled=gateway.worker.wake.set,
                                  sender_limit=sender_limit)
         host, port = parse_listen(listen)
         factory = smtp_factory(handler, gateway.config.hostname,
@@ -70,12 +68,8 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         handlers.append(handler)
         servers.append(server)
         log.info("%s listening on %s:%d", "LMTP" if lmtp_mode else "SMTP", host, port)
-    threads = [threading.Thread(target=worker.run_forever, args=(worker_stop,),
-                                name="spool-worker", daemon=True)]
-    threads += background_threads(gateway, worker_stop)
     if run_worker:
-        for thread in threads:
-            thread.start()
+        start_runners(gateway, worker_stop)
     http = start_http(gateway, metrics) if metrics else None
     if ready:
         ready.set()
@@ -85,29 +79,29 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         server.close()
     await _drain(handlers)
     worker_stop.set()
-    worker.wake.set()
-    for side in (gateway.fanout, gateway.notifier):
-        if side is not None:
-            side.wake.set()
     if run_worker:
-        for thread in threads:
-            await asyncio.to_thread(thread.join, SHUTDOWN_GRACE)
+        await asyncio.to_thread(stop_runners, gateway)
     if http is not None:
         http.shutdown()
     log.info("stopped")
 
 
-def background_threads(gateway: Gateway, stop: threading.Event) -> list[threading.Thread]:
-    """Beside the spool worker: the Discord fan-out and the periodic sweep."""
-    threads = [threading.Thread(target=_sweep_forever, args=(gateway, stop),
-                                name="sweep", daemon=True)]
-    if gateway.fanout is not None:
-        threads.append(threading.Thread(target=gateway.fanout.run_forever, args=(stop,),
-                                        name="discord-fanout", daemon=True))
-    if gateway.notifier is not None:
-        threads.append(threading.Thread(target=gateway.notifier.run_forever, args=(stop,),
-                                        name="notify", daemon=True))
-    return threads
+def start_runners(gateway: Gateway, stop: threading.Event) -> None:
+    """Every queue's runner, and the periodic sweep, each in a thread of its own."""
+    for runner in gateway.runners():
+        runner.start(stop)
+    threading.Thread(target=_sweep_forever, args=(gateway, stop), name="sweep",
+                     daemon=True).start()
+
+
+def stop_runners(gateway: Gateway) -> None:
+    """After ``stop`` is set: wake each runner and let it finish the item in hand."""
+    runners = gateway.runners()
+    for runner in runners:
+        runner.wake.set()
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    for runner in runners:
+        runner.join(max(0.0, deadline - time.monotonic()))
 
 
 def _sweep_forever(gateway: Gateway, stop: threading.Event) -> None:

@@ -1,4 +1,4 @@
-"""The SMTP and LMTP listener (aiosmtpd): the network edge of the dispatch path.
+"""The SMTP and LMTP listener (aiosmtpd): the network edge of the intake.
 
 Everything the protocol can refuse is refused here, before the mail is
 accepted: an unknown address or a missing ticket at RCPT, a too-big mail at
@@ -19,7 +19,7 @@ from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
 from .addresses import check_recipient, check_sender, shown
-from .dispatch import Delivery, Envelope, Gateway
+from .gateway import Delivery, Envelope, Gateway
 from .errors import MailgateError
 from .ratelimit import refusal, sender_key
 

@@ -49,6 +49,15 @@ class SpooledMail:
     next_attempt_at: float = 0.0
     order_key: str | None = None
 
+    @property
+    def created_at(self) -> float:
+        return self.received_at
+
+    @property
+    def failures(self) -> int:
+        """Attempts that failed before this one (a claim counts its own attempt)."""
+        return max(0, self.attempts - 1)
+
     @classmethod
     def from_row(cls, row) -> "SpooledMail":
         values = list(row)
@@ -114,21 +123,34 @@ class Spool:
 
     # -- the worker's side --------------------------------------------------------
 
-    def claim(self, ids: Sequence[int] | None = None, now: float | None = None) -> SpooledMail | None:
+    def claim(self, ids: Sequence[int] | None = None, now: float | None = None,
+              lease: float | None = None) -> SpooledMail | None:
         """Take the oldest due mail (of ``ids``, if given) under a lease, in ticket order."""
         now = time.time() if now is None else now
+        until = now + (self.lease_seconds if lease is None else lease)
         only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
-        row = self._one(self._claim_sql(only),
-                        [now + self.lease_seconds, now, now, *(ids or [])])
+        row = self._one(self._claim_sql(only), [until, now, now, *(ids or [])])
         return SpooledMail.from_row(row) if row else None
+
+    def renew(self, mail_id: int, until: float) -> None:
+        """Keep the lease of a mail still being worked on."""
+        self._run("UPDATE messages SET lease_until=? WHERE id=? AND state='queued'"
+                  " AND lease_until > 0", (until, mail_id))
+
+    def next_due(self) -> float | None:
+        row = self._one("SELECT min(CASE WHEN next_attempt_at > lease_until"
+                        " THEN next_attempt_at ELSE lease_until END)"
+                        " FROM messages WHERE state='queued'")
+        return row[0] if row else None
 
     def finish(self, mail_id: int, outcome: dict) -> None:
         self._run("UPDATE messages SET state='done', outcome=?, finished_at=?, lease_until=0,"
                   " last_error=NULL WHERE id=?", (json.dumps(outcome), time.time(), mail_id))
 
-    def defer(self, mail_id: int, error: str, delay: float) -> None:
+    def defer(self, mail_id: int, error: str, until: float) -> None:
+        """Try the mail again at ``until`` (time.time())."""
         self._run("UPDATE messages SET next_attempt_at=?, last_error=?, lease_until=0"
-                  " WHERE id=?", (time.time() + delay, error, mail_id))
+                  " WHERE id=?", (until, error, mail_id))
 
     def bury(self, mail_id: int, error: str, outcome: dict | None = None) -> None:
         """Dead-letter a mail: kept with its reason, never retried on its own."""
@@ -349,18 +371,18 @@ class SqliteSpool(Spool):
                   " (SELECT body_id FROM messages WHERE body_id IS NOT NULL)")
         return dropped
 
-    def claim(self, ids: Sequence[int] | None = None,
-              now: float | None = None) -> SpooledMail | None:
+    def claim(self, ids: Sequence[int] | None = None, now: float | None = None,
+              lease: float | None = None) -> SpooledMail | None:
         """As Spool.claim; the raw mail is read once, through a blob handle.
 
         UPDATE ... RETURNING buffers the rows it returns: with the raw mail among
         them that is ~6x a big mail at its peak; a read-only blob read is 1x.
         """
         now = time.time() if now is None else now
+        until = now + (self.lease_seconds if lease is None else lease)
         only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
         with self._transaction() as cur:
-            row = cur.execute(self._claim_sql(only),
-                              [now + self.lease_seconds, now, now, *(ids or [])]).fetchone()
+            row = cur.execute(self._claim_sql(only), [until, now, now, *(ids or [])]).fetchone()
             if row is not None:
                 row = (*row[:4], self._read_raw(row[0]), *row[5:])
         return SpooledMail.from_row(row) if row else None

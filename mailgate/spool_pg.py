@@ -107,8 +107,10 @@ class PostgresSpool(Spool):
                 # sender must try again (451 / exit 75).
                 raise SpoolBusy(f"spool database: {exc}".strip()) from None
 
-    def claim(self, ids: Sequence[int] | None = None, now: float | None = None) -> SpooledMail | None:
+    def claim(self, ids: Sequence[int] | None = None, now: float | None = None,
+              lease: float | None = None) -> SpooledMail | None:
         now = time.time() if now is None else now
+        until = now + (self.lease_seconds if lease is None else lease)
         only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
         row = self._one(f"""
             WITH next AS (
@@ -122,5 +124,5 @@ class PostgresSpool(Spool):
             UPDATE messages SET lease_until = ?, attempts = attempts + 1
             FROM next WHERE messages.id = next.id
             RETURNING {', '.join('messages.' + c.strip() for c in COLUMNS.split(','))}""",
-            [now, now, *(ids or []), now + self.lease_seconds])
+            [now, now, *(ids or []), until])
         return SpooledMail.from_row(row) if row else None

@@ -1,95 +1,95 @@
-"""The spool worker: takes spooled mail, processes it, records what became of it.
+"""The spool as a queue of ``mailgate.runner``, and the worker that applies its mail.
 
-What the worker does with an error depends only on its class (see
-``mailgate.errors``): temporary errors are retried later with exponential
-backoff and jitter, until the mail is older than ``max_age``; permanent ones
-are dead-lettered at once with their reason.  Any other exception is a bug
-met by one mail (a "poison" mail): it is dead-lettered with its traceback
-logged, and the worker goes on with the others.
+What becomes of a mail whose processing raised depends only on the error's
+class (``mailgate.errors``, read by ``runner.classify_error``): temporary
+errors are retried later with exponential backoff and jitter, until the mail
+is older than ``spool.max_age``; anything unexpected is a bug met by one mail
+(a "poison" mail), dead-lettered with its traceback logged while the worker
+goes on with the others.  A refused mail is not an error: its outcome is
+``refused``, and the queue dead-letters it with the plan's reason.
 """
 
 from __future__ import annotations
 
-import logging
-import random
-import threading
-import time
-import traceback
-from dataclasses import dataclass
+from typing import Sequence
 
-from .errors import ConfigError, PermanentError, TemporaryError
-from .notify import tell_sender
 from .outcome import Outcome
-from .spool import SpooledMail
+from .runner import Backoff, Handled, Runner
+from .spool import Spool, SpooledMail
 
-log = logging.getLogger("mailgate.worker")
+
+class SpoolQueue:
+    """The spool's ``messages`` table, as the runner uses it (mailgate.runner.Queue)."""
+
+    name = "spool"
+
+    def __init__(self, spool: Spool):
+        self.spool = spool
+        #: Only these mails, when set (the pipe and replay apply the mail they spooled).
+        self.only: Sequence[int] | None = None
+
+    def claim(self, now: float, lease: float) -> SpooledMail | None:
+        return self.spool.claim(self.only, now=now, lease=lease)
+
+    def renew(self, item: SpooledMail, until: float) -> None:
+        self.spool.renew(item.id, until)
+
+    def done(self, item: SpooledMail, outcome: Outcome, now: float) -> None:
+        if outcome.kind == "refused":
+            self.spool.bury(item.id, outcome.reason or "refused", outcome.as_dict())
+        else:
+            self.spool.finish(item.id, outcome.as_dict())
+
+    def defer(self, item: SpooledMail, error: str, until: float, failed: bool) -> None:
+        self.spool.defer(item.id, error, until)
+
+    def bury(self, item: SpooledMail, error: str, now: float) -> None:
+        self.spool.bury(item.id, error)
+
+    def next_due(self) -> float | None:
+        return self.spool.next_due()
+
+    def counts(self) -> dict[str, int]:
+        return self.spool.counts()
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    first_delay: float = 30.0
-    max_delay: float = 3600.0
-    #: Like MTAs: give up on a temporary failure after five days.
-    max_age: float = 5 * 24 * 3600.0
-
-    def delay(self, attempts: int) -> float:
-        base = min(self.max_delay, self.first_delay * 2 ** max(0, attempts - 1))
-        # Jitter spreads the retries of mail that failed together (Redmine down).
-        return base * random.uniform(0.5, 1.0)
+def spool_backoff(config) -> Backoff:
+    return Backoff(config.retry_first_delay, config.retry_max_delay, config.max_age)
 
 
 class Worker:
-    def __init__(self, gateway, retry: RetryPolicy | None = None):
+    """The spool's runner, with the gateway's processing as its work."""
+
+    def __init__(self, gateway, backoff: Backoff | None = None):
         self.gateway = gateway
-        self.spool = gateway.spool
-        config = gateway.config
-        self.retry = retry or RetryPolicy(config.retry_first_delay, config.retry_max_delay,
-                                          config.max_age)
-        self.wake = threading.Event()
+        self.queue = SpoolQueue(gateway.spool)
+        self.runner = Runner(self.queue, gateway.process,
+                             backoff=backoff or spool_backoff(gateway.config),
+                             lease=gateway.config.lease_seconds)
 
-    def run_once(self, ids: list[int] | None = None) -> tuple[SpooledMail, Outcome | Exception] | None:
+    @property
+    def wake(self):
+        return self.runner.wake
+
+    def run_once(self, ids: Sequence[int] | None = None
+                 ) -> tuple[SpooledMail, Outcome | BaseException] | None:
         """Process one due mail (of ``ids``, if given); None when nothing is due."""
-        spooled = self.spool.claim(ids)
-        if spooled is None:
-            return None
+        self.queue.only = ids
         try:
-            outcome = self.gateway.process(spooled)
-        except (TemporaryError, ConfigError) as exc:
-            self._retry_or_bury(spooled, exc)
-            return spooled, exc
-        except PermanentError as exc:
-            log.warning("mail %d dead-lettered: %s", spooled.id, exc)
-            self.spool.bury(spooled.id, f"{type(exc).__name__}: {exc}")
-            tell_sender(self.gateway.notifier, spooled, exc, self.gateway.config)
-            return spooled, exc
-        except Exception as exc:  # a poison mail must not stop the others
-            log.error("mail %d dead-lettered after a crash:\n%s", spooled.id,
-                      traceback.format_exc())
-            self.spool.bury(spooled.id, f"crash: {type(exc).__name__}: {exc}")
-            return spooled, exc
-        self.spool.finish(spooled.id, outcome.as_dict())
-        # A command the workflow refused, a status Redmine dropped: say so, once.
-        tell_sender(self.gateway.notifier, spooled, outcome, self.gateway.config)
-        return spooled, outcome
+            handled = self.runner.run_once()
+        finally:
+            self.queue.only = None
+        return None if handled is None else _pair(handled)
 
-    def _retry_or_bury(self, spooled: SpooledMail, exc: Exception) -> None:
-        age = time.time() - spooled.received_at
-        if age >= self.retry.max_age:
-            log.warning("mail %d dead-lettered after %.0f s of retries: %s", spooled.id, age, exc)
-            self.spool.bury(spooled.id, f"gave up after {spooled.attempts} attempts: {exc}")
-            return
-        delay = self.retry.delay(spooled.attempts)
-        log.info("mail %d deferred %.0f s: %s", spooled.id, delay, exc)
-        self.spool.defer(spooled.id, f"{type(exc).__name__}: {exc}", delay)
-
-    def run_until_idle(self, ids: list[int] | None = None) -> list[tuple]:
+    def run_until_idle(self, ids: Sequence[int] | None = None) -> list[tuple]:
         results = []
         while (result := self.run_once(ids)) is not None:
             results.append(result)
         return results
 
-    def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
-        while not stop.is_set():
-            if self.run_once() is None:
-                self.wake.wait(poll)
-                self.wake.clear()
+    def run_forever(self, stop, poll: float = 1.0) -> None:
+        self.runner.run_forever(stop, poll)
+
+
+def _pair(handled: Handled) -> tuple:
+    return handled.item, handled.error if handled.error is not None else handled.result

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from mailgate.config import load_config
-from mailgate.dispatch import build_gateway
+from mailgate.gateway import build_gateway
 from mailgate.serve import serve
 
 

@@ -5,7 +5,7 @@ import pytest
 from tests.helpers import DEMO_CONFIG, MAIL, explain_json, run_mailgate, without_marker
 
 KEYS = {"file", "route", "sender", "from_state", "action", "to_state", "refused",
-        "subject", "body", "attachments", "reason"}
+        "subject", "body", "attachments", "reason", "plan"}
 
 
 def test_every_field_is_there():

@@ -19,8 +19,12 @@ from mailgate.discord import MAX_CONTENT, MAX_THREAD_NAME, discord_length
 from mailgate.errors import ConfigError
 from mailgate.fanout import (Fanout, FanoutEvent, PostQueue, event_for,
                              load_discord_settings, render)
+from handlers.planning import plan_mail
+from mailgate.config import load_config
+from mailgate.facts import GivenFacts
 from mailgate.message import parse_mail
 from mailgate.outcome import Outcome
+from tests.helpers import DEMO_CONFIG, MAIL
 from tests.fakes.discord import FakeDiscord
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "discord.md"
@@ -193,17 +197,32 @@ def test_addresses_are_shown_only_when_the_config_says_so(fake):
     assert "from Olive Owner (owner@example.org)" in shown.content
 
 
-def test_the_event_for_an_outcome():
+def test_the_event_for_an_outcome_is_read_from_the_plan():
+    config = load_config(DEMO_CONFIG, environ={}, need_redmine=False)
     mail = parse_mail(b"From: Olive Owner <owner@example.org>\r\nTo: site-a@example.org\r\n"
                       b"Subject: Printer\r\nMessage-ID: <m1@example.org>\r\n\r\nIt smokes.\r\n")
-    made = event_for(Outcome("created", ticket=5, action="open", to_state="open"), mail,
-                     site="site-a", url="https://r/issues/5", excerpt="It smokes.")
+    plan = plan_mail(mail, "site-a@example.org", GivenFacts("open", "owner@example.org", config),
+                     config)
+    made = event_for(plan, Outcome("created", ticket=5, action="open", to_state="open"),
+                     site="site-a", url="https://r/issues/5")
     assert (made.kind, made.ticket, made.mail_key, made.sender_name, made.subject) == (
-        "new", 5, mail.key, "Olive Owner", "Printer")
-    assert event_for(Outcome("applied", ticket=5, action="answer"), mail, site=None,
-                     url="u", excerpt="").kind == "reply"
-    assert event_for(Outcome("ignored", reason="auto-reply"), mail, site=None, url="u",
-                     excerpt="") is None
+        "new", 5, "m1@example.org|site:site-a", "Olive Owner", "Printer")
+    assert made.excerpt == "It smokes."          # without the idempotency marker
+    assert event_for(plan, Outcome("applied", ticket=5, action="answer"), site=None,
+                     url="u").kind == "reply"
+    assert event_for(plan, Outcome("ignored", reason="auto-reply"), site=None, url="u") is None
+
+
+def test_automatic_mail_makes_no_event_and_no_crash():
+    # The defect of the first round: an ignored plan has no subject, and telling
+    # Discord about it crashed the worker.
+    config = load_config(DEMO_CONFIG, environ={}, need_redmine=False)
+    raw = (MAIL / "out-of-office-reply.eml").read_bytes()
+    plan = plan_mail(parse_mail(raw), "ticket1@example.org",
+                     GivenFacts("open", "owner@example.org", config), config)
+    assert type(plan.step).__name__ == "Ignore" and plan.automatic
+    assert event_for(plan, Outcome("ignored", reason=plan.step.reason), site=None,
+                     url="u") is None
 
 
 # ---------------------------------------------------------------- threads and order

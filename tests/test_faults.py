@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from mailgate.config import load_config
-from mailgate.dispatch import Envelope, build_gateway
+from mailgate.gateway import Envelope, build_gateway
 from mailgate.redmine import RedmineClient
 from tests.fakes.redmine import Chaos
 from tests.helpers import child_env

@@ -12,12 +12,11 @@ import os
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mailgate.config import load_config
-from mailgate.dispatch import plan_mail
+from handlers.planning import plan_mail
 from mailgate.errors import PermanentError
 from mailgate.explain import explain
 from mailgate.facts import GivenFacts
 from mailgate.message import parse_mail
-from mailgate.routing import resolve_recipient, route_mail
 from tests.helpers import DEMO_CONFIG
 
 CONFIG = load_config(DEMO_CONFIG, need_redmine=False)
@@ -86,9 +85,8 @@ def hostile_mail(draw):
 
 def decide(raw: bytes, recipient: str):
     """The worker's decision path, with the ticket given (no Redmine)."""
-    mail = parse_mail(raw)
-    route = route_mail(resolve_recipient(recipient, CONFIG), mail)
-    return plan_mail(route, mail, FACTS, CONFIG, envelope_sender="owner@example.org")
+    return plan_mail(parse_mail(raw), recipient, FACTS, CONFIG,
+                     envelope_sender="owner@example.org")
 
 
 @settings(settings.get_profile("hostile"))
@@ -96,10 +94,12 @@ def decide(raw: bytes, recipient: str):
                                         "redmine@example.org"]))
 def test_every_input_is_a_decision_or_a_clean_rejection(raw, recipient):
     try:
-        route, plan = decide(raw, recipient)
+        plan = decide(raw, recipient)
     except PermanentError:
-        return       # BadMessage or UnknownAddress: a clean 5xx / exit 65 or 67
-    assert type(plan).__name__ in ("PostNote", "OpenTicket", "Ignore", "Refuse", "Duplicate")
+        return       # BadMessage: a clean 5xx / exit 65
+    assert type(plan.step).__name__ in ("PostNote", "OpenTicket", "Ignore", "Refuse",
+                                        "Duplicate", "Defer")
+    assert plan.record()["step"] == type(plan.step).__name__
     # And `explain` says the same without raising.
     result = explain("fuzz", raw, CONFIG, FACTS, recipient).data
     assert result["route"]["kind"] in ("reply", "new", "ignored", "rejected")

@@ -14,7 +14,7 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.config import load_config
-from mailgate.dispatch import Envelope, build_gateway
+from mailgate.gateway import Envelope, build_gateway
 from mailgate.redmine import RedmineClient
 from mailgate.worker import Worker
 from tests.helpers import run_mailgate, without_marker

@@ -19,14 +19,16 @@ import yaml
 from aiosmtpd.controller import Controller
 
 from handlers.automatic import automatic_reason
+from handlers.notices import NoticeDecision, notice_for
+from handlers.planning import plan_mail
+from handlers.plans import TicketView
 from mailgate.config import load_config
 from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
                              SenderNotPermitted)
 from mailgate.message import parse_mail
-from mailgate.notify import (Notice, Notifier, load_notify_settings, notice_for_error,
-                             notice_for_outcome, notice_for_refusal, tell_sender)
+from mailgate.notify import Notice, Notifier, load_notify_settings, notice_from_plan
 from mailgate.outcome import Outcome
-from mailgate.spool import SpooledMail
+from mailgate.trust import Verdict
 from tests.helpers import fixture
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "notify.md"
@@ -111,8 +113,7 @@ def make_notifier(tmp_path, clock):
         notifier.close()
 
 
-@pytest.fixture
-def config(tmp_path):
+def _config_file(tmp_path, **top) -> Path:
     path = tmp_path / "mailgate.yaml"
     path.write_text(yaml.safe_dump({
         "domains": ["example.org"],
@@ -122,15 +123,49 @@ def config(tmp_path):
         "sites": {"site-a": {}},
         "server": {"hostname": LOOP_ID},
         "spool": {"path": str(tmp_path / "spool.db")},
+        **top,
     }))
-    return load_config(path, environ={})
+    return path
 
 
-def spooled(name: str, mail_from: str | None = None, rcpt: str = "ticket1@example.org",
-            raw: bytes | None = None) -> SpooledMail:
-    raw = raw if raw is not None else fixture(name)
-    sender = parse_mail(raw).from_address if mail_from is None else mail_from
-    return SpooledMail(id=1, received_at=0.0, mail_from=sender, rcpt=rcpt, raw=raw, attempts=1)
+@pytest.fixture
+def config(tmp_path):
+    return load_config(_config_file(tmp_path), environ={})
+
+
+class Facts:
+    """A ticket in ``state`` owned by owner@example.org; ``known`` addresses are Redmine
+    users; every sender is verified unless ``verified`` is False."""
+
+    def __init__(self, state: str = "open", verified: bool = True,
+                 known: tuple[str, ...] = ("owner@example.org", "support@example.org")):
+        self.state, self.verified, self.known = state, verified, known
+
+    def ticket(self, ticket_id: int) -> TicketView:
+        if ticket_id == 99:
+            raise NoSuchTicket("no such ticket #99")
+        return TicketView(ticket_id, self.state, self.state.title(), "owner@example.org",
+                          has_answer=False, subject="The router drops the connection")
+
+    def login_for(self, address: str) -> str | None:
+        return address.partition("@")[0] if address in self.known else None
+
+    def sender_verdict(self, mail) -> Verdict:
+        return Verdict(self.verified, "test: " + ("verified" if self.verified else "no proof"))
+
+
+def planned(config, name: str, mail_from: str | None = None, rcpt: str = "ticket1@example.org",
+            raw: bytes | None = None, facts: Facts | None = None):
+    """The plan the worker would make for the fixture ``name`` (or ``raw``)."""
+    mail = parse_mail(raw if raw is not None else fixture(name))
+    sender = mail.from_address if mail_from is None else mail_from
+    return plan_mail(mail, rcpt, facts or Facts(), config, envelope_sender=sender)
+
+
+def tell(notifier, plan, outcome=None, error=None) -> bool:
+    """What the worker does after carrying ``plan`` out: queue the notice it calls for."""
+    decision = notice_for(plan, outcome, error)
+    return decision is not None and notifier.tell(plan, decision)
 
 
 def refused_outcome() -> Outcome:
@@ -151,8 +186,7 @@ def body(message) -> str:
 def test_a_refused_command_is_told_once_with_the_headers_of_an_automatic_reply(
         relay, make_notifier, config):
     notifier = make_notifier(relay.controller.port)
-    assert tell_sender(notifier, spooled("owner-confirms-unanswered.eml"), refused_outcome(),
-                       config)
+    assert tell(notifier, planned(config, "owner-confirms-unanswered.eml"), refused_outcome())
     assert notifier.run_once()
     assert not notifier.run_once()                  # nothing else due
 
@@ -174,35 +208,37 @@ def test_a_refused_command_is_told_once_with_the_headers_of_an_automatic_reply(
     assert "at most one like it a day" in text
     # What they wrote is never sent back (a forged sender cannot relay text through us).
     assert "fixed it myself" not in text
-    assert notifier.stats() == {"sent": 1}
+    assert notifier.counts() == {"sent": 1}
 
 
-def test_subject_gets_one_re_and_the_thread_is_continued():
+def test_subject_gets_one_re_and_the_thread_is_continued(config):
     raw = (b"From: Olive Owner <owner@example.org>\nTo: ticket1@example.org\n"
            b"Subject: The router drops the connection\nMessage-ID: <m2@mail.example.org>\n"
            b"In-Reply-To: <n1@redmine.example.org>\n"
            b"References: <n0@redmine.example.org> <n1@redmine.example.org>\n\n"
            b"Status: Solved\n")
-    notice = notice_for_refusal(parse_mail(raw), 1, "command-refused", REFUSED,
-                                site_address=None)
+    notice = notice_from_plan(planned(config, "", raw=raw),
+                              NoticeDecision("command-refused", REFUSED, 1))
     assert notice.subject == "Re: The router drops the connection"
     assert notice.in_reply_to == "<m2@mail.example.org>"
-    assert notice.references == ("<n0@redmine.example.org>", "<n1@redmine.example.org>",
-                                 "<m2@mail.example.org>")
+    assert set(notice.references) == {"<n0@redmine.example.org>", "<n1@redmine.example.org>",
+                                      "<m2@mail.example.org>"}
+    assert notice.references[-1] == "<m2@mail.example.org>"
 
 
 def test_each_kind_says_what_happened_and_what_to_do(config):
-    mail = parse_mail(fixture("unknown-sender-reply.eml"))
-    unknown = flat(notice_for_refusal(mail, 1, "unknown-sender", "", site_address=None).text)
+    plan = planned(config, "unknown-sender-reply.eml")
+    unknown = flat(notice_from_plan(plan, NoticeDecision("unknown-sender", "", 1)).text)
     assert ("Your message was not added to ticket #1: the address <stranger@elsewhere.test>"
             " is not known to our ticket system.") in unknown
     assert "send it again from the address of your account" in unknown
-    gone = flat(notice_for_refusal(mail, 99, "unknown-ticket", "no such ticket #99",
-                                   site_address="site-a@example.org").text)
+    to_site = planned(config, "unknown-sender-reply.eml", rcpt="site-a@example.org")
+    gone = flat(notice_from_plan(to_site, NoticeDecision("unknown-ticket",
+                                                         "no such ticket #99", 99)).text)
     assert "could not be added to ticket #99: there is no such ticket" in gone
     assert "write to site-a@example.org to start a new request" in gone
-    for kind in ("status-refused", "unverified-sender", "too-large", "rejected"):
-        text = notice_for_refusal(mail, None, kind, "some detail", site_address=None).text
+    for kind in ("status-refused", "unverified-sender", "too-large", "rejected", "forbidden"):
+        text = notice_from_plan(plan, NoticeDecision(kind, "some detail", None)).text
         assert "some detail" in flat(text)
         assert max(len(line) for line in text.splitlines()) <= 76
 
@@ -211,44 +247,71 @@ def test_status_dropped_by_redmine_is_told(config):
     outcome = Outcome("status-refused", ticket=1, journal_id=8, action="confirm",
                       from_state="answered", to_state="answered",
                       reason="status change to solved refused by Redmine's workflow for olive")
-    notice = notice_for_outcome(parse_mail(fixture("owner-confirms.eml")), outcome,
-                                site_address=None)
-    assert notice.reason_kind == "status-refused"
-    assert "did not allow the status change" in flat(notice.text)
+    decision = notice_for(planned(config, "owner-confirms.eml", facts=Facts("answered")),
+                          outcome)
+    assert decision.kind == "status-refused"
+    plan = planned(config, "owner-confirms.eml", facts=Facts("answered"))
+    assert "did not allow the status change" in flat(notice_from_plan(plan, decision).text)
 
 
-def test_no_notice_when_nothing_went_wrong_or_no_command_was_given():
-    mail = parse_mail(fixture("owner-reply.eml"))
-    assert notice_for_outcome(mail, Outcome("applied", ticket=1, action="comment",
-                                            from_state="open", to_state="open"),
-                              site_address=None) is None
+def test_no_notice_when_nothing_went_wrong_or_no_command_was_given(config):
+    plan = planned(config, "owner-reply.eml")
+    assert not plan.commands
+    assert notice_for(plan, Outcome("applied", ticket=1, action="comment",
+                                    from_state="open", to_state="open")) is None
     # A default action the workflow could not apply: the sender asked for nothing.
-    assert notice_for_outcome(mail, refused_outcome(), site_address=None) is None
-    assert notice_for_outcome(mail, Outcome("ignored", reason="automatic"),
-                              site_address=None) is None
+    assert notice_for(plan, refused_outcome()) is None
+    assert notice_for(plan, Outcome("ignored", reason="automatic")) is None
 
 
-@pytest.mark.parametrize("error, kind, words", [
-    (SenderNotPermitted("<stranger@elsewhere.test> is not a Redmine user"), "unknown-sender",
-     "is not known to our ticket system"),
-    (NoSuchTicket("no such ticket #1"), "unknown-ticket", "there is no such ticket"),
-    (RedmineRejected("422", ["Notes is too long"]), "rejected",
-     "the ticket system refused it (Notes is too long)"),
-])
-def test_dead_lettered_mail_is_told(relay, make_notifier, config, error, kind, words):
+def test_a_planned_refusal_is_told_with_its_true_reason(relay, make_notifier, config):
     notifier = make_notifier(relay.controller.port)
-    assert tell_sender(notifier, spooled("unknown-sender-reply.eml"), error, config)
+    plan = planned(config, "unknown-sender-reply.eml")
+    assert plan.step.notice == "unknown-sender"
+    assert tell(notifier, plan, Outcome("refused", ticket=1, reason=plan.step.reason))
     notifier.run_once()
     [message] = relay.messages()
     assert message["To"] == "stranger@elsewhere.test"
+    assert "is not known to our ticket system" in body(message)
+
+
+def test_an_unverified_owner_under_reject_is_told_unverified_not_unknown(relay, make_notifier,
+                                                                         tmp_path):
+    # The defect of the first round: the refusal and its notice were decided in
+    # two places, and the real owner was told their address was unknown.
+    config = load_config(_config_file(tmp_path, unverified_senders="reject"), environ={})
+    notifier = make_notifier(relay.controller.port)
+    plan = planned(config, "owner-confirms.eml", facts=Facts("answered", verified=False))
+    assert plan.step.notice == "unverified-sender"
+    assert tell(notifier, plan, Outcome("refused", ticket=1, reason=plan.step.reason))
+    notifier.run_once()
+    text = body(relay.messages()[0])
+    assert "we could not verify that it came from <owner@example.org>" in text
+    assert "not known" not in text
+
+
+@pytest.mark.parametrize("error, kind, words", [
+    (NoSuchTicket("no such ticket #1"), "unknown-ticket", "there is no such ticket"),
+    (RedmineRejected("422", ["Notes is too long"]), "rejected",
+     "the ticket system refused it (Notes is too long)"),
+    (SenderNotPermitted("403 Forbidden"), "forbidden", "does not allow your account"),
+])
+def test_a_write_redmine_refuses_for_good_is_told(relay, make_notifier, config, error, kind,
+                                                  words):
+    notifier = make_notifier(relay.controller.port)
+    plan = planned(config, "owner-reply.eml")
+    assert notice_for(plan, error=error).kind == kind
+    assert tell(notifier, plan, error=error)
+    notifier.run_once()
+    [message] = relay.messages()
+    assert message["To"] == "owner@example.org"
     assert words in body(message)
 
 
 @pytest.mark.parametrize("error", [RedmineUnavailable("down for 5 days"),
                                    RuntimeError("a bug")])
-def test_no_notice_for_what_the_operator_may_still_retry(make_notifier, config, error):
-    notifier = make_notifier(1)
-    assert not tell_sender(notifier, spooled("unknown-sender-reply.eml"), error, config)
+def test_no_notice_for_what_the_operator_may_still_retry(config, error):
+    assert notice_for(planned(config, "owner-reply.eml"), error=error) is None
 
 
 # --- never to whom -----------------------------------------------------------------------
@@ -258,15 +321,11 @@ def test_no_notice_for_what_the_operator_may_still_retry(make_notifier, config, 
     ("bounce-dsn.eml", ""),                      # a delivery report from the null sender
     ("owner-confirms-unanswered.eml", ""),       # a person's text, but a null return path
 ])
-def test_never_to_automatic_mail(make_notifier, config, name, mail_from, caplog):
-    notifier = make_notifier(1)                  # never contacted
-    with caplog.at_level(logging.INFO, "mailgate.notify"):
-        assert not tell_sender(notifier, spooled(name, mail_from=mail_from),
-                               refused_outcome(), config)
-        assert not tell_sender(notifier, spooled(name, mail_from=mail_from),
-                               SenderNotPermitted("x"), config)
-    assert not notifier.run_once()
-    assert "not sent: the mail is automatic" in caplog.text
+def test_never_to_automatic_mail(config, name, mail_from):
+    plan = planned(config, name, mail_from=mail_from)
+    assert plan.automatic and plan.reply_to is None
+    assert notice_for(plan, refused_outcome()) is None
+    assert notice_for(plan, error=SenderNotPermitted("x")) is None
 
 
 @pytest.mark.parametrize("to", ["", "<>", "MAILER-DAEMON@example.net", "postmaster@example.net",
@@ -274,13 +333,13 @@ def test_never_to_automatic_mail(make_notifier, config, name, mail_from, caplog)
 def test_never_to_a_null_or_system_or_own_address(make_notifier, to):
     notifier = make_notifier(1)
     notice = Notice(to=to, reason_kind="rejected", subject="Re: x", text="x", in_reply_to=None)
-    assert not notifier.notify(notice, automatic=None)
+    assert not notifier.notify(notice)
     assert not notifier.run_once()
 
 
 def test_our_own_notice_coming_back_is_automatic(relay, make_notifier, config):
     notifier = make_notifier(relay.controller.port)
-    tell_sender(notifier, spooled("owner-confirms-unanswered.eml"), refused_outcome(), config)
+    tell(notifier, planned(config, "owner-confirms-unanswered.eml"), refused_outcome())
     notifier.run_once()
     [(_, _, raw)] = relay.received
     echo = parse_mail(raw)
@@ -294,37 +353,36 @@ def test_our_own_notice_coming_back_is_automatic(relay, make_notifier, config):
                              own_loop_id="elsewhere.test", redmine_address=None)
     assert other == "Auto-Submitted: auto-replied (RFC 3834)"
     # Fed back to us as if the owner's MTA had returned it: never answered.
-    assert not tell_sender(notifier, spooled("", mail_from="owner@example.org", raw=raw),
-                           SenderNotPermitted("x"), config)
+    echoed = planned(config, "", mail_from="owner@example.org", raw=raw)
+    assert echoed.reply_to is None and not tell(notifier, echoed, error=SenderNotPermitted("x"))
 
 
 # --- once a day --------------------------------------------------------------------------
 
 def test_at_most_one_per_sender_and_reason_per_day(relay, make_notifier, config, clock):
     notifier = make_notifier(relay.controller.port)
-    mail = spooled("owner-confirms-unanswered.eml")
-    assert tell_sender(notifier, mail, refused_outcome(), config)
+    plan = planned(config, "owner-confirms-unanswered.eml")
+    assert tell(notifier, plan, refused_outcome())
     clock.now += 3600
-    assert not tell_sender(notifier, mail, refused_outcome(), config)    # same day: suppressed
+    assert not tell(notifier, plan, refused_outcome())                   # same day: suppressed
     # Another kind of problem the same day is news to them.
-    assert tell_sender(notifier, mail, NoSuchTicket("gone"), config)
+    assert tell(notifier, plan, error=NoSuchTicket("gone"))
     notifier.run_until_idle()
     assert len(relay.received) == 2
     clock.now += DAY
-    assert tell_sender(notifier, mail, refused_outcome(), config)        # the next day: sent
+    assert tell(notifier, plan, refused_outcome())                       # the next day: sent
     notifier.run_until_idle()
     assert len(relay.received) == 3
 
 
 def test_the_daily_record_survives_a_restart(relay, make_notifier, config):
     first = make_notifier(relay.controller.port)
-    assert tell_sender(first, spooled("owner-confirms-unanswered.eml"), refused_outcome(),
-                       config)
+    plan = planned(config, "owner-confirms-unanswered.eml")
+    assert tell(first, plan, refused_outcome())
     first.close()
     second = make_notifier(relay.controller.port)                        # after a restart
     assert second.run_once()                                             # queued: not lost
-    assert not tell_sender(second, spooled("owner-confirms-unanswered.eml"),
-                           refused_outcome(), config)
+    assert not tell(second, plan, refused_outcome())
     assert len(relay.received) == 1
 
 
@@ -335,10 +393,9 @@ def test_relay_down_the_notice_waits_and_goes_when_it_is_back(relay, make_notifi
     port = relay.controller.port
     relay.controller.stop()                                              # the relay is down
     notifier = make_notifier(port)
-    assert tell_sender(notifier, spooled("owner-confirms-unanswered.eml"), refused_outcome(),
-                       config)
+    assert tell(notifier, planned(config, "owner-confirms-unanswered.eml"), refused_outcome())
     assert notifier.run_once()                                           # tried, failed
-    assert notifier.stats() == {"queued": 1}
+    assert notifier.counts() == {"queued": 1}
     assert not notifier.run_once()                                       # not due yet
     back = PortZeroController(relay, hostname="127.0.0.1", port=port)
     back.start()
@@ -349,36 +406,36 @@ def test_relay_down_the_notice_waits_and_goes_when_it_is_back(relay, make_notifi
         back.stop()
     [message] = relay.messages()
     assert message["In-Reply-To"] == "<owner-confirms-unanswered-1@mail.example.org>"
-    assert notifier.stats() == {"sent": 1}
+    assert notifier.counts() == {"sent": 1}
 
 
 def test_relay_down_for_too_long_gives_up(make_notifier, config, clock):
     notifier = make_notifier(1)                  # nothing listens on port 1
-    tell_sender(notifier, spooled("owner-confirms-unanswered.eml"), refused_outcome(), config)
+    tell(notifier, planned(config, "owner-confirms-unanswered.eml"), refused_outcome())
     for _ in range(60):
         notifier.run_once()
         clock.now += 3600
-    assert notifier.stats() == {"dead": 1}
+    assert notifier.counts() == {"dead": 1}
 
 
 def test_a_recipient_the_relay_refuses_is_not_retried(relay, make_notifier, config):
     relay.rcpt_answer = "550 5.1.1 no such user"
     notifier = make_notifier(relay.controller.port)
-    tell_sender(notifier, spooled("owner-confirms-unanswered.eml"), refused_outcome(), config)
+    tell(notifier, planned(config, "owner-confirms-unanswered.eml"), refused_outcome())
     assert notifier.run_once()
-    assert notifier.stats() == {"dead": 1}
+    assert notifier.counts() == {"dead": 1}
 
 
 def test_a_temporary_refusal_is_retried(relay, make_notifier, config, clock):
     relay.rcpt_answer = "450 4.2.0 greylisted"
     notifier = make_notifier(relay.controller.port)
-    tell_sender(notifier, spooled("owner-confirms-unanswered.eml"), refused_outcome(), config)
+    tell(notifier, planned(config, "owner-confirms-unanswered.eml"), refused_outcome())
     notifier.run_once()
-    assert notifier.stats() == {"queued": 1}
+    assert notifier.counts() == {"queued": 1}
     relay.rcpt_answer = None
     clock.now += 60
     assert notifier.run_once()
-    assert notifier.stats() == {"sent": 1}
+    assert notifier.counts() == {"sent": 1}
 
 
 def test_notify_never_raises(make_notifier, caplog):
@@ -387,7 +444,7 @@ def test_notify_never_raises(make_notifier, caplog):
     notice = Notice(to="owner@example.org", reason_kind="rejected", subject="Re: x",
                     text="x", in_reply_to=None)
     with caplog.at_level(logging.ERROR, "mailgate.notify"):
-        assert not notifier.notify(notice, automatic=None)
+        assert not notifier.notify(notice)
     assert "not queued" in caplog.text
 
 
@@ -424,18 +481,7 @@ def test_bad_config_names_the_key(section, key):
         load_notify_settings(section, hostname="h")
 
 
-def test_an_error_class_may_name_its_notice_kind(config):
-    class SenderUnverified(SenderNotPermitted):
-        notice_kind = "unverified-sender"
-
-    mail = parse_mail(fixture("unknown-sender-reply.eml"))
-    notice = notice_for_error(mail, SenderUnverified("no aligned DKIM signature"), ticket=1,
-                              site_address=None)
-    assert notice.reason_kind == "unverified-sender"
-    assert "(no aligned DKIM signature)" in flat(notice.text)
-
-
-def test_run_forever_delivers_what_is_queued_and_stops(relay, tmp_path):
+def test_run_forever_delivers_what_is_queued_and_stops(relay, tmp_path, config):
     settings = load_notify_settings({"relay": f"127.0.0.1:{relay.controller.port}",
                                      "from": "mailgate@example.org", "timeout": 5},
                                     hostname=LOOP_ID)
@@ -444,10 +490,10 @@ def test_run_forever_delivers_what_is_queued_and_stops(relay, tmp_path):
     thread = threading.Thread(target=notifier.run_forever, args=(stop, 5.0), daemon=True)
     thread.start()
     try:
-        notice = notice_for_refusal(parse_mail(fixture("owner-confirms-unanswered.eml")), 1,
-                                    "command-refused", REFUSED, site_address=None)
+        notice = notice_from_plan(planned(config, "owner-confirms-unanswered.eml"),
+                                  NoticeDecision("command-refused", REFUSED, 1))
         started = time.monotonic()
-        assert notifier.notify(notice, automatic=None)
+        assert notifier.notify(notice)
         while not relay.received and time.monotonic() - started < 5:
             time.sleep(0.01)
         # notify wakes the thread: no waiting for the 5 s poll.

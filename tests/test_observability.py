@@ -50,7 +50,7 @@ def test_metrics_health_and_the_log_line(fake_redmine, tmp_path, caplog):
             requests.get(f"{base}/metrics", timeout=5).text
     line = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("mail key="))
     assert line.startswith("mail key=support-answer-1@mail.example.org "
-                           f"route=ticket:{ticket} role=other action=answer outcome=applied "
+                           f"route=ticket:{ticket} role=other step=PostNote action=answer outcome=applied "
                            "duration_ms=")
 
 

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from mailgate.config import load_config
-from mailgate.dispatch import build_gateway
+from mailgate.gateway import build_gateway
 from mailgate.redmine import RedmineClient
 from mailgate.sweep import sweep
 from tests.helpers import run_mailgate, without_marker

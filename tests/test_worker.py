@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 
 from mailgate.config import load_config
-from mailgate.dispatch import Envelope, build_gateway
+from mailgate.gateway import Envelope, build_gateway
 from mailgate.errors import RedmineUnavailable
 from mailgate.outcome import Outcome
 from mailgate.redmine import RedmineClient
-from mailgate.worker import RetryPolicy, Worker
+from mailgate.runner import Backoff
+from mailgate.worker import Worker
 from tests.helpers import fixture
 from tests.servers import write_config
 
@@ -21,7 +22,7 @@ def gateway_for(fake_redmine, tmp_path, **spool):
 
 
 def test_backoff_doubles_with_jitter_up_to_the_maximum():
-    policy = RetryPolicy(first_delay=30, max_delay=3600)
+    policy = Backoff(first_delay=30, max_delay=3600)
     for attempt, base in [(1, 30), (2, 60), (3, 120), (8, 3600), (20, 3600)]:
         delays = [policy.delay(attempt) for _ in range(50)]
         assert all(base * 0.5 <= d <= base for d in delays)
@@ -40,7 +41,7 @@ def test_temporary_failures_retry_then_dead_letter_after_max_age(fake_redmine, t
     assert mail.state == "queued" and mail.next_attempt_at > mail.received_at + 10
     # An operator's retry makes it due now; past the maximum age it is given up.
     gateway.spool.retry(d.spool_id)
-    Worker(gateway, RetryPolicy(max_age=0.0)).run_once()
+    Worker(gateway, Backoff(max_age=0.0)).run_once()
     mail = gateway.spool.get(d.spool_id)
     assert mail.state == "dead" and mail.last_error.startswith("gave up after 2 attempts")
 

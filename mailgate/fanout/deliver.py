@@ -14,11 +14,11 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 import traceback
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -33,28 +33,42 @@ log = logging.getLogger("mailgate.discord")
 
 
 class Fanout:
+    """Queues posts for events (the mail side) and delivers them (a ``Runner``).
+
+    One runner serves both of the fan-out's kinds of work, in this order: a
+    thread's Redmine fields, then the oldest due post (``_FanoutQueue``).
+    """
+
+    name = "discord"
+
     def __init__(self, settings: DiscordSettings, db_path: str | Path, *,
                  on_thread_created: Callable[[int, str], Any] | None = None,
                  clock: Callable[[], float] = time.time):
+        from ..runner import Backoff, Runner
+
         self.settings = settings
         self.queue = PostQueue(db_path)
         self.clock = clock
         # Only called when the config asks for the Redmine fields.
         self.on_thread_created = on_thread_created if settings.redmine_fields else None
-        self.wake = threading.Event()
-        self._stop = threading.Event()
         self.client = DiscordClient(settings.api_base, bot_token=settings.bot_token,
                                     timeout=settings.timeout, sleep=self._nap)
-        # While Discord as a whole is failing, probe with one post, not all of them.
-        self._hold_until = 0.0
         self._counts: Counter[str] = Counter()
-        # Longer than one delivery can take (two requests, each after a rate-limit
-        # wait), so that no other process takes a post this one is still sending.
-        self._lease = 2 * (settings.timeout + MAX_SLEEP) + 30.0
+        # The lease is longer than one delivery can take (two requests, each after
+        # a rate-limit wait), so that no other process takes a post this one sends.
+        self.runner = Runner(
+            _FanoutQueue(self), self._work, lease=2 * (settings.timeout + MAX_SLEEP) + 30.0,
+            backoff=Backoff(settings.first_delay, settings.max_delay, settings.max_age,
+                            settings.max_attempts or None),
+            classify=self._classify, clock=clock)
+
+    @property
+    def wake(self) -> threading.Event:
+        return self.runner.wake
 
     def _nap(self, seconds: float) -> None:
         # A rate-limit wait must not hold up a shutdown.
-        self._stop.wait(seconds)
+        self.runner.stopping.wait(seconds)
 
     def close(self) -> None:
         self.client.close()
@@ -91,67 +105,55 @@ class Fanout:
                 return found
         return self.settings.destination_for(event.site)
 
-    # -- the Discord side ------------------------------------------------------
+    # -- running -----------------------------------------------------------------
 
     def run_once(self) -> bool:
         """Do one due piece of work (a post, or a thread's Redmine fields); False if none."""
-        if self._announce_one():
-            return True
-        now = self.clock()
-        if now < self._hold_until:
-            return False
-        post = self.queue.claim(now, self._lease)
-        if post is None:
-            return False
-        self._deliver(post)
-        return True
+        return self.runner.run_once() is not None
+
+    def run_until_idle(self, max_wait: float = 10.0) -> int:
+        return len(self.runner.drain(max_wait))
 
     def run_forever(self, stop: threading.Event, poll: float = 1.0) -> None:
         """Deliver until ``stop`` is set (set ``wake`` too, to stop at once)."""
-        self._stop = stop
-        while not stop.is_set():
+        self.runner.run_forever(stop, poll)
+
+    # -- the Discord side ------------------------------------------------------
+
+    def _work(self, item) -> Any:
+        if isinstance(item, _Announcement):
             try:
-                busy = self.run_once()
-                idle = 0.0 if busy else self._idle(poll)
-            except sqlite3.Error as exc:
-                # "database is locked" and the like: the thread must outlive them.
-                log.error("discord: queue database error (retrying in %.0f s): %s", poll, exc)
-                idle = poll
-            if idle:
-                self.wake.wait(idle)
-                self.wake.clear()
-
-    def _idle(self, poll: float) -> float:
-        due = self.queue.next_due()
-        wait_for = max(self._hold_until, due if due is not None else float("inf"))
-        return min(poll, max(0.01, wait_for - self.clock()))
-
-    def _deliver(self, post: QueuedPost) -> None:
-        destination = self.settings.by_key(post.channel)
+                return self.on_thread_created(item.pending.ticket, item.pending.thread_id)
+            except Exception as exc:    # Redmine down, or anything: the Discord side goes on
+                raise _AnnounceFailed(exc) from exc
+        destination = self.settings.by_key(item.channel)
         if destination is None:
-            self._bury(post, "the channel is no longer in the configuration")
-            return
+            raise _Gone("the channel is no longer in the configuration")
         self._counts["attempts"] += 1
-        try:
-            posted, new_thread = self._send(post, destination)
-        except DiscordRateLimited as exc:
-            self._rate_limited(post, exc)
-        except UnknownChannel as exc:
+        return self._send(item, destination)
+
+    def _classify(self, exc: BaseException):
+        from ..runner import Disposition
+
+        reason = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, _Gone):
+            return Disposition("bury", str(exc))
+        if isinstance(exc, DiscordRateLimited):
+            self._counts["rate_limited"] += 1
+            return Disposition("wait", str(exc), until=self.clock() + exc.retry_after,
+                               hold=exc.is_global)
+        if isinstance(exc, DiscordRejected):
+            return Disposition("bury", str(exc))
+        if isinstance(exc, DiscordUnavailable):
+            # While Discord as a whole is failing, probe with one post, not all of them.
+            return Disposition("retry", reason, hold=True)
+        if isinstance(exc, (UnknownChannel, DiscordConfigError)):
             # Not a thread (those are replaced in _send): the channel itself is gone.
-            self._retry_or_bury(post, exc)
-        except DiscordRejected as exc:
-            self._bury(post, str(exc))
-        except (DiscordUnavailable, DiscordConfigError) as exc:
-            self._retry_or_bury(post, exc)
-        except Exception as exc:  # a bug met by one post must not stop the others
-            log.error("discord: post %d dead-lettered after a crash:\n%s", post.id,
-                      traceback.format_exc())
-            self._bury(post, f"crash: {type(exc).__name__}: {exc}")
-        else:
-            self.queue.sent(post, posted, self.clock(), new_thread,
-                            announced=self.on_thread_created is None)
-            self._counts["delivered"] += 1
-            self._hold_until = 0.0
+            return Disposition("retry", reason)
+        if isinstance(exc, _AnnounceFailed):
+            self._counts["announce_failures"] += 1
+            return Disposition("retry", f"{type(exc.error).__name__}: {exc.error}")
+        return Disposition("bury", f"crash: {reason}")
 
     def _send(self, post: QueuedPost, destination: Destination) -> tuple[Posted, bool]:
         """Post in the ticket's thread, creating it first if it has none."""
@@ -187,66 +189,85 @@ class Fanout:
                               announced=self.on_thread_created is None)
         return self._post_in_thread(destination, thread, post), False
 
-    def _rate_limited(self, post: QueuedPost, exc: DiscordRateLimited) -> None:
-        self._counts["rate_limited"] += 1
-        until = self.clock() + exc.retry_after
-        if exc.is_global:
-            self._hold_until = until
-        log.info("discord: post %d waits %.2f s: %s", post.id, exc.retry_after, exc)
-        self.queue.defer(post, str(exc), until, failed=False)
-
-    def _retry_or_bury(self, post: QueuedPost, exc: Exception) -> None:
-        failures = post.failures + 1
-        now = self.clock()
-        limit = self.settings.max_attempts
-        if now - post.created_at >= self.settings.max_age or (limit and failures >= limit):
-            self._bury(post, f"gave up after {failures} failures: {exc}")
-            return
-        delay = self.settings.backoff(failures)
-        if isinstance(exc, DiscordUnavailable):
-            self._hold_until = now + delay
-        self._counts["retries"] += 1
-        log.warning("discord: post %d retried in %.1f s: %s", post.id, delay, exc)
-        self.queue.defer(post, f"{type(exc).__name__}: {exc}", now + delay, failed=True)
-
-    def _bury(self, post: QueuedPost, reason: str) -> None:
-        self._counts["dead"] += 1
-        log.warning("discord: post %d (#%d) dead-lettered: %s", post.id, post.ticket, reason)
-        self.queue.bury(post, reason, self.clock())
-
-    # -- Redmine's thread fields -----------------------------------------------
-
-    def _announce_one(self) -> bool:
-        if self.on_thread_created is None:
-            return False
-        pending = self.queue.due_thread(self.clock())
-        if pending is None:
-            return False
-        try:
-            self.on_thread_created(pending.ticket, pending.thread_id)
-        except Exception as exc:  # Redmine down, or anything: the Discord side goes on
-            self._announce_failed(pending, exc)
-        else:
-            self.queue.announced(pending)
-        return True
-
-    def _announce_failed(self, pending: PendingThread, exc: Exception) -> None:
-        now = self.clock()
-        error = f"{type(exc).__name__}: {exc}"
-        self._counts["announce_failures"] += 1
-        if now - pending.created_at >= self.settings.max_age:
-            log.warning("discord: gave up telling Redmine #%d's thread: %s", pending.ticket, error)
-            self.queue.announced(pending, -1, error)
-            return
-        delay = self.settings.backoff(pending.failures + 1)
-        log.warning("discord: Redmine fields of #%d retried in %.1f s: %s", pending.ticket,
-                    delay, error)
-        self.queue.announced(pending, 0, error, now + delay)
-
     def stats(self) -> dict:
         """What the queue holds (durable) and what this process did (since start)."""
-        try:
-            held = self.queue.counts()
-        except sqlite3.Error as exc:   # monitoring must not fail with the database
-            held = {"database_error": str(exc)}
-        return {**held, **{f"run_{k}": v for k, v in self._counts.items()}}
+        counts = self.runner.stats()
+        counts.update({f"run_{k}": v for k, v in self._counts.items()})
+        return counts
+
+
+class _Gone(Exception):
+    """A queued post's channel left the configuration."""
+
+
+class _AnnounceFailed(Exception):
+    def __init__(self, error: BaseException):
+        super().__init__(str(error))
+        self.error = error
+
+
+@dataclass(frozen=True)
+class _Announcement:
+    """Telling Redmine a ticket's thread: a piece of the fan-out's work, retried alone."""
+
+    pending: PendingThread
+
+    @property
+    def id(self) -> str:
+        return f"thread {self.pending.thread_id} of #{self.pending.ticket}"
+
+    @property
+    def created_at(self) -> float:
+        return self.pending.created_at
+
+    @property
+    def failures(self) -> int:
+        return self.pending.failures
+
+
+class _FanoutQueue:
+    """The fan-out's two tables as one queue for its runner (mailgate.runner.Queue)."""
+
+    name = "discord"
+
+    def __init__(self, fanout: Fanout):
+        self.fanout = fanout
+        self.queue = fanout.queue
+
+    def claim(self, now: float, lease: float):
+        if self.fanout.on_thread_created is not None:
+            pending = self.queue.due_thread(now)
+            if pending is not None:
+                return _Announcement(pending)
+        return self.queue.claim(now, lease)
+
+    def done(self, item, result, now: float) -> None:
+        if isinstance(item, _Announcement):
+            self.fanout._counts["announced"] += 1
+            self.queue.announced(item.pending)
+            return
+        posted, new_thread = result
+        self.queue.sent(item, posted, now, new_thread,
+                        announced=self.fanout.on_thread_created is None)
+        self.fanout._counts["delivered"] += 1
+
+    def defer(self, item, error: str, until: float, failed: bool) -> None:
+        if isinstance(item, _Announcement):
+            log.warning("discord: Redmine fields of #%d retried: %s", item.pending.ticket, error)
+            self.queue.announced(item.pending, 0, error, until)
+        else:
+            self.queue.defer(item, error, until, failed)
+
+    def bury(self, item, error: str, now: float) -> None:
+        if isinstance(item, _Announcement):
+            log.warning("discord: gave up telling Redmine #%d's thread: %s",
+                        item.pending.ticket, error)
+            self.queue.announced(item.pending, -1, error)
+        else:
+            self.queue.bury(item, error, now)
+
+    def next_due(self) -> float | None:
+        return self.queue.next_due()
+
+    def counts(self) -> dict[str, int]:
+        return self.queue.counts()

@@ -1,18 +1,21 @@
 """What the fan-out is told about a processed mail: one ``FanoutEvent``.
 
-``event_for`` makes it from the mail and the outcome of its processing: a new
-ticket, or a reply to one (applied, or with its status change refused); any
-other outcome is not worth a post.
+``event_for`` makes it from the mail's plan (``handlers.planning.MailPlan``)
+and the outcome of carrying it out: a new ticket, or a reply to one (applied,
+or with its status change refused); any other outcome is not worth a post.
+Nothing here parses or routes the mail: the plan has already said it all.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..idempotency import without_marker
+
 
 @dataclass(frozen=True)
 class FanoutEvent:
-    mail_key: str            # idempotency key of the mail (Message-ID or sha256:...)
+    mail_key: str            # idempotency key of the mail and its route
     kind: str                # "new", "reply", or "reminder" (from the sweep)
     ticket: int
     site: str | None         # site name; None: the ticket's channel so far, else triage
@@ -26,14 +29,19 @@ class FanoutEvent:
     url: str                 # link to the ticket in Redmine
 
 
-def event_for(outcome, mail, *, site: str | None, url: str, excerpt: str,
-              subject: str | None = None) -> FanoutEvent | None:
-    """The event for a processed mail, or None when nothing happened worth telling."""
-    kinds = {"created": "new", "applied": "reply", "status-refused": "reply"}
-    if outcome.kind not in kinds or outcome.ticket is None:
+_KINDS = {"created": "new", "applied": "reply", "status-refused": "reply"}
+
+
+def event_for(plan, outcome, *, site: str | None, url: str) -> FanoutEvent | None:
+    """The event for a carried-out plan, or None when nothing happened worth telling."""
+    step = plan.step
+    if outcome.kind not in _KINDS or outcome.ticket is None:
         return None
+    text = getattr(step, "description", None) or getattr(step, "text", "")
     return FanoutEvent(
-        mail_key=mail.key, kind=kinds[outcome.kind], ticket=outcome.ticket, site=site,
-        subject=subject if subject is not None else mail.subject,
-        sender_name=mail.from_name, sender_address=mail.from_address, action=outcome.action,
-        from_state=outcome.from_state, to_state=outcome.to_state, excerpt=excerpt, url=url)
+        # One post per (mail, route): the same mail on two tickets is two posts.
+        mail_key=f"{plan.mail_key}|{plan.route_key}", kind=_KINDS[outcome.kind],
+        ticket=outcome.ticket, site=site, subject=getattr(step, "subject", "") or plan.subject,
+        sender_name=plan.sender.name, sender_address=plan.sender.address,
+        action=outcome.action, from_state=outcome.from_state, to_state=outcome.to_state,
+        excerpt=without_marker(text), url=url)

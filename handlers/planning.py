@@ -1,0 +1,252 @@
+"""The one planning step: every decision about one mail for one recipient, made once.
+
+``plan_mail`` decides, in this order, and records the result as a ``MailPlan``:
+
+1. the route (``ticket<N>@``, a subject tag or a Redmine Message-ID, a site),
+   with its fallback: a tag naming no ticket, sent to a site, opens one;
+2. automatic mail (auto-replies, bounces, loops): ignored, never answered;
+3. a duplicate: the (mail, route) was applied before;
+4. the sender: role (owner / admin / other), Redmine login, verification,
+   and the unknown- and unverified-sender policies;
+5. the workflow decision and the note (``handlers.reply``, ``handlers.new_ticket``);
+6. who may be told about it, and the notice the plan itself calls for.
+
+Everything downstream reads the plan: the executor carries out its ``step``,
+the log line, ``explain``, the Discord fan-out and the notices read the rest.
+None of them parses or routes the mail again.
+
+``screen`` is the part of the same decisions that can be known while the
+sender is still connected (DATA, or the pipe before it exits): a sender the
+policies refuse is refused there, with the same words the plan would record.
+
+Facts come through ``Facts`` (``mailgate.facts``): the planner asks, it never
+does I/O itself, so ``explain`` can plan with facts from the command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from mailgate.config import Config, Site
+from mailgate.errors import NoSuchTicket, SenderNotPermitted, UnknownAddress
+from mailgate.idempotency import marker, normalise_key, route_key
+from mailgate.message import ParsedMail
+from mailgate.routing import Route, resolve_recipient, route_mail
+from mailgate.trust import Verdict
+from workflow import parse_commands
+
+from . import new_ticket, reply
+from .automatic import automatic_reason
+from .plans import Defer, Duplicate, Ignore, OpenTicket, Plan, PostNote, Refuse, Sender, TicketView
+from .senders import role_of, unknown_policy, unverified_policy, unverified_refusal
+
+name = "planning"
+description = "Route, screen, identify, decide: one plan per mail and recipient."
+
+
+class Facts(Protocol):
+    """What the planner asks about the world (``mailgate.facts`` answers)."""
+
+    def ticket(self, ticket_id: int) -> TicketView: ...
+
+    def login_for(self, address: str) -> str | None: ...
+
+    def sender_verdict(self, mail: ParsedMail) -> Verdict: ...
+
+
+#: ``seen(mail_key, route_key)``: the recorded outcome of an earlier delivery, or None.
+Seen = Callable[[str, str], "dict | None"]
+
+_SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
+
+
+@dataclass(frozen=True)
+class MailPlan:
+    """Every decision about one mail for one recipient.  Plain data, recorded."""
+
+    mail_key: str
+    recipient: str
+    #: Where the mail goes; None when no route could be made (then ``step`` refuses).
+    route: Route | None
+    #: Why the mail is automatic (no person wrote it), or None.
+    automatic: str | None
+    sender: Sender
+    #: What the executor does: PostNote, OpenTicket, Refuse, Defer, Ignore, Duplicate.
+    step: Plan
+    #: The commands the sender wrote at the top of the mail, as written.
+    commands: tuple[str, ...] = ()
+    #: Where a notice to the sender may go (the envelope sender), or None: nobody
+    #: may be told (automatic mail, the null sender, the mail system itself).
+    reply_to: str | None = None
+    #: What identifies the mail in a notice (never more of what it said).
+    subject: str = ""
+    message_id: str | None = None
+    references: tuple[str, ...] = field(default=())
+    #: The address of the site the mail reached, suggested in notices.
+    site_address: str | None = None
+
+    @property
+    def route_key(self) -> str | None:
+        if self.route is None:
+            return None
+        return route_key(self.route.kind, self.route.ticket,
+                         self.route.site.name if self.route.site else None)
+
+    @property
+    def ticket(self) -> int | None:
+        ticket = getattr(self.step, "ticket", None)
+        return ticket if ticket is not None else (self.route.ticket if self.route else None)
+
+    @property
+    def site(self) -> Site | None:
+        if isinstance(self.step, OpenTicket):
+            return self.step.site
+        return self.route.site if self.route else None
+
+    def record(self) -> dict:
+        """What was decided, as it is kept with the mail and logged."""
+        step = self.step
+        record = {
+            "route": self.route_key or "-", "how": self.route.how if self.route else None,
+            "step": type(step).__name__, "role": self.sender.role,
+            "login": self.sender.login, "verified": self.sender.verified,
+            "automatic": self.automatic, "reason": getattr(step, "reason", None),
+        }
+        decision = getattr(step, "decision", None)
+        if decision is not None:
+            record.update(action=decision.action, from_state=decision.from_state,
+                          to_state=decision.to_state, refused=decision.refused)
+        if isinstance(step, (PostNote, OpenTicket)):
+            record["as_user"] = step.as_user
+        return {k: v for k, v in record.items() if v is not None}
+
+
+def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
+              envelope_sender: str | None = None,
+              seen: Seen = lambda key, route: None) -> MailPlan:
+    """The plan for ``mail`` to ``recipient`` (asks ``facts``; writes nothing)."""
+    key = normalise_key(mail.key)
+    try:
+        route = route_mail(resolve_recipient(recipient, config), mail)
+    except UnknownAddress as exc:
+        return _plan(mail, recipient, None, None, _unknown(mail),
+                     Refuse(str(exc), type(exc), notice="unknown-ticket"), envelope_sender)
+    automatic = automatic_reason(mail.headers, envelope_sender, mail.from_address,
+                                 content_type=mail.headers.get("content-type", "text/plain"),
+                                 own_loop_id=config.hostname,
+                                 redmine_address=config.redmine.notification_address)
+    if automatic:
+        # Never a note, never a refusal: answering robots makes mail loops.
+        return _plan(mail, recipient, route, automatic, _unknown(mail),
+                     Ignore(f"automatic mail: {automatic}"), envelope_sender)
+    route, ticket, step = _ticket_for(route, facts)
+    if step is None:
+        step = _duplicate(seen(key, _key_of(route)))
+    if step is not None:
+        return _plan(mail, recipient, route, None, _unknown(mail), step, envelope_sender)
+    login = facts.login_for(mail.from_address)
+    mark = marker(mail.key, _key_of(route))
+    if ticket is None:
+        step = new_ticket.handle(mail, route.site, login, config, mark)
+    else:
+        claimed = role_of(mail.from_address, ticket.owner_address, config)
+        # Proof of identity only matters for a role beyond "other" (saves DNS).
+        verdict = facts.sender_verdict(mail) if claimed != "other" else reply.NOT_NEEDED
+        step = reply.handle(mail, ticket, login, route.site, config, mark, verdict)
+    return _plan(mail, recipient, route, None, _sender(step, mail, login), step,
+                 envelope_sender)
+
+
+def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
+           envelope_sender: str | None = None) -> Refuse | None:
+    """What the plan would refuse that can be known at DATA (the header fields only).
+
+    Only the ``reject`` policies are screened here, and only when one applies:
+    the others cost Redmine requests and DNS lookups the worker makes anyway.
+    """
+    route = route_mail(resolve_recipient(recipient, config), mail)
+    site = route.site
+    if unknown_policy(site, config) != "reject" and unverified_policy(site, config) != "reject":
+        return None
+    if automatic_reason(mail.headers, envelope_sender, mail.from_address,
+                        content_type=mail.headers.get("content-type", "text/plain"),
+                        own_loop_id=config.hostname,
+                        redmine_address=config.redmine.notification_address):
+        return None
+    login = facts.login_for(mail.from_address)
+    if login is None and unknown_policy(site, config) == "reject":
+        return Refuse(f"<{mail.from_address}> is not a Redmine user", SenderNotPermitted,
+                      notice="unknown-sender")
+    if route.kind != "reply" or unverified_policy(site, config) != "reject":
+        return None
+    try:
+        ticket = facts.ticket(route.ticket)
+    except NoSuchTicket:
+        return None         # the plan decides (a site's tag naming no ticket opens one)
+    claimed = role_of(mail.from_address, ticket.owner_address, config)
+    if claimed == "other":
+        return None
+    refusal = unverified_refusal(claimed, facts.sender_verdict(mail), mail.from_address,
+                                 site, config)
+    return refusal if isinstance(refusal, Refuse) else None
+
+
+# -- the steps ---------------------------------------------------------------------------
+
+def _ticket_for(route: Route, facts: Facts) -> tuple[Route, TicketView | None, Plan | None]:
+    """(the route, as it stands; the ticket it replies to; a step, if that decides it)."""
+    if route.kind != "reply":
+        return route, None, None
+    try:
+        return route, facts.ticket(route.ticket), None
+    except NoSuchTicket as exc:
+        if route.site is None:
+            return route, None, Refuse(str(exc), NoSuchTicket, notice="unknown-ticket")
+    # "[#123]" in a subject to a site address that names no real ticket: the
+    # sender meant to write to the site, so open one there.
+    return Route("new", None, route.site, f"{route.how} names no ticket"), None, None
+
+
+def _duplicate(earlier: dict | None) -> Duplicate | None:
+    return None if earlier is None else Duplicate(f"already applied: {earlier.get('kind')}")
+
+
+def _key_of(route: Route) -> str:
+    return route_key(route.kind, route.ticket, route.site.name if route.site else None)
+
+
+def _sender(step: Plan, mail: ParsedMail, login: str | None) -> Sender:
+    found = getattr(step, "sender", None)
+    return found if found is not None else Sender(mail.from_address, mail.from_name, "other",
+                                                  login)
+
+
+def _unknown(mail: ParsedMail) -> Sender:
+    """The sender of a mail nobody looked up (refused or ignored before that)."""
+    return Sender(mail.from_address, mail.from_name, "other", None)
+
+
+def _plan(mail: ParsedMail, recipient: str, route: Route | None, automatic: str | None,
+          sender: Sender, step: Plan, envelope_sender: str | None) -> MailPlan:
+    commands, _ = parse_commands(mail.body)
+    written = tuple(f"{name}: {value}" for name, value in (("Status", commands.status),
+                                                           ("Action", commands.action)) if value)
+    site = route.site if route else None
+    return MailPlan(
+        mail_key=normalise_key(mail.key), recipient=recipient, route=route,
+        automatic=automatic, sender=sender, step=step, commands=written,
+        reply_to=None if automatic else _reply_to(envelope_sender, mail.from_address),
+        subject=mail.subject, message_id=mail.message_id, references=mail.references,
+        site_address=site.address if site else None)
+
+
+def _reply_to(envelope_sender: str | None, from_address: str) -> str | None:
+    """RFC 3834 §4: responses go to the return path (From: when it is unknown);
+    never to the null sender or the mail system."""
+    to = (from_address if envelope_sender is None else envelope_sender).strip().strip("<>")
+    if not to or "@" not in to or any(c in to for c in "\r\n<> ,;\0"):
+        return None
+    if to.rpartition("@")[0].lower() in _SYSTEM_MAILBOXES:
+        return None
+    return to

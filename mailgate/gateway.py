@@ -1,0 +1,141 @@
+"""The wiring: one ``Gateway`` holds the parts a running mailgate is made of.
+
+* ``intake`` (mailgate.intake): what every source calls before answering;
+* ``processor`` (mailgate.processing): plans and applies one spooled mail;
+* the durable queues and their runners (mailgate.runner): the spool, the
+  Discord fan-out, the notice outbox.
+
+``build_gateway`` makes it from the configuration, once; nothing else reads
+the configuration file.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+from .config import Config
+from .intake import Delivery, Envelope, Intake
+from .outcome import Outcome
+from .spool import Spool, SpooledMail, open_spool
+
+__all__ = ["Delivery", "Envelope", "Gateway", "build_gateway", "build_queue_only_gateway"]
+
+
+class Gateway:
+    def __init__(self, config: Config, client, spool: Spool, facts=None, fanout=None,
+                 notifier=None):
+        self.config = config
+        self.client = client
+        self.spool = spool
+        #: mailgate.fanout.Fanout, when Discord is configured.
+        self.fanout = fanout
+        #: mailgate.notify.Notifier, when notices to senders are configured.
+        self.notifier = notifier
+        self._facts = facts
+        # The pipe's --queue-only path has no Redmine client: it screens nothing.
+        self.intake = Intake(config, client, spool, self.facts if client is not None else None)
+
+    @property
+    def facts(self):
+        if self._facts is None:
+            from .facts import RedmineFacts
+
+            self._facts = RedmineFacts(self.client, self.config)
+        return self._facts
+
+    @cached_property
+    def metrics(self):
+        """Prometheus metrics (mailgate.metrics), made on first use."""
+        from .metrics import Metrics
+
+        metrics = Metrics()
+        if hasattr(self.client, "session"):
+            metrics.watch_redmine(self.client)
+        metrics.watch_runners(self)
+        if self.fanout is not None:
+            metrics.watch_discord(self.fanout.client)
+        return metrics
+
+    @cached_property
+    def processor(self):
+        from .processing import Processor
+
+        return Processor(self.config, self.client, self.spool, self.facts,
+                         fanout=self.fanout, notifier=self.notifier, metrics=self.metrics)
+
+    @cached_property
+    def worker(self):
+        """The spool's runner (mailgate.worker.Worker)."""
+        from .worker import Worker
+
+        return Worker(self)
+
+    def runners(self) -> list:
+        """Every queue runner of this gateway: the spool first."""
+        runners = [self.worker.runner]
+        runners += [side.runner for side in (self.fanout, self.notifier) if side is not None]
+        return runners
+
+    # -- the intake's calls, as every source uses them ------------------------------
+
+    @property
+    def sender_limit(self):
+        return self.intake.sender_limit
+
+    @sender_limit.setter
+    def sender_limit(self, limit) -> None:
+        self.intake.sender_limit = limit
+
+    def check_recipient(self, address: str):
+        return self.intake.check_recipient(address)
+
+    def check_size(self, raw: bytes) -> None:
+        self.intake.check_size(raw)
+
+    def receive(self, envelope: Envelope, *, all_or_nothing: bool = False) -> list[Delivery]:
+        return self.intake.receive(envelope, all_or_nothing=all_or_nothing)
+
+    def process(self, spooled: SpooledMail) -> Outcome:
+        return self.processor.process(spooled)
+
+    def drain(self) -> None:
+        """Work every queue until nothing is due (the one-shot ``mailgate worker``):
+        the spool first, since applying mail queues posts and notices."""
+        for runner in self.runners():
+            runner.drain()
+
+
+def build_gateway(config: Config) -> Gateway:
+    from .notify import build_notifier
+    from .redmine import RedmineClient
+
+    spool = open_spool(config.spool_path, url=config.spool_url,
+                       lease_seconds=config.lease_seconds)
+    gateway = Gateway(config, RedmineClient.from_settings(config.redmine), spool,
+                      fanout=build_fanout(config), notifier=build_notifier(config))
+    gateway.metrics     # time every Redmine request from the first one
+    return gateway
+
+
+def build_queue_only_gateway(config: Config) -> Gateway:
+    """A gateway that only takes mail in (no Redmine at the edge): the pipe's fast path."""
+    spool = open_spool(config.spool_path, url=config.spool_url,
+                       lease_seconds=config.lease_seconds)
+    return Gateway(config, None, spool)
+
+
+def build_fanout(config: Config):
+    """The Discord fan-out, with its own Redmine client for the thread fields."""
+    if config.discord is None:
+        return None
+    from .fanout import Fanout
+    from .redmine import RedmineClient
+
+    # requests.Session is not thread-safe: the fan-out's runner gets its own client.
+    redmine = RedmineClient.from_settings(config.redmine)
+
+    def thread_created(ticket: int, thread_id: str) -> None:
+        redmine.set_custom_field(ticket, "discord-thread", True)
+        redmine.set_custom_field(ticket, "discord-thread-id", thread_id)
+
+    return Fanout(config.discord, config.spool_path, on_thread_created=thread_created)

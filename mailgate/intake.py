@@ -1,0 +1,165 @@
+"""Intake: the one step every source takes a mail through before it is answered.
+
+SMTP, LMTP, the pipe transport and replay all end in ``Intake.receive``.  It
+checks what can be checked while the sender is still connected (rate, size,
+the header fields, the address, and what the plan would refuse about the
+sender: ``handlers.planning.screen``) and commits the mail to the spool: only
+then may an edge say 250 or exit 0.  Nothing here decides what the mail
+becomes; the worker plans that, once, from the spooled bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+from .config import Config
+from .errors import (BadMessage, MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
+                     UnknownAddress)
+from .message import ParsedMail, parse_mail
+from .ratelimit import sender_key
+from .routing import Recipient, resolve_recipient, route_mail
+from .spool import Spool
+
+log = logging.getLogger("mailgate")
+
+#: How long a ticket's existence, once confirmed, is trusted without asking Redmine.
+KNOWN_TICKET_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str
+    recipients: tuple[str, ...]
+    raw: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """The answer for one recipient: spooled (``spool_id``) or refused (``error``)."""
+
+    recipient: str
+    spool_id: int | None = None
+    error: MailgateError | None = None
+
+
+class Intake:
+    def __init__(self, config: Config, client, spool: Spool, facts=None):
+        self.config = config
+        #: None on the pipe's --queue-only path: nothing is asked of Redmine there.
+        self.client = client
+        self.spool = spool
+        self.facts = facts
+        #: A per-sender rate limit checked on receive (the pipe's; serve checks at MAIL).
+        self.sender_limit = None
+        #: ticket id -> when Redmine last confirmed it exists (time.monotonic()).
+        self._known_tickets: dict[int, float] = {}
+
+    # -- what each source calls ----------------------------------------------------
+
+    def check_recipient(self, address: str) -> Recipient:
+        """RCPT-time check: an address we serve, and for ticket<N>@ a ticket that exists."""
+        recipient = resolve_recipient(address, self.config)
+        if recipient.kind == "ticket" and self.client is not None:
+            self._check_ticket(recipient.ticket)
+        return recipient
+
+    def check_size(self, raw: bytes) -> None:
+        if len(raw) > self.config.max_message_size:
+            raise MessageTooBig(f"message exceeds {self.config.max_message_size} bytes")
+
+    def receive(self, envelope: Envelope, *, all_or_nothing: bool = False) -> list[Delivery]:
+        """Check the mail for each recipient and spool it durably for those it passes.
+
+        SMTP gives one answer for all recipients after DATA, so it asks for
+        ``all_or_nothing``: the first refusal is raised and nothing is spooled
+        (spooling some would be answered with a 5xx and then sent again).
+        """
+        if self.sender_limit is not None:
+            self.sender_limit.check(sender_key(envelope.mail_from))
+        self.check_size(envelope.raw)
+        # Routing and screening need the header fields only: the body is parsed
+        # by the worker, after the 250, so the listener stays fast on big mail.
+        mail = parse_mail(envelope.raw, headers_only=True)
+        results: dict[str, Delivery] = {}
+        order_keys: dict[str, str | None] = {}
+        for address in envelope.recipients:
+            try:
+                order_keys[address] = self._screen(address, mail, envelope.mail_from)
+            except MailgateError as exc:
+                results[address] = Delivery(address, error=exc)
+        if all_or_nothing and results:
+            raise next(iter(results.values())).error
+        accepted = [a for a in envelope.recipients if a not in results]
+        ids = self.spool.add(envelope.mail_from, [(a, order_keys[a]) for a in accepted],
+                             envelope.raw) if accepted else []
+        results.update({a: Delivery(a, spool_id=i) for a, i in zip(accepted, ids)})
+        for address in envelope.recipients:
+            log.info("received %s for <%s>: %s", mail.key, address,
+                     results[address].error or f"spooled as {results[address].spool_id}")
+        return [results[a] for a in envelope.recipients]
+
+    def take(self, raw: bytes, recipient: str | None = None,
+             sender: str | None = None) -> Delivery:
+        """One mail without an SMTP envelope (the pipe, replay): what is missing of the
+        envelope is read from the header fields, the same way for every such source."""
+        if not raw.strip():
+            raise BadMessage("empty input")
+        self.check_size(raw)
+        mail = parse_mail(raw, headers_only=True)
+        recipient = recipient or recipient_from_headers(mail, self.config)
+        self.check_recipient(recipient)
+        sender = sender if sender is not None else envelope_sender_from_headers(mail)
+        [delivery] = self.receive(Envelope(sender, (recipient,), raw), all_or_nothing=True)
+        return delivery
+
+    # -- the checks ------------------------------------------------------------------
+
+    def _check_ticket(self, ticket: int) -> None:
+        # A ticket confirmed recently is not asked about again; one confirmed
+        # at any time is still accepted while Redmine is down, so the spool
+        # takes replies during an outage instead of deferring them all.
+        confirmed = self._known_tickets.get(ticket)
+        now = time.monotonic()
+        if confirmed is not None and now - confirmed < KNOWN_TICKET_SECONDS:
+            return
+        try:
+            exists = self.client.issue_exists(ticket)
+        except RedmineUnavailable:
+            if confirmed is not None:
+                return
+            raise
+        if not exists:
+            self._known_tickets.pop(ticket, None)
+            raise NoSuchTicket(f"no such ticket #{ticket}")
+        self._known_tickets[ticket] = now
+
+    def _screen(self, address: str, mail: ParsedMail, mail_from: str) -> str | None:
+        """Refuse now what the plan would refuse and can be known now; return the
+        mail's order key (replies to one ticket are applied in arrival order)."""
+        route = route_mail(resolve_recipient(address, self.config), mail)
+        if self.facts is not None:
+            from handlers.planning import screen
+
+            refusal = screen(mail, address, self.facts, self.config, envelope_sender=mail_from)
+            if refusal is not None:
+                raise refusal.error(refusal.reason)
+        return f"ticket:{route.ticket}" if route.kind == "reply" else None
+
+
+def recipient_from_headers(mail: ParsedMail, config: Config) -> str:
+    """For mail without an envelope (pipe, replay): the first header address we serve."""
+    for address in mail.original_to:
+        try:
+            resolve_recipient(address, config)
+        except UnknownAddress:
+            continue
+        return address
+    raise UnknownAddress("no recipient given and no address in the headers that is served here")
+
+
+def envelope_sender_from_headers(mail: ParsedMail) -> str:
+    """For mail without an envelope: the Return-Path our MTA wrote, else From:."""
+    value = mail.headers.get("return-path", "").strip().strip("<>")
+    return value or mail.from_address
