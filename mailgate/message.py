@@ -9,6 +9,11 @@ We walk the MIME tree ourselves rather than use mail-parser's results:
 mail-parser re-encodes every attachment to base64 text (three copies of a
 big file in memory) and decodes text with no fallback for the charsets real
 mail mislabels.  The walk below keeps one decoded copy per part.
+
+The parser descends at most MAX_MIME_DEPTH levels (the stdlib's would recurse
+until Python gives up): a part nested deeper keeps its subtree as unparsed
+bytes and is named in the note, not attached.  The header-only parse at DATA
+cannot see the depth, so such mail is accepted and flattened, not refused.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass, field, replace
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
-from email.parser import BytesHeaderParser, BytesParser
+from email.feedparser import BytesFeedParser
+from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
@@ -39,6 +45,8 @@ class Attachment:
     filename: str
     content_type: str
     data: bytes = field(repr=False)
+    #: Why this part cannot be attached ("" if it can); such a part is named, not sent.
+    problem: str = ""
 
     @property
     def size(self) -> int:
@@ -65,6 +73,12 @@ class ParsedMail:
     raw: bytes = field(repr=False, default=b"")
 
 
+#: How many multipart or message/* parts may enclose a part.  Real mail rarely
+#: nests past 5; the stdlib parser descends once per level and meets Python's
+#: recursion limit near 1,000, which 56 KB of mail can reach.
+MAX_MIME_DEPTH = 50
+TOO_DEEP = f"MIME nesting deeper than {MAX_MIME_DEPTH}"
+
 #: Base64 leaves this big are decoded straight from the raw bytes (see _big_leaves).
 BIG_LEAF = 16 * 1024
 _STUB = b"\x00mailgate-big-leaf:%d\x00"
@@ -84,7 +98,7 @@ def parse_mail(raw: bytes, *, headers_only: bool = False) -> ParsedMail:
     except Exception:  # anything odd in the structure: the stdlib parser decides alone
         leaves = []
     if not leaves:
-        return _parse(raw, BytesParser().parsebytes(raw), False)
+        return _parse(raw, _parse_bounded(raw), False)
     # The stdlib parser keeps a str per line of a body before joining them: big
     # attachments are cut out of a copy of the mail (a stub in their place), the
     # small rest is parsed as always, and each big one is decoded once, from a
@@ -93,7 +107,7 @@ def parse_mail(raw: bytes, *, headers_only: bool = False) -> ParsedMail:
     for n, (start, stop) in enumerate(leaves):
         pieces += [raw[at:start], binascii.b2a_base64(_STUB % n)]
         at = stop
-    mail = _parse(raw, BytesParser().parsebytes(b"".join(pieces + [raw[at:]])), False)
+    mail = _parse(raw, _parse_bounded(b"".join(pieces + [raw[at:]])), False)
     view = memoryview(raw)
     files = tuple(replace(a, data=binascii.a2b_base64(view[slice(*leaves[_stub(a.data)])]))
                   if _stub(a.data) is not None else a for a in mail.attachments)
@@ -123,6 +137,44 @@ def _parse(raw: bytes, message: Message, headers_only: bool) -> ParsedMail:
         key=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
         raw=raw,
     )
+
+
+class _Part(Message):
+    """A part as ``_BoundedParser`` makes it: one nested too deep is a leaf."""
+
+    too_deep = False
+
+    def get_content_type(self) -> str:
+        # The parser asks this to decide whether to descend into the part: one
+        # too deep answers "opaque data", and its subtree stays unparsed bytes.
+        return "application/octet-stream" if self.too_deep else super().get_content_type()
+
+    def declared_type(self) -> str:
+        return super().get_content_type()
+
+
+class _BoundedParser(BytesFeedParser):
+    """The stdlib parser (compat32), descending no deeper than MAX_MIME_DEPTH.
+
+    ``_new_message`` is where the parser starts each part, before it reads the
+    part's header fields and asks its type: the one place to stop the descent
+    without copying the parser.
+    """
+
+    def __init__(self):
+        super().__init__(_factory=_Part, policy=compat32)
+
+    def _new_message(self) -> None:
+        super()._new_message()
+        # The stack holds the part and every part enclosing it.
+        if len(self._msgstack) - 1 > MAX_MIME_DEPTH:
+            self._cur.too_deep = True
+
+
+def _parse_bounded(raw: bytes) -> Message:
+    parser = _BoundedParser()
+    parser.feed(raw)
+    return parser.close()
 
 
 def _stub(data: bytes) -> int | None:
@@ -189,6 +241,9 @@ def _walk(message: Message) -> tuple[list[str], list[str], list[Attachment]]:
     html: list[str] = []
     attachments: list[Attachment] = []
     for part in _leaves(message):
+        if getattr(part, "too_deep", False):
+            attachments.append(_too_deep(part, len(attachments) + 1))
+            continue
         kind = part.get_content_type()
         data = _payload(part)
         if not data:
@@ -201,14 +256,26 @@ def _walk(message: Message) -> tuple[list[str], list[str], list[Attachment]]:
     return plain, html, attachments
 
 
-def _leaves(part: Message):
-    """Every non-multipart part, depth first; an attached mail stays one leaf."""
-    if part.get_content_maintype() == "multipart" and part.is_multipart():
-        for child in part.get_payload():
-            if isinstance(child, Message):
-                yield from _leaves(child)
-    else:
-        yield part
+def _too_deep(part: Message, number: int) -> Attachment:
+    """The part where the parser stopped descending: named in the note, never sent."""
+    kind = part.declared_type()
+    return Attachment(_filename(part, number, kind), kind, b"", problem=TOO_DEEP)
+
+
+def _leaves(message: Message):
+    """Every non-multipart part, depth first; an attached mail stays one leaf.
+
+    A loop with a stack, not recursion: the depth is bounded by the parser,
+    but nothing here should depend on that to stay within Python's limit.
+    """
+    pending = [message]
+    while pending:
+        part = pending.pop()
+        if part.get_content_maintype() == "multipart" and part.is_multipart():
+            children = [c for c in part.get_payload() if isinstance(c, Message)]
+            pending.extend(reversed(children))
+        else:
+            yield part
 
 
 def _payload(part: Message) -> bytes:
@@ -231,7 +298,7 @@ def _is_inline_text(part: Message) -> bool:
         and not part.get_filename()
 
 
-def _filename(part: Message, number: int) -> str:
+def _filename(part: Message, number: int, kind: str | None = None) -> str:
     try:
         name = part.get_filename()
     except (HeaderParseError, LookupError, UnicodeError, ValueError):
@@ -240,7 +307,7 @@ def _filename(part: Message, number: int) -> str:
         # A name is shown and stored; path separators and controls are not welcome.
         name = decoded_header(name).replace("/", "_").replace("\\", "_").strip(". ")
     if not name:
-        kind = part.get_content_type()
+        kind = kind or part.get_content_type()
         extension = ".eml" if kind == "message/rfc822" else (
             mimetypes.guess_extension(kind) or ".bin")
         name = f"attachment-{number}{extension}"
