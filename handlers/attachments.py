@@ -47,6 +47,9 @@ def _why_not(attachment: Attachment, limits: AttachmentLimits, count: int) -> st
     if attachment.problem:
         # The parser could not read it (nested too deep): there is nothing to send.
         return attachment.problem
+    if not attachment.data:
+        # Nothing to upload, but the sender sent a file by this name: say so.
+        return "empty file"
     lower = attachment.filename.lower()
     if attachment.content_type in limits.blocked_types or \
             any(lower.endswith(ext) for ext in limits.blocked_extensions):

@@ -246,12 +246,13 @@ def _walk(message: Message) -> tuple[list[str], list[str], list[Attachment]]:
             continue
         kind = part.get_content_type()
         data = _payload(part)
-        if not data:
-            continue        # an empty part carries nothing: not even a file
         if kind in ("text/plain", "text/html") and _is_inline_text(part):
-            text = decode_text(data, part.get_content_charset())
-            (plain if kind == "text/plain" else html).append(text)
+            if data:        # an empty text part adds nothing to the note
+                text = decode_text(data, part.get_content_charset())
+                (plain if kind == "text/plain" else html).append(text)
         elif kind not in _SIGNATURES:
+            # Empty files too: the sender sent a file by that name, and the note
+            # names it (handlers.attachments) rather than lose it without a word.
             attachments.append(Attachment(_filename(part, len(attachments) + 1), kind, data))
     return plain, html, attachments
 

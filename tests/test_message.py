@@ -91,6 +91,8 @@ def test_nested_inline_images_and_files_inside_multipart_signed():
     assert [(a.filename, a.content_type, a.data) for a in mail.attachments] == [
         ("logo.gif", "image/gif", b"GIF89a-logo"),
         ("report.pdf", "application/pdf", b"%PDF-1.4 report"),
+        # Kept, so the note can name it (issue 18); the limits never upload it.
+        ("empty.bin", "application/octet-stream", b""),
     ]
 
 
