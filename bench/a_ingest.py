@@ -1,6 +1,7 @@
 """A. SMTP durable ingest: mailgate's listener against a bare aiosmtpd, in one run.
 
     python bench/a_ingest.py [--rounds 3] [--small 3000] [--big 60] [--sessions 20] [--load ...]
+                             [--compare REF] [--base REF] [--quick]
 
 The load generator is its own process: Postfix's smtp-source (C) when it is
 installed, else bench/smtp_load.py (asyncio, the same protocol steps): 20
@@ -14,16 +15,12 @@ spool or the Maildir holds exactly the mails sent).  Contenders:
   maildir+fsync   + the mail written to Maildir tmp/, fsync, rename to new/, fsync new/
   mailgate        mailgate.serve.serve(), the real listener, worker DISABLED
                   (run_worker=False: ingest only; the Redmine URL is a closed port
-                  that nothing on this path asks)
-                  (since 894d32a it has group commit and a headers-only parse at DATA)
-  mailgate+hdr    mailgate whose receive parses only the header block (proposed: the
-                  headers-only BytesHeaderParser still decodes and splits the whole mail)
-  mailgate+async  no thread hop per mail: RCPT answered on the loop when it needs no
-                  Redmine, DATA screened (header only) on the loop, commits batched
-                  by one spool-writer thread; 250 still after the mail's COMMIT
+                  that nothing on this path asks); the working tree's code
+  mailgate @REF   with --compare REF: the same, REF's code (exported with git archive)
 
 Rounds interleave the contenders (A B C A B C ...) and the medians are kept.
 Sizes: 5 KB mails (text + HTML) and 1 MB mails (a 750 KB attachment).
+--quick: one round of 300 small and 10 big mails (proves the bench runs; no figure).
 """
 
 from __future__ import annotations
@@ -44,12 +41,12 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (child_env, closed_url, free_port, header, median, ratio,  # noqa: E402
-                     table, wait_port, write_config)
+from _common import (TREE, add_compare_option, build_gateway, child_env,  # noqa: E402
+                     closed_url, code_trees, free_port, header, median, ratio, table,
+                     wait_port, write_config)
 
 HERE = Path(__file__).resolve().parent
-CONTENDERS = ("bare", "sqlite/mail", "maildir+fsync", "mailgate", "mailgate+hdr",
-              "mailgate+async")
+BASELINES = ("bare", "sqlite/mail", "maildir+fsync")
 SENDER, RCPT = "support@example.org", "site-a@example.org"
 
 
@@ -157,30 +154,26 @@ async def _serve_plain(handler, port: int) -> None:
     server.close()
 
 
-def _serve_mailgate(kind: str, port: int, directory: Path) -> None:
-    import proposals
-    from mailgate.cli import _setup_logging
-    from mailgate.config import load_config
-    from mailgate.dispatch import build_gateway
+def _serve_mailgate(port: int, directory: Path) -> None:
+    """The mailgate of this process's tree (BENCH_TREE, see _common) through its public
+    functions: load_config, build_gateway, serve(run_worker=False)."""
+    import logging
+
     from mailgate.serve import serve
 
-    _setup_logging()     # as `mailgate serve`: one INFO line per received mail
-    if "+gc" in kind:
-        proposals.apply_group_commit()
-    if "+hdr" in kind:
-        proposals.apply_head_only_receive()
-    if "+async" in kind:
-        proposals.apply_async_ingest()
-    if "+blob" in kind:
-        proposals.apply_blob_io()
+    # As `mailgate serve` logs: one INFO line per received mail.
+    logging.basicConfig(level="INFO", format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    for chatty in ("mail.log", "transitions"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+    logging.getLogger("bench").info("mailgate from %s", TREE)
     config = write_config(directory / "mailgate.yaml", closed_url())
-    gateway = build_gateway(load_config(config, environ={}))
+    gateway = build_gateway(config)
     asyncio.run(serve(gateway, f"127.0.0.1:{port}", None, run_worker=False))
 
 
 def run_server(kind: str, port: int, directory: Path) -> None:
     if kind.startswith("mailgate"):
-        return _serve_mailgate(kind, port, directory)
+        return _serve_mailgate(port, directory)
     handler = {"bare": lambda: Bare(), "sqlite/mail": lambda: SqlitePerMail(directory),
                "maildir+fsync": lambda: MaildirFsync(directory)}[kind]()
     asyncio.run(_serve_plain(handler, port))
@@ -203,7 +196,7 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def one_run(kind: str, mail_file: Path, count: int, sessions: int, work: Path,
+def one_run(kind: str, tree, mail_file: Path, count: int, sessions: int, work: Path,
             load: str) -> tuple[float, float]:
     """(mails per second, server CPU milliseconds per mail) for one loaded run."""
     directory = Path(tempfile.mkdtemp(prefix="run-", dir=work))
@@ -211,9 +204,14 @@ def one_run(kind: str, mail_file: Path, count: int, sessions: int, work: Path,
     log = open(directory / "server.log", "wb")
     server = subprocess.Popen([sys.executable, __file__, "--server", kind, "--port", str(port),
                                "--dir", str(directory)], stdout=log, stderr=log,
-                              env=child_env())
+                              env=child_env(tree=tree))
     try:
-        wait_port(port, process=server)
+        try:
+            wait_port(port, process=server)
+        except RuntimeError as exc:
+            log.flush()
+            tail = (directory / "server.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         cpu_before = cpu_seconds(server.pid)
         if load == "smtp-source":
             command = ["smtp-source", "-d", "-s", str(sessions), "-m", str(count),
@@ -249,28 +247,29 @@ def one_run(kind: str, mail_file: Path, count: int, sessions: int, work: Path,
     return count / seconds, cpu * 1000 / count
 
 
-def bench(size: str, count: int, rounds: int, sessions: int, work: Path,
-          load: str) -> dict[str, float]:
+def bench(size: str, count: int, rounds: int, sessions: int, work: Path, load: str,
+          contenders: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """contenders: name -> (server kind, tree); (msg/s, server CPU ms per mail) by name."""
     mail_file = work / f"mail-{size}.eml"
     # smtp-source -F appends CRLF to each line: give it LF line ends.
     mail_file.write_bytes(make_mail(size).replace(b"\r\n", b"\n"))
-    rates: dict[str, list[float]] = {k: [] for k in CONTENDERS}
-    cpus: dict[str, list[float]] = {k: [] for k in CONTENDERS}
+    rates: dict[str, list[float]] = {k: [] for k in contenders}
+    cpus: dict[str, list[float]] = {k: [] for k in contenders}
     for _ in range(rounds):
-        for kind in CONTENDERS:
-            rate, cpu = one_run(kind, mail_file, count, sessions, work, load)
-            rates[kind].append(rate)
-            cpus[kind].append(cpu)
+        for name, (kind, tree) in contenders.items():
+            rate, cpu = one_run(kind, tree, mail_file, count, sessions, work, load)
+            rates[name].append(rate)
+            cpus[name].append(cpu)
     result = {k: median(v) for k, v in rates.items()}
     cpu = {k: median(v) for k, v in cpus.items()}
     rows = [(k, f"{result[k]:,.0f}", " ".join(f"{r:,.0f}" for r in rates[k]),
              f"{result[k] / result['bare']:.2f}", f"{cpu[k]:.2f}",
-             f"{cpu['bare'] / cpu[k]:.2f}") for k in CONTENDERS]
+             f"{cpu['bare'] / cpu[k]:.2f}") for k in contenders]
     print(f"\n{size} mails ({mail_file.stat().st_size:,} bytes), {count} per run,"
           f" {sessions} sessions, {rounds} rounds, load: {load}")
     table(rows, ("contender", "msg/s (median)", "each round", "x bare",
                  "server CPU ms/mail", "bare CPU / CPU"))
-    return result
+    return result, cpu
 
 
 def main() -> None:
@@ -285,28 +284,38 @@ def main() -> None:
     parser.add_argument("--load", choices=("auto", "smtp-source", "smtp_load.py"),
                         default="auto", help="the load generator (auto: smtp-source if"
                         " installed, else bench/smtp_load.py, an asyncio client)")
+    add_compare_option(parser)
+    parser.add_argument("--quick", action="store_true",
+                        help="one round, 300 small and 10 big mails, 5 sessions: proves it runs")
     args = parser.parse_args()
-    global CONTENDERS
     if args.server:
         return run_server(args.server, args.port, args.dir)
+    if args.quick:
+        args.rounds, args.small, args.big, args.sessions = 1, 300, 10, 5
     load = args.load
     if load == "auto":
         load = "smtp-source" if shutil.which("smtp-source") else "smtp_load.py"
-    header("A. SMTP durable ingest (smtp-source -> listener; 250 only after the commit)")
-    import proposals
-
-    if proposals.in_code("d-1"):    # header block only is mailgate's own since eed9613
-        CONTENDERS = tuple(k for k in CONTENDERS if k != "mailgate+hdr")
-        print("# mailgate+hdr left out: header-block-only receive is in mailgate (d-1)")
     with tempfile.TemporaryDirectory(prefix="bench-a-", dir=os.environ.get("BENCH_TMP")) as tmp:
         work = Path(tmp)
-        big = bench("1m", args.big, args.rounds, args.sessions, work, load)
-        small = bench("5k", args.small, args.rounds, args.sessions, work, load)
+        trees = code_trees(args, work)
+        header("A. SMTP durable ingest (smtp-source -> listener; 250 only after the commit)",
+               trees)
+        contenders = {kind: (kind, None) for kind in BASELINES}
+        contenders.update({f"mailgate{tree.label}": ("mailgate", tree) for tree in trees})
+        big, big_cpu = bench("1m", args.big, args.rounds, args.sessions, work, load, contenders)
+        small, small_cpu = bench("5k", args.small, args.rounds, args.sessions, work, load,
+                                 contenders)
     print()
     for size, result in (("1 MB", big), ("5 KB", small)):
-        for kind in CONTENDERS[1:]:
+        for kind in list(contenders)[1:]:
             if kind != "mailgate":
                 ratio(f"{size} {kind} / bare", result[kind] / result["bare"])
+    for tree in trees[1:]:
+        for size, result, cpu in (("1 MB", big, big_cpu), ("5 KB", small, small_cpu)):
+            ratio(f"{size} mailgate msg/s: {trees[0].name} / {tree.name}",
+                  result["mailgate"] / result["mailgate" + tree.label])
+            ratio(f"{size} mailgate server CPU per mail: {trees[0].name} / {tree.name}",
+                  cpu["mailgate"] / cpu["mailgate" + tree.label])
     ratio("1 MB mailgate / bare aiosmtpd", big["mailgate"] / big["bare"], ">= 0.8")
     ratio("5 KB mailgate / bare aiosmtpd", small["mailgate"] / small["bare"], ">= 0.8")
 

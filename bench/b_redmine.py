@@ -1,7 +1,8 @@
 """B. End to end into a real Redmine: mailgate vs Redmine's own rdm-mailhandler.rb vs a bare
 REST loop of the same note PUTs, in one run.
 
-    python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--proposed]
+    python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--compare REF]
+                              [--base REF] [--quick]
 
 300 replies from 3 senders (owner, support, other @example.org, all Redmine
 users) across 30 tickets (opened by owner in site-a), one note each.  Before
@@ -16,10 +17,9 @@ tickets are opened again (not timed).  Contenders:
                        mails sent over SMTP by CONCURRENCY sessions; timed from the first
                        send to the moment the spool shows all 300 done (polled in the
                        spool's SQLite file, so the polling does not load Redmine)
-  mailgate (proposed)  with --proposed: the same with bench/proposals.py apply_fewer_requests() (no
-                       read-back GET after a plain note, journals-only GET before) and
-                       apply_ticket_cache() (the ticket's facts remembered for 5 s and
-                       updated with what the worker wrote: one GET per ticket per 5 s)
+  mailgate serve @REF  with --compare REF: the same command on REF's code (exported
+                       with git archive; --base REF measures REF in place of the
+                       working tree)
   bare REST loop       one requests.Session, PUT /issues/N.json {"issue": {"notes": ...}}
                        as the sender (X-Redmine-Switch-User), one after another: the
                        most notes per second this Redmine takes
@@ -29,6 +29,7 @@ none twice).  mailgate's Redmine requests are counted from its /metrics.
 Redmine: a private instance of the local Debian Redmine on its own port and
 its own copy of the golden database (bench/_redmine.py explains why), or with
 --shared the team's scripts/redmine-local (reset between contenders).
+--quick: 30 mails (one per ticket), concurrency 2: proves it runs; no figure.
 """
 
 from __future__ import annotations
@@ -49,8 +50,8 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (child_env, free_port, header, ratio, table, wait_port,  # noqa: E402
-                     write_config)
+from _common import (add_compare_option, child_env, code_trees, free_port,  # noqa: E402
+                     header, ratio, table, wait_port, write_config)
 from _redmine import PrivateRedmine, SharedRedmine  # noqa: E402
 
 MAILHANDLER = Path("/usr/share/redmine/extra/mail_handler/rdm-mailhandler.rb")
@@ -187,8 +188,7 @@ def metrics_counts(port: int) -> dict[str, tuple[int, float]]:
     return {k: (int(v[0]), v[1]) for k, v in out.items()}
 
 
-def run_mailgate(redmine, mails, concurrency: int, work: Path,
-                 proposed: bool) -> tuple[float, dict]:
+def run_mailgate(redmine, mails, concurrency: int, work: Path, tree) -> tuple[float, dict]:
     directory = Path(tempfile.mkdtemp(dir=work))
     config = write_config(directory / "mailgate.yaml", redmine.url, redmine.api_key,
                           trust={"trusted_authserv_ids": ["mx.example.org"],
@@ -196,11 +196,10 @@ def run_mailgate(redmine, mails, concurrency: int, work: Path,
     smtp_port, metrics_port = free_port(), free_port()
     command = [sys.executable, "-m", "mailgate", "serve", "--config", str(config),
                "--smtp", f"127.0.0.1:{smtp_port}", "--metrics", f"127.0.0.1:{metrics_port}"]
-    if proposed:
-        command = [sys.executable, __file__, "--mailgate-proposed", *command[3:]]
     log = open(directory / "serve.log", "wb")
-    server = subprocess.Popen(command, stdout=log, stderr=log, env=child_env(
-        {"MAILGATE_LOG_LEVEL": "WARNING"}))
+    # cwd: not the repository, whose mailgate/ `python -m` would put first on sys.path.
+    server = subprocess.Popen(command, stdout=log, stderr=log, cwd=directory, env=child_env(
+        {"MAILGATE_LOG_LEVEL": "WARNING"}, tree=tree))
     spool = directory / "spool.db"
     try:
         wait_port(smtp_port, timeout=60, process=server)
@@ -276,63 +275,58 @@ def request_costs(redmine, ticket: int, n: int = 20) -> dict[str, float]:
 
 # -- the run ------------------------------------------------------------------------------
 
-def serve_with_proposals(argv: list[str]) -> int:
-    import proposals
-    from mailgate.cli import main
-
-    proposals.apply_fewer_requests()
-    proposals.apply_ticket_cache()
-    return main(argv)
-
-
 def main() -> None:
-    if len(sys.argv) > 1 and sys.argv[1] == "--mailgate-proposed":
-        sys.exit(serve_with_proposals(sys.argv[2:]))
     parser = argparse.ArgumentParser()
     parser.add_argument("--mails", type=int, default=300)
     parser.add_argument("--concurrency", type=int, default=4,
                         help="rdm-mailhandler processes at a time, and SMTP sessions")
     parser.add_argument("--shared", action="store_true",
                         help="use scripts/redmine-local (port 3000) instead of a private one")
-    parser.add_argument("--proposed", action="store_true",
-                        help="also run mailgate with the B proposals (about 45 s more)")
+    add_compare_option(parser)
+    parser.add_argument("--quick", action="store_true",
+                        help="30 mails, concurrency 2 (proves it runs)")
     args = parser.parse_args()
-    header("B. End to end into the local real Redmine (notes per second)")
-    redmine = SharedRedmine() if args.shared else PrivateRedmine(free_port())
-    print(f"# Redmine: {'shared scripts/redmine-local' if args.shared else 'private instance'}"
-          f" at {redmine.url}; {args.mails} mails, concurrency {args.concurrency}")
+    if args.quick:
+        args.mails, args.concurrency = TICKETS, 2
     run = uuid.uuid4().hex[:6]
     results: dict[str, float] = {}
     extra: dict[str, dict] = {}
-    contenders = ["rdm-mailhandler.rb", "mailgate serve"]
-    if args.proposed:
-        contenders.append("mailgate serve (proposed)")
-    contenders.append("bare REST loop")
-    redmine.start()
-    try:
-        with tempfile.TemporaryDirectory(prefix="bench-b-") as tmp:
-            work = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="bench-b-") as tmp:
+        work = Path(tmp)
+        trees = code_trees(args, work)
+        header("B. End to end into the local real Redmine (notes per second)", trees)
+        redmine = SharedRedmine() if args.shared else PrivateRedmine(free_port())
+        print(f"# Redmine: {'shared scripts/redmine-local' if args.shared else 'private'}"
+              f" at {redmine.url}; {args.mails} mails, concurrency {args.concurrency}")
+        contenders = ["rdm-mailhandler.rb"]
+        code = {}
+        for tree in trees:
+            contenders.append(f"mailgate serve{tree.label}")
+            code[contenders[-1]] = tree
+        contenders.append("bare REST loop")
+        redmine.start()
+        try:
             for name in contenders:
                 redmine.reset()
                 tickets = open_tickets(redmine)
-                mails = make_mails(tickets, args.mails, run + name[:2])
+                mails = make_mails(tickets, args.mails, run + str(contenders.index(name)))
                 if name == "rdm-mailhandler.rb":
                     seconds = run_mailhandler(redmine, mails, args.concurrency, work)
-                elif name.startswith("mailgate"):
+                elif name in code:
                     seconds, extra[name] = run_mailgate(redmine, mails, args.concurrency, work,
-                                                        proposed="proposed" in name)
+                                                        code[name])
                 else:
                     seconds = run_rest(redmine, mails, tickets)
                 notes, distinct = count_notes(redmine, tickets)
                 if (notes, distinct) != (args.mails, args.mails):
-                    raise RuntimeError(f"{name}: {notes} notes ({distinct} distinct) in Redmine,"
-                                       f" {args.mails} expected")
+                    raise RuntimeError(f"{name}: {notes} notes ({distinct} distinct) in"
+                                       f" Redmine, {args.mails} expected")
                 results[name] = args.mails / seconds
                 print(f"# {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
                 if name == "bare REST loop":
                     costs = request_costs(redmine, tickets[0])
-    finally:
-        redmine.stop()
+        finally:
+            redmine.stop()
     rest = results["bare REST loop"]
     print()
     table([(name, f"{results[name]:.1f}", f"{results[name] / results['rdm-mailhandler.rb']:.2f}",
@@ -347,11 +341,12 @@ def main() -> None:
           + ", ".join(f"{k} {v:.0f}" for k, v in costs.items()))
     print()
     ratio("bare REST loop / rdm-mailhandler", rest / results["rdm-mailhandler.rb"])
-    if "mailgate serve (proposed)" in results:
-        ratio("mailgate (proposed) / rdm-mailhandler",
-              results["mailgate serve (proposed)"] / results["rdm-mailhandler.rb"], ">= 2")
-        ratio("mailgate (proposed) / bare REST loop", results["mailgate serve (proposed)"] / rest,
-              ">= 0.8")
+    for tree in trees[1:]:
+        other = results["mailgate serve" + tree.label]
+        ratio(f"mailgate serve{tree.label} / rdm-mailhandler",
+              other / results["rdm-mailhandler.rb"])
+        ratio(f"mailgate serve notes/s: {trees[0].name} / {tree.name}",
+              results["mailgate serve"] / other)
     ratio("mailgate / rdm-mailhandler", results["mailgate serve"] / results["rdm-mailhandler.rb"],
           ">= 2")
     ratio("mailgate / bare REST loop", results["mailgate serve"] / rest, ">= 0.8")

@@ -1,6 +1,6 @@
 """D. Peak memory for one 25 MB mail (one 18 MB file, 24.9 MB base64-encoded), in one run.
 
-    python bench/d_rss.py
+    python bench/d_rss.py [--compare REF] [--base REF] [--quick]
 
 Each stage runs in a fresh child process: imports and setup first, then the
 peak-RSS mark is reset (``echo 5 > /proc/PID/clear_refs``) and the baseline
@@ -13,25 +13,17 @@ taken (VmRSS); the mail is read from disk and handled; the figure is
   stdlib policy.default  BytesParser(policy=default) + get_content() of each attachment
   mail-parser            mailparser.parse_from_bytes (if installed)
   mailgate parse_mail    mailgate.message.parse_mail
-  parse_mail (proposed)  parse_mail with big base64 leaves decoded straight from the raw
-                         bytes (bench/proposals.py: apply_bytes_leaves)
   Gateway.receive        parse + route + the SQLite spool commit (worker's side not run)
   receive + worker       the above, then Worker.run_once: claim, parse again, plan, up
                          to the first Redmine call (a closed port: deferred)
-  ... (proposed)         the same with the header block only parsed at receive, big
-                         base64 leaves decoded from the raw bytes (d-1-parse-big-leaves)
-                         and claim reading the raw mail through a blob handle
-                         (d-2-claim-blob-read); no schema change
-  ... (+ bodies table)   and the raw mail in a table of its own, bodies(id, raw), written
-                         with zeroblob + a blob handle (SQLite builds an INSERT's whole
-                         record in memory: 2x the mail; zeroblob avoids it only for the
-                         last column of a table, which messages.raw is not)
-  (With d-1 and d-2 in mailgate, as since eed9613, the "(proposed)" stages are left
-  out and the bodies-table ones are named "(+ bodies table)": the schema change alone.)
   SMTP: bare aiosmtpd    a bare aiosmtpd process receiving the mail over SMTP (smtplib)
-  SMTP: mailgate serve   mailgate's listener (worker disabled) receiving it; its peak
-                         above its idle RSS; (proposed + bodies table): header block
-                         only at receive, and the raw mail written through a blob handle
+  SMTP: mailgate serve   mailgate's listener (mailgate.serve.serve, worker disabled)
+                         receiving it; its peak above its idle RSS
+
+The mailgate stages run the working tree's code, and with --compare REF each
+runs again on REF's code (exported with git archive), named "... @REF"; the
+ratios working tree / REF follow.  --base REF measures REF in place of the
+working tree.  --quick: a 2 MB attachment instead of 18 MB (proves it runs).
 """
 
 from __future__ import annotations
@@ -48,20 +40,21 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (child_env, closed_url, free_port, header, ratio, table,  # noqa: E402
-                     wait_port, write_config)
+from _common import (add_compare_option, build_gateway, child_env, closed_url,  # noqa: E402
+                     code_trees, free_port, header, public, ratio, table, wait_port,
+                     write_config)
 
 ATTACHMENT_BYTES = 18_200_000
 
 
-def make_mail(path: Path) -> None:
+def make_mail(path: Path, attachment_bytes: int = ATTACHMENT_BYTES) -> None:
     msg = EmailMessage()
     msg["From"] = "Olive Owner <owner@example.org>"
     msg["To"] = "site-a@example.org"
     msg["Subject"] = "The router's full log"
     msg["Message-ID"] = "<bench-d-25mb@load.test>"
     msg.set_content("The whole log of last night is attached.\n")
-    msg.add_attachment(os.urandom(ATTACHMENT_BYTES), maintype="application",
+    msg.add_attachment(os.urandom(attachment_bytes), maintype="application",
                        subtype="octet-stream", filename="router.log")
     # As on the wire (and as aiosmtpd hands it over): CRLF line ends.
     path.write_bytes(bytes(msg).replace(b"\r\n", b"\n").replace(b"\n", b"\r\n"))
@@ -109,19 +102,12 @@ def _mailparser(raw):
 
 
 def _gateway(work: Path):
-    from mailgate.config import load_config
-    from mailgate.dispatch import build_gateway
-
-    config = write_config(work / "mailgate.yaml", closed_url())
-    return build_gateway(load_config(config, environ={}))
+    return build_gateway(write_config(work / "mailgate.yaml", closed_url()))
 
 
 def run_stage(stage: str, mail_path: Path, work: Path) -> dict:
+    """One stage in this process; mailgate is the one of this process's tree (BENCH_TREE)."""
     import gc
-
-    from mailgate.dispatch import Envelope
-    from mailgate.message import parse_mail
-    from mailgate.worker import Worker
 
     keep = []
     op = None
@@ -132,32 +118,25 @@ def run_stage(stage: str, mail_path: Path, work: Path) -> dict:
     elif stage == "mail-parser":
         op = _mailparser
     elif stage == "mailgate parse_mail":
+        from mailgate.message import parse_mail
+
         op = parse_mail
-    elif stage == "parse_mail (proposed)":
-        import proposals
+    elif stage in ("Gateway.receive", "receive + worker"):
+        from mailgate.worker import Worker
 
-        proposals.apply_bytes_leaves()
-        from mailgate import message
+        Envelope = public("Envelope", "mailgate.intake", "mailgate.dispatch")
 
-        op = message.parse_mail
-    elif stage.startswith(("Gateway.receive", "receive + worker")):
-        if "proposed" in stage or "bodies" in stage:
-            import proposals
-
-            proposals.apply_bytes_leaves()
-            proposals.apply_head_only_receive_call()
-            if "bodies" in stage:
-                proposals.apply_blob_io()
-            else:
-                proposals.apply_claim_blob()
+        work = Path(tempfile.mkdtemp(dir=work))
         gateway = _gateway(work)
 
         def op(raw):
             envelope = Envelope("owner@example.org", ("site-a@example.org",), raw)
             result = gateway.receive(envelope)
-            if stage.startswith("receive + worker"):
+            if stage == "receive + worker":
                 result = [result, Worker(gateway).run_once()]
             return result
+    elif stage != "read only":
+        raise SystemExit(f"no stage {stage!r}")
     gc.collect()
     base = reset_peak()
     raw = mail_path.read_bytes()
@@ -167,20 +146,24 @@ def run_stage(stage: str, mail_path: Path, work: Path) -> dict:
     return {"size": len(raw), "extra": peak - base}
 
 
-def smtp_stage(kind: str, mail_path: Path, work: Path) -> dict:
-    """A listener process receiving the mail over SMTP: its peak above its idle RSS."""
+def smtp_stage(kind: str, tree, mail_path: Path, work: Path) -> dict:
+    """A listener process receiving the mail over SMTP: its peak above its idle RSS.
+    The listeners are bench/a_ingest.py's (--server bare|mailgate)."""
     port = free_port()
-    server_kind = ("bare" if kind.endswith("bare aiosmtpd") else
-                   "mailgate+hdr+blob" if "proposed" in kind or "bodies" in kind
-                   else "mailgate")
+    server_kind = "bare" if kind.endswith("bare aiosmtpd") else "mailgate"
     directory = Path(tempfile.mkdtemp(dir=work))
     log = open(directory / "server.log", "wb")
     server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "a_ingest.py"),
                                "--server", server_kind, "--port", str(port),
                                "--dir", str(directory)], stdout=log, stderr=log,
-                              env=child_env())
+                              env=child_env(tree=tree))
     try:
-        wait_port(port, process=server)
+        try:
+            wait_port(port, process=server)
+        except RuntimeError as exc:
+            log.flush()
+            tail = (directory / "server.log").read_text(errors="replace")[-1500:]
+            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
         raw = mail_path.read_bytes()
         base = reset_peak(server.pid)
         with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
@@ -193,26 +176,19 @@ def smtp_stage(kind: str, mail_path: Path, work: Path) -> dict:
     return {"size": len(raw), "extra": peak - base}
 
 
-STAGES = ("read only", "stdlib compat32", "stdlib policy.default", "mail-parser",
-          "mailgate parse_mail", "parse_mail (proposed)", "Gateway.receive",
-          "Gateway.receive (proposed)", "Gateway.receive (proposed + bodies table)",
-          "receive + worker", "receive + worker (proposed)",
-          "receive + worker (proposed + bodies table)",
-          "SMTP: bare aiosmtpd", "SMTP: mailgate serve",
-          "SMTP: mailgate serve (proposed + bodies table)")
+STAGES = ("read only", "stdlib compat32", "stdlib policy.default", "mail-parser")
+MAILGATE_STAGES = ("mailgate parse_mail", "Gateway.receive", "receive + worker",
+                   "SMTP: mailgate serve")
 
 
-def stages() -> tuple[str, ...]:
-    """STAGES, less what is already mailgate's own: with d-1 and d-2 in the code
-    (eed9613) the "(proposed)" stages would only repeat the as-is ones, and the
-    bodies-table stages become "(+ bodies table)": the schema change alone."""
-    import proposals
-
-    if not (proposals.in_code("d-1") and proposals.in_code("d-2")):
-        return STAGES
-    print("# d-1 and d-2 are in mailgate: the (proposed) stages are left out")
-    return tuple(s.replace("(proposed + bodies table)", "(+ bodies table)")
-                 for s in STAGES if "proposed" not in s or "bodies" in s)
+def stages(trees) -> list[tuple[str, str, object]]:
+    """(name shown, stage run, tree) in the order run: the baselines, then each mailgate
+    stage for each tree, side by side."""
+    out = [(stage, stage, None) for stage in STAGES]
+    out.append(("SMTP: bare aiosmtpd", "SMTP: bare aiosmtpd", None))
+    for stage in MAILGATE_STAGES:
+        out += [(stage + tree.label, stage, tree) for tree in trees]
+    return out
 
 
 def main() -> None:
@@ -220,49 +196,56 @@ def main() -> None:
     parser.add_argument("--stage")
     parser.add_argument("--mail", type=Path)
     parser.add_argument("--work", type=Path)
+    add_compare_option(parser)
+    parser.add_argument("--quick", action="store_true",
+                        help="a 2 MB attachment instead of 18 MB (proves it runs)")
     args = parser.parse_args()
     if args.stage:
         print(json.dumps(run_stage(args.stage, args.mail, args.work)))
         return
-    header("D. Peak RSS above the process baseline for one 25 MB mail")
     from importlib.util import find_spec
 
     rows, results = [], {}
     with tempfile.TemporaryDirectory(prefix="bench-d-") as tmp:
         work = Path(tmp)
-        mail = work / "25mb.eml"
-        make_mail(mail)
-        for stage in stages():
+        trees = code_trees(args, work)
+        attachment = 2_000_000 if args.quick else ATTACHMENT_BYTES
+        header(f"D. Peak RSS above the process baseline for one"
+               f" {'small (--quick)' if args.quick else '25 MB'} mail", trees)
+        mail = work / "mail.eml"
+        make_mail(mail, attachment)
+        for name, stage, tree in stages(trees):
             if stage == "mail-parser" and find_spec("mailparser") is None:
                 continue
             if stage.startswith("SMTP"):
-                result = smtp_stage(stage, mail, work)
+                result = smtp_stage(stage, tree, mail, work)
             else:
                 out = subprocess.run([sys.executable, __file__, "--stage", stage, "--mail",
                                       str(mail), "--work", str(work)], capture_output=True,
-                                     text=True, env=child_env(), timeout=170)
+                                     text=True, env=child_env(tree=tree), timeout=170)
                 if out.returncode != 0:
-                    rows.append((stage, "failed", out.stderr.strip().splitlines()[-1][:80], ""))
+                    rows.append((name, "failed", out.stderr.strip().splitlines()[-1][:80], ""))
                     continue
                 result = json.loads(out.stdout.strip().splitlines()[-1])
-            results[stage] = result["extra"] / result["size"]
-            rows.append((stage, f"{result['size'] / 1e6:.1f}", f"{result['extra'] / 1e6:.1f}",
-                         f"{results[stage]:.2f}"))
-    print(f"\nmail: {results and rows[0][1]} MB, one attachment of {ATTACHMENT_BYTES / 1e6:.1f} MB")
+            results[name] = result["extra"] / result["size"]
+            rows.append((name, f"{result['size'] / 1e6:.1f}", f"{result['extra'] / 1e6:.1f}",
+                         f"{results[name]:.2f}"))
+    print(f"\nmail: {rows[0][1]} MB,"
+          f" one attachment of {attachment / 1e6:.1f} MB")
     table(rows, ("stage", "mail MB", "peak above baseline MB", "x mail"))
     print()
-    for stage in ("stdlib compat32", "mailgate parse_mail", "parse_mail (proposed)",
-                  "SMTP: bare aiosmtpd", "SMTP: mailgate serve",
-                  "SMTP: mailgate serve (proposed + bodies table)",
-                  "SMTP: mailgate serve (+ bodies table)", "receive + worker",
-                  "Gateway.receive (proposed)", "Gateway.receive (proposed + bodies table)",
-                  "Gateway.receive (+ bodies table)", "receive + worker (proposed)",
-                  "receive + worker (proposed + bodies table)",
-                  "receive + worker (+ bodies table)"):
+    for stage in ("stdlib compat32", "SMTP: bare aiosmtpd"):
         if stage in results:
             ratio(f"{stage} peak / mail", results[stage])
-    ratio("mailgate receive + worker parse peak / mail (as it is)", results["receive + worker"],
-          "<= 3")
+    for tree in trees[1:]:
+        for stage in MAILGATE_STAGES:
+            if stage in results and stage + tree.label in results:
+                ratio(f"{stage} peak: {trees[0].name} / {tree.name}",
+                      results[stage] / results[stage + tree.label])
+    for stage in ("mailgate parse_mail", "Gateway.receive", "SMTP: mailgate serve"):
+        if stage in results:
+            ratio(f"{stage} peak / mail", results[stage])
+    ratio("mailgate receive + worker parse peak / mail", results["receive + worker"], "<= 3")
 
 
 if __name__ == "__main__":

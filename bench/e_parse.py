@@ -1,40 +1,43 @@
 """E. Parse + decide throughput on a mixed corpus, against mail-parser and the stdlib, in one run.
 
-    python bench/e_parse.py [--rounds 5] [--seconds 1.0]
+    python bench/e_parse.py [--rounds 5] [--seconds 1.0] [--compare REF] [--base REF] [--quick]
 
 The corpus: every fixtures/mail/*.eml, plus variants generated here (fixed
 seed): HTML-only and multipart/alternative, quoted reply histories, commands
 at the top, attachments (20-300 KB, base64), and charsets (ISO-8859-1,
 windows-1252, KOI8-R, Shift_JIS, ISO-2022-JP, UTF-8 quoted-printable, RFC 2047
-subjects and names).  Contenders, each over the whole corpus, in one process:
+subjects and names).  Contenders, each over the whole corpus:
 
-  mailgate parse+route+decide  parse_mail, the recipient from the headers, route_mail,
-                               plan_mail with facts given (ticket open, owned by
-                               owner@example.org: no Redmine, no DNS): the
-                               automatic-mail rules, trimming, commands, the workflow
-  ... (proposed)               the same with base64 leaves of 16 KB and more decoded
-                               straight from the raw bytes, and the sender check
-                               parsing the header block only (bench/proposals.py);
-                               left out when both are in mailgate (eed9613), and the
-                               side check then compares mailgate's own big-leaf path
-                               with the stdlib-only parse
-  mailgate parse_mail          parse_mail alone
+  mailgate explain             mailgate.explain.explain with GivenFacts (ticket open,
+    (parse+route+decide)       owned by owner@example.org: no Redmine, no DNS), what
+                               `mailgate explain --ticket-state open --ticket-owner ...`
+                               runs per file: parse_mail, the recipient from the
+                               headers, routing, the automatic-mail rules, trimming,
+                               commands, the workflow
+  mailgate parse_mail          mailgate.message.parse_mail alone
   mail-parser                  mailparser.parse_from_bytes (if installed)
   stdlib policy.default        BytesParser(policy=default), the body's get_content()
                                and every attachment's get_content()
   stdlib compat32              email.message_from_bytes and every leaf's payload decoded
 
-Rounds interleave the contenders; each round runs a contender for about
-``--seconds`` (whole passes over the corpus) and the median rate is kept.  A
-side check: the proposed parse_mail for big mails (bench/proposals.py) gives
-the same ParsedMail as parse_mail on every corpus mail (its threshold lowered
-so that it takes its own path wherever it can).
+Each code tree (the working tree, and with --compare REF also REF's code,
+exported with git archive) runs in a process of its own (this script with
+--contenders, driven over a pipe), since two mailgates cannot share one
+process; the baselines run in the first one.  Rounds interleave all the
+contenders, across the processes; each round runs a contender for about
+``--seconds`` (whole passes over the corpus) and the median rate is kept.
+With --compare a side check says on how many corpus mails the two trees'
+parse_mail give the same ParsedMail (its repr).
+--quick: one round of 0.2 s (proves it runs; no figure).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,8 +49,8 @@ from importlib.util import find_spec
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (MAIL_FIXTURES, closed_url, header, median, ratio, table,  # noqa: E402
-                     write_config)
+from _common import (MAIL_FIXTURES, add_compare_option, child_env, closed_url,  # noqa: E402
+                     code_trees, header, median, ratio, table, write_config)
 
 TEXTS = {
     "iso-8859-1": "Bonjour, le routeur coupe la connexion chaque soir à huit heures. Merci!",
@@ -113,53 +116,14 @@ def corpus() -> list[tuple[str, bytes]]:
 
 # -- the contenders ------------------------------------------------------------------------
 
-def mailgate_decide(config):
-    from mailgate.dispatch import plan_mail, recipient_from_headers
-    from mailgate.errors import MailgateError
+def mailgate_explain(config):
+    from mailgate.explain import explain
     from mailgate.facts import GivenFacts
-    from mailgate.message import parse_mail
-    from mailgate.routing import resolve_recipient, route_mail
 
     facts = GivenFacts("open", "owner@example.org", config)
 
     def run(raw: bytes):
-        try:
-            mail = parse_mail(raw)
-            address = recipient_from_headers(mail, config)
-            return plan_mail(route_mail(resolve_recipient(address, config), mail),
-                             mail, facts, config)
-        except MailgateError as exc:
-            return exc
-    return run
-
-
-def mailgate_decide_proposed(config):
-    """The same with two proposals (bench/proposals.py): base64 leaves of 16 KB and more
-    decoded from the raw bytes, and the sender check parsing the header block only."""
-    import proposals
-    from mailgate import trust
-    from mailgate.dispatch import plan_mail, recipient_from_headers
-    from mailgate.errors import MailgateError
-    from mailgate.facts import GivenFacts
-    from mailgate.message import parse_mail
-    from mailgate.routing import resolve_recipient, route_mail
-
-    class Facts(GivenFacts):
-        def sender_verdict(self, mail):
-            fields = trust._header_fields(proposals._header_block(mail.raw))
-            return trust.verify_sender(mail.raw, mail.from_address, headers=fields,
-                                       settings=self.config.trust)
-
-    facts = Facts("open", "owner@example.org", config)
-
-    def run(raw: bytes):
-        try:
-            mail = proposals.parse_mail_big(raw, parse_mail, big_leaf=16 * 1024)
-            address = recipient_from_headers(mail, config)
-            return plan_mail(route_mail(resolve_recipient(address, config), mail),
-                             mail, facts, config)
-        except MailgateError as exc:
-            return exc
+        return explain("mail.eml", raw, config, facts)
     return run
 
 
@@ -225,104 +189,124 @@ def rate(run, mails: list[bytes], seconds: float) -> float:
             return done / elapsed
 
 
-def check_proposal(mails: list[tuple[str, bytes]]) -> str:
-    import proposals
+def digests(mails: list[bytes]) -> list[str]:
+    """What parse_mail makes of each mail (its repr, or the exception), hashed."""
     from mailgate.message import parse_mail
 
-    same = taken = 0
-    for name, raw in mails:
-        leaves: list = []
+    out = []
+    for raw in mails:
         try:
-            proposals._big_leaves(raw, 0, len(raw), leaves, big_leaf=1)
-        except Exception:
-            pass
-        taken += bool(leaves)
-        try:
-            a = parse_mail(raw)
+            result = repr(parse_mail(raw))
         except Exception as exc:
-            a = type(exc)
-        try:
-            # big_leaf=1: the new path wherever there is a base64 leaf
-            b = proposals.parse_mail_big(raw, parse_mail, big_leaf=1)
-        except Exception as exc:
-            b = type(exc)
-        if a == b:
-            same += 1
-        else:
-            print(f"# proposed parse_mail differs on {name}")
-    return (f"proposed parse_mail == parse_mail on {same}/{len(mails)} corpus mails"
-            f" ({taken} of them through the big-leaf path)")
+            result = f"{type(exc).__name__}: {exc}"
+        out.append(hashlib.sha256(result.encode()).hexdigest())
+    return out
 
 
-def check_landed(mails: list[tuple[str, bytes]]) -> str:
-    """With d-1 in mailgate: its big-leaf path (threshold at 1 byte, so every base64
-    leaf takes it) gives the same ParsedMail as the stdlib parser alone."""
-    from email.parser import BytesParser
+DECIDE = "mailgate explain (parse+route+decide)"
 
-    from mailgate import message
 
-    same = taken = 0
-    saved = message.BIG_LEAF
-    try:
-        message.BIG_LEAF = 1
-        for name, raw in mails:
-            try:
-                taken += bool(message._big_leaves(raw))
-            except Exception:
-                pass
-            try:
-                a = message._parse(raw, BytesParser().parsebytes(raw), False)
-            except Exception as exc:
-                a = type(exc)
-            try:
-                b = message.parse_mail(raw)
-            except Exception as exc:
-                b = type(exc)
-            if a == b:
-                same += 1
+def serve_contenders(baselines: bool) -> None:
+    """The child (--contenders): the contenders of this process's tree, on request.
+
+    Reads one JSON command a line on stdin, answers one JSON line on stdout:
+    {"warm": true}, {"rate": NAME, "seconds": S}, {"digests": true}."""
+    from mailgate.config import load_config
+
+    raws = [raw for _, raw in corpus()]
+    with tempfile.TemporaryDirectory(prefix="bench-e-") as tmp:
+        # No DNS may be asked from here: DKIM checking off (no corpus mail is signed).
+        config = load_config(write_config(Path(tmp) / "m.yaml", closed_url(),
+                                          trust={"verify_dkim": False}))
+        contenders = {DECIDE: mailgate_explain(config), "mailgate parse_mail": mailgate_parse()}
+        if baselines:
+            if find_spec("mailparser") is not None:
+                contenders["mail-parser"] = mail_parser()
+            contenders["stdlib policy.default"] = stdlib_default()
+            contenders["stdlib compat32"] = stdlib_compat32()
+        print(json.dumps({"contenders": list(contenders)}), flush=True)
+        for line in sys.stdin:
+            command = json.loads(line)
+            if "warm" in command:        # imports, caches
+                for run in contenders.values():
+                    for raw in raws:
+                        run(raw)
+                answer = {"ok": True}
+            elif "rate" in command:
+                answer = {"rate": rate(contenders[command["rate"]], raws, command["seconds"])}
+            elif "digests" in command:
+                answer = {"digests": digests(raws)}
             else:
-                print(f"# parse_mail's big-leaf path differs from the stdlib's on {name}")
-    finally:
-        message.BIG_LEAF = saved
-    return (f"parse_mail (big-leaf path for every base64 leaf) == stdlib-only parse on"
-            f" {same}/{len(mails)} corpus mails ({taken} of them through the big-leaf path)")
+                answer = {"error": f"unknown command {command}"}
+            print(json.dumps(answer), flush=True)
+
+
+class Contenders:
+    """A --contenders child for one tree."""
+
+    def __init__(self, tree, baselines: bool):
+        command = [sys.executable, __file__, "--contenders"] + (["--baselines"] if baselines
+                                                                else [])
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                        text=True, env=child_env(tree=tree))
+        self.names = self._answer()["contenders"]
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the contenders' process exited ({self.process.wait()})")
+        return json.loads(line)
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--contenders", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baselines", action="store_true", help=argparse.SUPPRESS)
+    add_compare_option(parser)
+    parser.add_argument("--quick", action="store_true",
+                        help="one round of 0.2 s per contender (proves it runs)")
     args = parser.parse_args()
-    header("E. Parse + decide throughput, mixed corpus, one process")
-    from mailgate.config import load_config
-
+    if args.contenders:
+        return serve_contenders(args.baselines)
+    if args.quick:
+        args.rounds, args.seconds = 1, 0.2
+    with tempfile.TemporaryDirectory(prefix="bench-e-") as tmp:
+        trees = code_trees(args, Path(tmp))
+        header("E. Parse + decide throughput, mixed corpus, one process per code tree", trees)
+        children = [Contenders(tree, baselines=n == 0) for n, tree in enumerate(trees)]
+        try:
+            # name shown -> (child, name in the child)
+            contenders = {}
+            for tree, child in zip(trees, children):
+                for name in child.names:
+                    if name.startswith("mailgate"):
+                        contenders[name + tree.label] = (child, name)
+            for name in children[0].names:
+                if not name.startswith("mailgate"):
+                    contenders[name] = (children[0], name)
+            for child in children:
+                child.ask(warm=True)
+            rates: dict[str, list[float]] = {name: [] for name in contenders}
+            for _ in range(args.rounds):
+                for name, (child, inner) in contenders.items():
+                    rates[name].append(child.ask(rate=inner, seconds=args.seconds)["rate"])
+            sums = [child.ask(digests=True)["digests"] for child in children]
+        finally:
+            for child in children:
+                child.close()
     mails = corpus()
     raws = [raw for _, raw in mails]
-    with tempfile.TemporaryDirectory(prefix="bench-e-") as tmp:
-        # No DNS may be asked from here: DKIM checking off (no corpus mail is signed).
-        config = load_config(write_config(Path(tmp) / "m.yaml", closed_url(),
-                                          trust={"verify_dkim": False}), environ={})
-        import proposals
-
-        landed = proposals.in_code("d-1") and proposals.in_code("e-1")
-        contenders = {"mailgate parse+route+decide": mailgate_decide(config)}
-        if landed:      # eed9613: the proposed contender would only repeat the one above
-            print("# d-1 and e-1 are in mailgate: the (proposed) contender is left out")
-        else:
-            contenders["mailgate parse+route+decide (proposed)"] = \
-                mailgate_decide_proposed(config)
-        contenders["mailgate parse_mail"] = mailgate_parse()
-        if find_spec("mailparser") is not None:
-            contenders["mail-parser"] = mail_parser()
-        contenders["stdlib policy.default"] = stdlib_default()
-        contenders["stdlib compat32"] = stdlib_compat32()
-        for run in contenders.values():        # warm up (imports, caches)
-            for raw in raws:
-                run(raw)
-        rates: dict[str, list[float]] = {name: [] for name in contenders}
-        for _ in range(args.rounds):
-            for name, run in contenders.items():
-                rates[name].append(rate(run, raws, args.seconds))
     size = sum(map(len, raws))
     print(f"\ncorpus: {len(raws)} mails ({len(raws) - len(generated())} fixtures,"
           f" {len(generated())} generated), {size / 1e6:.1f} MB,"
@@ -331,19 +315,24 @@ def main() -> None:
     table([(name, f"{result[name]:,.0f}", " ".join(f"{r:,.0f}" for r in rates[name]),
             f"{1000 / result[name]:.2f}") for name in contenders],
           ("contender", "msg/s (median)", "each round", "ms/msg"))
-    print(f"\n{check_landed(mails) if landed else check_proposal(mails)}\n")
+    print()
+    for tree, other in zip(trees[1:], sums[1:]):
+        differ = [name for (name, _), a, b in zip(mails, sums[0], other) if a != b]
+        print(f"parse_mail: {trees[0].name} == {tree.name} on"
+              f" {len(mails) - len(differ)}/{len(mails)} corpus mails"
+              + (f"; differs on {', '.join(differ[:8])}" if differ else ""))
+        for name in ("mailgate parse_mail", DECIDE):
+            ratio(f"{name} msg/s: {trees[0].name} / {tree.name}",
+                  result[name] / result[name + tree.label])
     ratio("mailgate parse+route+decide / stdlib policy.default",
-          result["mailgate parse+route+decide"] / result["stdlib policy.default"])
+          result[DECIDE] / result["stdlib policy.default"])
     ratio("mailgate parse_mail / mail-parser" if "mail-parser" in result else
           "mailgate parse_mail / stdlib policy.default",
           result["mailgate parse_mail"] / result.get("mail-parser",
                                                      result["stdlib policy.default"]))
-    if "mail-parser" in result and not landed:
-        ratio("mailgate parse+route+decide (proposed) / mail-parser",
-              result["mailgate parse+route+decide (proposed)"] / result["mail-parser"], ">= 1")
     if "mail-parser" in result:
-        ratio("mailgate parse+route+decide / mail-parser",
-              result["mailgate parse+route+decide"] / result["mail-parser"], ">= 1")
+        ratio("mailgate parse+route+decide / mail-parser", result[DECIDE] / result["mail-parser"],
+              ">= 1")
 
 
 if __name__ == "__main__":
