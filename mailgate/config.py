@@ -62,7 +62,7 @@ class Config:
     spool_path: Path
     #: PostgreSQL URL for a spool shared by several gateway hosts (else SQLite at spool_path).
     spool_url: str | None = None
-    lease_seconds: float = 300.0
+    lease_seconds: float = 60.0
     retry_first_delay: float = 30.0
     retry_max_delay: float = 3600.0
     #: Give up on a temporary failure after this long (MTAs: five days).
@@ -223,7 +223,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         workflow=workflow,
         spool_path=base / str(spool.get("path", "var/spool.db")),
         spool_url=spool.get("url") or None,
-        lease_seconds=_number(spool, "lease_seconds", 300.0, "spool"),
+        lease_seconds=_number(spool, "lease_seconds", 60.0, "spool"),
         retry_first_delay=_number(spool, "retry_first_delay", 30.0, "spool"),
         retry_max_delay=_number(spool, "retry_max_delay", 3600.0, "spool"),
         max_age=_number(spool, "max_age", 5 * 24 * 3600.0, "spool"),

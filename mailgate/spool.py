@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
+from .claims import holder_is_gone, host_prefix, this_process
 from .errors import SpoolBusy
 from .sqlite import open_durable
 
@@ -129,8 +130,22 @@ class Spool:
         now = time.time() if now is None else now
         until = now + (self.lease_seconds if lease is None else lease)
         only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
-        row = self._one(self._claim_sql(only), [until, now, now, *(ids or [])])
+        row = self._one(self._claim_sql(only), [until, this_process(), now, now, *(ids or [])])
         return SpooledMail.from_row(row) if row else None
+
+    def release_dead_claims(self, now: float | None = None) -> int:
+        """Take back at once the claims of this host's processes that are gone (a
+        worker killed with its mail in hand); returns how many.  Claims of other
+        hosts are left to their leases."""
+        now = time.time() if now is None else now
+        held = self._all("SELECT id, claimed_by FROM messages WHERE state='queued'"
+                         " AND lease_until > ? AND claimed_by LIKE ?", (now, host_prefix() + "%"))
+        released = 0
+        for mail_id, holder in held:
+            if holder_is_gone(holder):
+                released += self._run("UPDATE messages SET lease_until=0 WHERE id=?"
+                                      " AND claimed_by=? AND state='queued'", (mail_id, holder))
+        return released
 
     def renew(self, mail_id: int, until: float) -> None:
         """Keep the lease of a mail still being worked on."""
@@ -215,6 +230,7 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at REAL NOT NULL DEFAULT 0,
     lease_until REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,                        -- host:pid:start of the lease's holder
     last_error TEXT,
     outcome TEXT,                           -- JSON, once done
     finished_at REAL
@@ -238,7 +254,7 @@ CREATE TABLE IF NOT EXISTS processed (
 
 #: Columns added after the first release: (name, definition), applied on open,
 #: so a spool written by an older mailgate is upgraded in place, mail and all.
-SQLITE_ADDED_COLUMNS = [("order_key", "TEXT"), ("body_id", "INTEGER")]
+SQLITE_ADDED_COLUMNS = [("order_key", "TEXT"), ("body_id", "INTEGER"), ("claimed_by", "TEXT")]
 
 #: The mail goes into its blob in pieces this big.
 BLOB_CHUNK = 1024 * 1024
@@ -382,7 +398,8 @@ class SqliteSpool(Spool):
         until = now + (self.lease_seconds if lease is None else lease)
         only = f"AND m.id IN ({','.join('?' * len(ids))})" if ids else ""
         with self._transaction() as cur:
-            row = cur.execute(self._claim_sql(only), [until, now, now, *(ids or [])]).fetchone()
+            row = cur.execute(self._claim_sql(only),
+                              [until, this_process(), now, now, *(ids or [])]).fetchone()
             if row is not None:
                 row = (*row[:4], self._read_raw(row[0]), *row[5:])
         return SpooledMail.from_row(row) if row else None
@@ -390,7 +407,7 @@ class SqliteSpool(Spool):
     def _claim_sql(self, only: str) -> str:
         # One UPDATE ... RETURNING: SQLite has one writer at a time, so the
         # check for an earlier mail of the same ticket and the claim are atomic.
-        return f"""UPDATE messages SET lease_until = ?, attempts = attempts + 1
+        return f"""UPDATE messages SET lease_until = ?, claimed_by = ?, attempts = attempts + 1
             WHERE id = (SELECT m.id FROM messages m
                         WHERE m.state = 'queued' AND m.next_attempt_at <= ?
                           AND m.lease_until <= ? {only}

@@ -18,6 +18,7 @@ from typing import Iterator, Sequence
 
 import psycopg
 
+from .claims import this_process
 from .errors import SpoolBusy
 from .spool import COLUMNS, Spool, SpooledMail
 
@@ -34,11 +35,13 @@ CREATE TABLE IF NOT EXISTS messages (
     attempts INTEGER NOT NULL DEFAULT 0,
     next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
     lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    claimed_by TEXT,
     last_error TEXT,
     outcome TEXT,
     finished_at DOUBLE PRECISION
 );
 ALTER TABLE messages ADD COLUMN IF NOT EXISTS body_id BIGINT;
+ALTER TABLE messages ADD COLUMN IF NOT EXISTS claimed_by TEXT;
 CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at);
 CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id);
 CREATE TABLE IF NOT EXISTS processed (
@@ -121,8 +124,8 @@ class PostgresSpool(Spool):
                                     AND e.state = 'queued' AND e.id < m.id)
                 ORDER BY m.id LIMIT 1
                 FOR UPDATE SKIP LOCKED)
-            UPDATE messages SET lease_until = ?, attempts = attempts + 1
+            UPDATE messages SET lease_until = ?, claimed_by = ?, attempts = attempts + 1
             FROM next WHERE messages.id = next.id
             RETURNING {', '.join('messages.' + c.strip() for c in COLUMNS.split(','))}""",
-            [now, now, *(ids or []), until])
+            [now, now, *(ids or []), until, this_process()])
         return SpooledMail.from_row(row) if row else None

@@ -11,11 +11,18 @@ goes on with the others.  A refused mail is not an error: its outcome is
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 from .outcome import Outcome
 from .runner import Backoff, Handled, Runner
 from .spool import Spool, SpooledMail
+
+log = logging.getLogger("mailgate.worker")
+
+
+#: How often a runner looks for claims left by dead processes of its host.
+RELEASE_EVERY = 5.0
 
 
 class SpoolQueue:
@@ -27,8 +34,15 @@ class SpoolQueue:
         self.spool = spool
         #: Only these mails, when set (the pipe and replay apply the mail they spooled).
         self.only: Sequence[int] | None = None
+        self._released_at = float("-inf")
 
     def claim(self, now: float, lease: float) -> SpooledMail | None:
+        if now - self._released_at >= RELEASE_EVERY:
+            # A gateway killed with mail in hand: its tickets must not wait for the lease.
+            self._released_at = now
+            if released := self.spool.release_dead_claims(now):
+                log.warning("spool: took up %d mail(s) claimed by a process that died",
+                            released)
         return self.spool.claim(self.only, now=now, lease=lease)
 
     def renew(self, item: SpooledMail, until: float) -> None:

@@ -71,4 +71,7 @@ def test_discord_latency_and_queue_in_metrics(fake_redmine, tmp_path):
             metrics = requests.get(f"http://127.0.0.1:{server.metrics_port}/metrics",
                                    timeout=5).text
     assert 'mailgate_discord_request_seconds_count{status="2xx"} 1.0' in metrics
-    assert 'mailgate_discord_posts{kind="sent"}' in metrics
+    # Every queue's runner shows the same way (mailgate.runner).
+    assert 'mailgate_queue_items{kind="sent",queue="discord"} 1.0' in metrics
+    assert 'mailgate_queue_items{kind="done",queue="spool"}' in metrics
+    assert 'mailgate_runner_up{queue="discord"} 1.0' in metrics
