@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailgate.message import Attachment
+from mailgate.mail.message import Attachment
 
 name = "attachments"
 description = "Apply the attachment limits; name what was left out."

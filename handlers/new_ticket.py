@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mailgate.config import Config, Site
-from mailgate.message import ParsedMail
+from mailgate.mail.message import ParsedMail
 
-from mailgate.idempotency import with_marker
+from mailgate.mail.idempotency import with_marker
 
 from .attachments import apply_limits, not_attached_line
 from .plans import OpenTicket, Plan, Refuse

@@ -4,7 +4,7 @@ The plan says who may be told (``MailPlan.reply_to``: nobody for automatic
 mail or the null sender) and why a refused mail was refused
 (``Refuse.notice``).  What only Redmine's answer can tell (a status change its
 own workflow dropped, a ticket that has gone, a write it refused) comes in the
-outcome.  The text of each kind is ``mailgate.notify.TEXTS``.
+outcome.  The text of each kind is ``mailgate.outbound.notify.TEXTS``.
 """
 
 from __future__ import annotations

@@ -30,8 +30,8 @@ from typing import Callable, Protocol
 
 from mailgate.config import Config, Site
 from mailgate.errors import NoSuchTicket, SenderNotPermitted, UnknownAddress
-from mailgate.idempotency import marker, normalise_key, route_key
-from mailgate.message import ParsedMail
+from mailgate.mail.idempotency import marker, normalise_key, route_key
+from mailgate.mail.message import ParsedMail
 from mailgate.routing import Route, resolve_recipient, route_mail
 from mailgate.trust import Verdict
 from workflow import parse_commands

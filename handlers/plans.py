@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Union
 
 from mailgate.config import Site
-from mailgate.message import Attachment
+from mailgate.mail.message import Attachment
 from workflow import Decision
 
 
@@ -41,7 +41,7 @@ class TicketView:
     subject: str = ""
     #: The Redmine project the ticket is in (its site, for Discord).
     project: str | None = None
-    #: Idempotency markers found in the ticket's notes (mailgate.idempotency).
+    #: Idempotency markers found in the ticket's notes (mailgate.mail.idempotency).
     markers: frozenset[str] = frozenset()
 
 
@@ -74,7 +74,7 @@ class OpenTicket:
 @dataclass(frozen=True)
 class Refuse:
     """Refuse the mail: ``error`` is the PermanentError class the edges report, and
-    ``notice`` the kind of notice the sender gets (``mailgate.notify.TEXTS``)."""
+    ``notice`` the kind of notice the sender gets (``mailgate.outbound.notify.TEXTS``)."""
 
     reason: str
     error: type

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from mailgate.config import Config, Site
-from mailgate.idempotency import with_marker
-from mailgate.message import Attachment, ParsedMail
-from mailgate.trimming import trim_reply
+from mailgate.mail.idempotency import with_marker
+from mailgate.mail.message import Attachment, ParsedMail
+from mailgate.mail.trimming import trim_reply
 from mailgate.trust import Verdict
 from workflow import Decision, TicketFacts, parse_commands
 
@@ -22,7 +22,7 @@ NOT_NEEDED = Verdict(False, "not needed: no privileged role claimed")
 
 def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site | None,
            config: Config, mark: str = "", verdict: Verdict = NOT_NEEDED) -> Plan:
-    """``mark``: the idempotency marker this mail's note carries (see mailgate.idempotency);
+    """``mark``: the idempotency marker this mail's note carries (see mailgate.mail.idempotency);
     ``verdict``: whether the sender's identity is proven (mailgate.trust)."""
     if mark and mark in ticket.markers:
         # Posted before, and the record of it was lost (a crash after Redmine answered).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mailgate.config import Config, Site
 from mailgate.errors import SenderNotPermitted
-from mailgate.message import ParsedMail
+from mailgate.mail.message import ParsedMail
 from mailgate.trust import Verdict
 
 from .plans import Defer, Refuse, Sender

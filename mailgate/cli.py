@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from .errors import EX_OK, EX_TEMPFAIL, MailgateError
+from mailgate.errors import EX_OK, EX_TEMPFAIL, MailgateError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -118,7 +118,7 @@ def _table(args: argparse.Namespace):
 
     if not args.config:
         return load_default_table()
-    from .config import load_config
+    from mailgate.config import load_config
 
     config = load_config(args.config)
     site = config.sites.get(args.site) if args.site else None
@@ -143,7 +143,7 @@ def _workflow_graph(args: argparse.Namespace) -> int:
 
 
 def _check_config(args: argparse.Namespace) -> int:
-    from .config import load_config
+    from mailgate.config import load_config
 
     config = load_config(args.config)
     sites = ", ".join(f"{s.name} <{s.address}>" for s in config.sites.values()) or "none"
@@ -160,8 +160,8 @@ def _setup_logging() -> None:
 
 
 def _gateway(args: argparse.Namespace):
-    from .config import load_config
-    from .gateway import build_gateway
+    from mailgate.config import load_config
+    from mailgate.gateway import build_gateway
 
     return build_gateway(load_config(args.config))
 
@@ -169,7 +169,7 @@ def _gateway(args: argparse.Namespace):
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
-    from .serve import check_startup, serve
+    from mailgate.serve import check_startup, serve
 
     _setup_logging()
     gateway = _gateway(args)
@@ -184,14 +184,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _pipe(args: argparse.Namespace) -> int:
-    from .pipe import run_pipe
+    from mailgate.intake.pipe import run_pipe
 
-    from .ratelimit import SqliteRateLimiter
+    from mailgate.intake.ratelimit import SqliteRateLimiter
 
     raw = sys.stdin.buffer.read()
     if args.queue_only:
-        from .config import load_config
-        from .gateway import build_queue_only_gateway
+        from mailgate.config import load_config
+        from mailgate.gateway import build_queue_only_gateway
 
         gateway = build_queue_only_gateway(load_config(args.config, need_redmine=False))
     else:
@@ -217,7 +217,7 @@ def _worker(args: argparse.Namespace) -> int:
     import signal
     import threading
 
-    from .serve import start_runners, stop_runners
+    from mailgate.serve import start_runners, stop_runners
 
     stop = threading.Event()
 
@@ -238,9 +238,9 @@ def _explain(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .config import load_config
-    from .explain import explain
-    from .facts import GivenFacts, RedmineFacts
+    from mailgate.config import load_config
+    from mailgate.ops.explain import explain
+    from mailgate.facts import GivenFacts, RedmineFacts
 
     given = args.ticket_state is not None and args.ticket_owner is not None
     config = load_config(args.config, need_redmine=not given)
@@ -249,7 +249,7 @@ def _explain(args: argparse.Namespace) -> int:
             raise SystemExit(f"mailgate explain: unknown state {args.ticket_state!r}")
         facts = GivenFacts(args.ticket_state, args.ticket_owner, config)
     else:
-        from .redmine import RedmineClient
+        from mailgate.clients.redmine import RedmineClient
 
         facts = RedmineFacts(RedmineClient.from_settings(config.redmine), config)
     for name in args.files:
@@ -259,7 +259,7 @@ def _explain(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from .replay import replay
+    from mailgate.intake.replay import replay
 
     summary = replay(_gateway(args), args.paths, args.recipient,
                      lambda line: print(line, file=sys.stderr, flush=True))
@@ -268,7 +268,7 @@ def _replay(args: argparse.Namespace) -> int:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from .sweep import sweep
+    from mailgate.ops.sweep import sweep
 
     _setup_logging()
     actions = sweep(_gateway(args), dry_run=args.dry_run)
@@ -279,9 +279,9 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _spool(args: argparse.Namespace) -> int:
-    from . import spool_cli
-    from .config import load_config
-    from .spool import open_spool
+    from mailgate.ops import spool_cli
+    from mailgate.config import load_config
+    from mailgate.store import open_spool
 
     config = load_config(args.config, need_redmine=False)
     spool = open_spool(config.spool_path, url=config.spool_url)

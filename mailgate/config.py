@@ -17,9 +17,9 @@ import yaml
 
 from workflow import Workflow, WorkflowError, load_default_table
 
-from .errors import ConfigError
-from .ratelimit import Limits, load_limits
-from .trust import TrustSettings, load_trust_settings
+from mailgate.errors import ConfigError
+from mailgate.intake.ratelimit import Limits, load_limits
+from mailgate.trust import TrustSettings, load_trust_settings
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
 
@@ -63,6 +63,8 @@ class Config:
     #: PostgreSQL URL for a spool shared by several gateway hosts (else SQLite at spool_path).
     spool_url: str | None = None
     lease_seconds: float = 60.0
+    #: Threads applying spooled mail in `serve` (each ticket's mail stays in order).
+    spool_workers: int = 2
     retry_first_delay: float = 30.0
     retry_max_delay: float = 3600.0
     #: Give up on a temporary failure after this long (MTAs: five days).
@@ -80,16 +82,16 @@ class Config:
     #: Attach the original .eml to the note: "when-trimmed" (default), "always", "never".
     attach_original: str = "when-trimmed"
     attachment_limits: Any = None
-    #: Notices to senders (mailgate.notify), or None.
+    #: Notices to senders (mailgate.outbound.notify), or None.
     notify: Any = None
-    #: Per-sender (and per-client) rate limits (mailgate.ratelimit).
+    #: Per-sender (and per-client) rate limits (mailgate.intake.ratelimit).
     limits: Limits = Limits()
     #: Whose word on a sender's identity we take (mailgate.trust).
     trust: TrustSettings = TrustSettings()
     unverified_senders: str = "comment"
     smtp_listen: str | None = None
     lmtp_listen: str | None = None
-    #: Discord fan-out (mailgate.fanout), or None.
+    #: Discord fan-out (mailgate.outbound.fanout), or None.
     discord: Any = None
     #: Where `serve` offers /metrics and /healthz, or None.
     metrics_listen: str | None = None
@@ -122,7 +124,7 @@ class Config:
 ENV_KEYS = [
     ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
-    ("spool", "path"), ("spool", "url"), ("spool", "lease_seconds"),
+    ("spool", "path"), ("spool", "url"), ("spool", "lease_seconds"), ("spool", "workers"),
     ("spool", "retry_first_delay"), ("spool", "retry_max_delay"), ("spool", "max_age"),
     ("listen", "smtp"), ("listen", "lmtp"), ("listen", "metrics"),
     ("server", "hostname"), ("server", "max_message_size"), ("server", "max_recipients"),
@@ -224,6 +226,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         spool_path=base / str(spool.get("path", "var/spool.db")),
         spool_url=spool.get("url") or None,
         lease_seconds=_number(spool, "lease_seconds", 60.0, "spool"),
+        spool_workers=_int(spool, "workers", 2, "spool"),
         retry_first_delay=_number(spool, "retry_first_delay", 30.0, "spool"),
         retry_max_delay=_number(spool, "retry_max_delay", 3600.0, "spool"),
         max_age=_number(spool, "max_age", 5 * 24 * 3600.0, "spool"),
@@ -351,7 +354,7 @@ def _int(data: Mapping[str, Any], key: str, default: int, where: str) -> int:
 def _discord(section: Any, sites: list[str]):
     if section is None:
         return None
-    from .fanout import load_discord_settings
+    from mailgate.outbound.fanout import load_discord_settings
 
     return load_discord_settings(section, sites=sites)
 
@@ -359,7 +362,7 @@ def _discord(section: Any, sites: list[str]):
 def _notify(data: Mapping[str, Any], hostname: str):
     if "notify" not in data:
         return None
-    from .notify import load_notify_settings
+    from mailgate.outbound.notify import load_notify_settings
 
     return load_notify_settings(_section(data, "notify"), hostname=hostname)
 

@@ -6,7 +6,7 @@ from typing import Mapping
 
 from handlers.plans import Duplicate, Ignore, OpenTicket, Plan, PostNote
 
-from .outcome import Outcome
+from mailgate.outcome import Outcome
 
 
 def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:

@@ -10,10 +10,10 @@ from typing import Mapping, Protocol
 
 from handlers.plans import TicketView
 
-from .config import Config
-from .idempotency import markers_in
-from .message import ParsedMail
-from .trust import Verdict, verify_sender
+from mailgate.config import Config
+from mailgate.mail.idempotency import markers_in
+from mailgate.mail.message import ParsedMail
+from mailgate.trust import Verdict, verify_sender
 
 
 class Facts(Protocol):

@@ -1,6 +1,6 @@
 """The wiring: one ``Gateway`` holds the parts a running mailgate is made of.
 
-* ``intake`` (mailgate.intake): what every source calls before answering;
+* ``intake`` (mailgate.intake.receive): what every source calls before answering;
 * ``processor`` (mailgate.processing): plans and applies one spooled mail;
 * the durable queues and their runners (mailgate.runner): the spool, the
   Discord fan-out, the notice outbox.
@@ -13,10 +13,11 @@ from __future__ import annotations
 
 from functools import cached_property
 
-from .config import Config
-from .intake import Delivery, Envelope, Intake
-from .outcome import Outcome
-from .spool import Spool, SpooledMail, open_spool
+from mailgate.config import Config
+from mailgate.intake.receive import Delivery, Envelope, Intake
+from mailgate.outcome import Outcome
+from mailgate.store import open_spool
+from mailgate.store.spool import Spool, SpooledMail
 
 __all__ = ["Delivery", "Envelope", "Gateway", "build_gateway", "build_queue_only_gateway"]
 
@@ -27,9 +28,9 @@ class Gateway:
         self.config = config
         self.client = client
         self.spool = spool
-        #: mailgate.fanout.Fanout, when Discord is configured.
+        #: mailgate.outbound.fanout.Fanout, when Discord is configured.
         self.fanout = fanout
-        #: mailgate.notify.Notifier, when notices to senders are configured.
+        #: mailgate.outbound.notify.Notifier, when notices to senders are configured.
         self.notifier = notifier
         self._facts = facts
         # The pipe's --queue-only path has no Redmine client: it screens nothing.
@@ -38,15 +39,15 @@ class Gateway:
     @property
     def facts(self):
         if self._facts is None:
-            from .facts import RedmineFacts
+            from mailgate.facts import RedmineFacts
 
             self._facts = RedmineFacts(self.client, self.config)
         return self._facts
 
     @cached_property
     def metrics(self):
-        """Prometheus metrics (mailgate.metrics), made on first use."""
-        from .metrics import Metrics
+        """Prometheus metrics (mailgate.ops.metrics), made on first use."""
+        from mailgate.ops.metrics import Metrics
 
         metrics = Metrics()
         if hasattr(self.client, "session"):
@@ -58,7 +59,7 @@ class Gateway:
 
     @cached_property
     def processor(self):
-        from .processing import Processor
+        from mailgate.processing import Processor
 
         return Processor(self.config, self.client, self.spool, self.facts,
                          fanout=self.fanout, notifier=self.notifier, metrics=self.metrics)
@@ -66,7 +67,7 @@ class Gateway:
     @cached_property
     def worker(self):
         """The spool's runner (mailgate.worker.Worker)."""
-        from .worker import Worker
+        from mailgate.worker import Worker
 
         return Worker(self)
 
@@ -106,8 +107,8 @@ class Gateway:
 
 
 def build_gateway(config: Config) -> Gateway:
-    from .notify import build_notifier
-    from .redmine import RedmineClient
+    from mailgate.outbound.notify import build_notifier
+    from mailgate.clients.redmine import RedmineClient
 
     spool = open_spool(config.spool_path, url=config.spool_url,
                        lease_seconds=config.lease_seconds)
@@ -128,8 +129,8 @@ def build_fanout(config: Config):
     """The Discord fan-out, with its own Redmine client for the thread fields."""
     if config.discord is None:
         return None
-    from .fanout import Fanout
-    from .redmine import RedmineClient
+    from mailgate.outbound.fanout import Fanout
+    from mailgate.clients.redmine import RedmineClient
 
     # requests.Session is not thread-safe: the fan-out's runner gets its own client.
     redmine = RedmineClient.from_settings(config.redmine)

@@ -21,10 +21,10 @@ from handlers.notices import notice_for
 from handlers.planning import MailPlan, plan_mail
 from handlers.plans import Defer, OpenTicket, PostNote, Refuse
 
-from .errors import PermanentError, RedmineUnavailable, TemporaryError
-from .message import parse_mail
-from .outcome import Outcome
-from .spool import SpooledMail
+from mailgate.errors import PermanentError, RedmineUnavailable, TemporaryError
+from mailgate.mail.message import parse_mail
+from mailgate.outcome import Outcome
+from mailgate.store.spool import SpooledMail
 
 log = logging.getLogger("mailgate")
 
@@ -68,7 +68,7 @@ class Processor:
             outcome = _refused(plan, step.reason, step.error.__name__)
             self._tell_sender(plan, outcome)
             return outcome
-        from .executor import execute
+        from mailgate.executor import execute
 
         try:
             outcome = execute(step, self.client, self.facts.status_ids)
@@ -87,7 +87,7 @@ class Processor:
     def _tell_discord(self, plan: MailPlan, outcome: Outcome) -> None:
         if self.fanout is None or not isinstance(plan.step, (PostNote, OpenTicket)):
             return
-        from .fanout import event_for
+        from mailgate.outbound.fanout import event_for
 
         event = event_for(plan, outcome, url=f"{self.config.redmine.url}/issues/{outcome.ticket}",
                           site=self._site_name(plan))

@@ -16,10 +16,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from .addresses import check_recipient, shown
-from .config import Config, Site
-from .errors import UnknownAddress
-from .message import ParsedMail
+from mailgate.mail.addresses import check_recipient, shown
+from mailgate.config import Config, Site
+from mailgate.errors import UnknownAddress
+from mailgate.mail.message import ParsedMail
 
 # ASCII digits only: \d would also take "١" or "１", which no MTA sends for a ticket
 # ID and SMTP could not carry (we offer no SMTPUTF8); fullmatch, as "$" would let

@@ -28,7 +28,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
-from .errors import ConfigError, PermanentError, TemporaryError
+from mailgate.errors import ConfigError, PermanentError, TemporaryError
 
 log = logging.getLogger("mailgate.runner")
 
@@ -121,7 +121,7 @@ class Runner(Generic[Item]):
     def __init__(self, queue: Queue[Item], work: Callable[[Item], Any], *,
                  backoff: Backoff, lease: float,
                  classify: Callable[[BaseException], Disposition] = classify_error,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, concurrency: int = 1):
         self.queue = queue
         self.name = queue.name
         self.work = work
@@ -137,7 +137,10 @@ class Runner(Generic[Item]):
         #: When the loop last went round (time.time()), for /healthz.
         self.beat: float | None = None
         self.last_error: str | None = None
-        self._thread: threading.Thread | None = None
+        #: How many threads ``start`` runs the loop in (the queue keeps each
+        #: ticket's items in order, whichever thread takes them).
+        self.concurrency = concurrency
+        self._threads: list[threading.Thread] = []
         self._hold_until = 0.0
 
     # -- one item ------------------------------------------------------------------
@@ -234,25 +237,27 @@ class Runner(Generic[Item]):
         due = max(self.queue.next_due() or float("inf"), self._hold_until)
         return min(poll, max(0.01, due - self.clock()))
 
-    def start(self, stop: threading.Event, poll: float = 1.0) -> threading.Thread:
-        self._thread = threading.Thread(target=self.run_forever, args=(stop, poll),
-                                        name=f"runner-{self.name}", daemon=True)
-        self._thread.start()
-        return self._thread
+    def start(self, stop: threading.Event, poll: float = 1.0) -> None:
+        self._threads = [threading.Thread(target=self.run_forever, args=(stop, poll),
+                                          name=f"runner-{self.name}-{n}", daemon=True)
+                         for n in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
 
     def join(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     @property
     def alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return bool(self._threads) and all(t.is_alive() for t in self._threads)
 
     def health(self, now: float, stall_after: float) -> str | None:
         """What is wrong with this runner, in words, or None."""
-        if self._thread is None:
+        if not self._threads:
             return None                 # not started here (a one-shot command)
-        if not self._thread.is_alive():
+        if not self.alive:
             return f"{self.name} runner is not running"
         # An item in hand renews its lease and beats (see _Renewing); a loop that
         # has not gone round for this long is stuck.

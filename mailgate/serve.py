@@ -15,11 +15,11 @@ import signal
 import threading
 import time
 
-from .errors import RedmineUnavailable
-from .gateway import Gateway
-from .httpd import start_http
-from .ratelimit import RateLimiter
-from .smtp import GatewayHandler, smtp_factory
+from mailgate.errors import RedmineUnavailable
+from mailgate.gateway import Gateway
+from mailgate.ops.httpd import start_http
+from mailgate.intake.ratelimit import RateLimiter
+from mailgate.intake.smtp import GatewayHandler, smtp_factory
 
 log = logging.getLogger("mailgate.serve")
 SHUTDOWN_GRACE = 30.0
@@ -105,7 +105,7 @@ def stop_runners(gateway: Gateway) -> None:
 
 
 def _sweep_forever(gateway: Gateway, stop: threading.Event) -> None:
-    from .sweep import sweep
+    from mailgate.ops.sweep import sweep
 
     while not stop.wait(gateway.config.sweep_interval):
         try:

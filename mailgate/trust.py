@@ -27,7 +27,7 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from .errors import ConfigError
+from mailgate.errors import ConfigError
 
 if TYPE_CHECKING:  # only for annotations: the modules themselves are imported late
     import dkim

@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 from typing import Sequence
 
-from .outcome import Outcome
-from .runner import Backoff, Handled, Runner
-from .spool import Spool, SpooledMail
+from mailgate.outcome import Outcome
+from mailgate.runner import Backoff, Handled, Runner
+from mailgate.store.spool import Spool, SpooledMail
 
 log = logging.getLogger("mailgate.worker")
 
@@ -79,7 +79,8 @@ class Worker:
         self.queue = SpoolQueue(gateway.spool)
         self.runner = Runner(self.queue, gateway.process,
                              backoff=backoff or spool_backoff(gateway.config),
-                             lease=gateway.config.lease_seconds)
+                             lease=gateway.config.lease_seconds,
+                             concurrency=gateway.config.spool_workers)
 
     @property
     def wake(self):

@@ -116,7 +116,7 @@ def pg_url() -> str:
 @pytest.fixture(params=["sqlite", "postgres"])
 def spool_backend(request, tmp_path):
     """Each spool test twice: on the SQLite default and on PostgreSQL."""
-    from mailgate.spool import open_spool
+    from mailgate.store import open_spool
 
     url = request.getfixturevalue("pg_url") if request.param == "postgres" else None
     spool = open_spool(tmp_path / "spool.db", url=url, lease_seconds=60)

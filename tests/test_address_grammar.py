@@ -14,7 +14,7 @@ import pytest
 
 from mailgate.config import load_config
 from mailgate.errors import UnknownAddress
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from mailgate.routing import resolve_recipient
 from tests.helpers import DEMO_CONFIG, fixture, run_mailgate
 from tests.servers import RunningGateway, write_config

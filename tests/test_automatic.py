@@ -1,6 +1,6 @@
 """automatic_reason: one test per rule, and the human mail that must get through.
 
-Each test parses a raw message with mailgate.message.parse_mail, the way
+Each test parses a raw message with mailgate.mail.message.parse_mail, the way
 mailgate will see it, and calls the rule with what the parser gives.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from handlers.automatic import RULES, automatic_reason
-from mailgate.message import parse_mail
+from mailgate.mail.message import parse_mail
 
 LOOP_ID = "mailgate@support.example.com"
 REDMINE = "redmine@support.example.com"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgate.charsets import decode_text
+from mailgate.mail.charsets import decode_text
 
 NEC_ROW = [13]
 NEC_SELECTED_IBM_ROWS = [89, 90, 91, 92]

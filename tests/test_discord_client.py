@@ -11,7 +11,7 @@ import time
 import pytest
 import requests
 
-from mailgate.discord import (MAX_CONTENT, SUPPRESS_EMBEDS, DiscordClient, DiscordConfigError,
+from mailgate.clients.discord import (MAX_CONTENT, SUPPRESS_EMBEDS, DiscordClient, DiscordConfigError,
                               DiscordRateLimited, DiscordRejected, DiscordUnavailable,
                               UnknownChannel, Webhook, discord_length, escape_markdown, fit)
 from mailgate.errors import ConfigError, PermanentError, TemporaryError

@@ -7,8 +7,8 @@ and whoever reads the ticket should know it.
 from __future__ import annotations
 
 from handlers.attachments import AttachmentLimits, apply_limits
-from mailgate.message import parse_mail
-from mailgate.redmine import RedmineClient
+from mailgate.mail.message import parse_mail
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import run_mailgate
 from tests.servers import VERIFIED, write_config
 

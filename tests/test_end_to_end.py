@@ -14,7 +14,7 @@ from email.message import EmailMessage
 
 import pytest
 
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import run_mailgate, without_marker
 from tests.servers import VERIFIED, RunningGateway, write_config
 

@@ -15,14 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mailgate.discord import MAX_CONTENT, MAX_THREAD_NAME, discord_length
+from mailgate.clients.discord import MAX_CONTENT, MAX_THREAD_NAME, discord_length
 from mailgate.errors import ConfigError
-from mailgate.fanout import (Fanout, FanoutEvent, PostQueue, event_for,
+from mailgate.outbound.fanout import (Fanout, FanoutEvent, PostQueue, event_for,
                              load_discord_settings, render)
 from handlers.planning import plan_mail
 from mailgate.config import load_config
 from mailgate.facts import GivenFacts
-from mailgate.message import parse_mail
+from mailgate.mail.message import parse_mail
 from mailgate.outcome import Outcome
 from tests.helpers import DEMO_CONFIG, MAIL
 from tests.fakes.discord import FakeDiscord
@@ -294,7 +294,7 @@ def test_a_deleted_thread_is_replaced_and_redmine_told_the_new_one(fake, make_fa
 def test_the_thread_fields_reach_redmine_through_the_callback(fake, make_fanout,
                                                               fake_redmine):
     # The callback as the lead wires it: fanout itself never imports the Redmine client.
-    from mailgate.redmine import RedmineClient
+    from mailgate.clients.redmine import RedmineClient
 
     redmine = RedmineClient(fake_redmine.url, fake_redmine.admin_key, timeout=5)
     ticket = redmine.create_issue("site-a", "Printer", "It smokes.")

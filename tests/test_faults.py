@@ -18,7 +18,7 @@ import pytest
 
 from mailgate.config import load_config
 from mailgate.gateway import Envelope, build_gateway
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.fakes.redmine import Chaos
 from tests.helpers import child_env
 from tests.load import Load, ServeProcess, count_notes, make_mails, wait_until

@@ -14,9 +14,9 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from mailgate.config import load_config
 from handlers.planning import plan_mail
 from mailgate.errors import PermanentError
-from mailgate.explain import explain
+from mailgate.ops.explain import explain
 from mailgate.facts import GivenFacts
-from mailgate.message import parse_mail
+from mailgate.mail.message import parse_mail
 from tests.helpers import DEMO_CONFIG
 
 CONFIG = load_config(DEMO_CONFIG, need_redmine=False)

@@ -15,7 +15,7 @@ import pytest
 
 from mailgate.config import load_config
 from mailgate.gateway import Envelope, build_gateway
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from mailgate.worker import Worker
 from tests.helpers import run_mailgate, without_marker
 from tests.servers import VERIFIED, RunningGateway, write_config

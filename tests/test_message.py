@@ -10,7 +10,7 @@ from email.mime.text import MIMEText
 
 import pytest
 
-from mailgate.message import parse_mail
+from mailgate.mail.message import parse_mail
 
 HEAD = b"From: Olive Owner <owner@example.org>\nTo: ticket1@example.org\nSubject: x\n"
 
@@ -125,7 +125,7 @@ def test_unsafe_attachment_names_are_made_safe():
 def test_big_attachments_decoded_from_the_raw_bytes_match_the_stdlib(crlf, monkeypatch):
     import os
 
-    import mailgate.message as message
+    import mailgate.mail.message as message
 
     outer = MIMEMultipart("mixed")
     outer.attach(MIMEText("See attached.", "plain"))

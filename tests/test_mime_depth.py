@@ -10,8 +10,8 @@ from __future__ import annotations
 import pytest
 
 from handlers.attachments import AttachmentLimits, apply_limits
-from mailgate.message import MAX_MIME_DEPTH, parse_mail
-from mailgate.redmine import RedmineClient
+from mailgate.mail.message import MAX_MIME_DEPTH, parse_mail
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import run_mailgate
 from tests.servers import VERIFIED, write_config
 

@@ -25,8 +25,8 @@ from handlers.plans import TicketView
 from mailgate.config import load_config
 from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
                              SenderNotPermitted)
-from mailgate.message import parse_mail
-from mailgate.notify import Notice, Notifier, load_notify_settings, notice_from_plan
+from mailgate.mail.message import parse_mail
+from mailgate.outbound.notify import Notice, Notifier, load_notify_settings, notice_from_plan
 from mailgate.outcome import Outcome
 from mailgate.trust import Verdict
 from tests.helpers import fixture
@@ -443,7 +443,7 @@ def test_notify_never_raises(make_notifier, caplog):
     notifier.store.close()                      # the database is gone
     notice = Notice(to="owner@example.org", reason_kind="rejected", subject="Re: x",
                     text="x", in_reply_to=None)
-    with caplog.at_level(logging.ERROR, "mailgate.notify"):
+    with caplog.at_level(logging.ERROR, "mailgate.outbound.notify"):
         assert not notifier.notify(notice)
     assert "not queued" in caplog.text
 
@@ -457,7 +457,7 @@ def test_the_documented_config_loads():
     assert (settings.relay_host, settings.relay_port) == ("127.0.0.1", 25)
     assert settings.from_address == "mailgate@example.org"
     assert settings.loop_id == "mailgate.example.org"
-    from mailgate.ratelimit import Limit, load_limits
+    from mailgate.intake.ratelimit import Limit, load_limits
     assert load_limits(data["limits"]).per_sender == Limit(30, 600.0)
 
 

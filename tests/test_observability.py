@@ -8,7 +8,7 @@ import time
 
 import requests
 
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import fixture
 from tests.load import wait_until
 from tests.servers import RunningGateway, write_config

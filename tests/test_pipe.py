@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import fixture, run_mailgate
 from tests.servers import free_port, write_config
 

@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from mailgate.errors import RedmineUnavailable
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import ROOT, child_env, without_marker
 from tests.load import wait_until
 from tests.servers import free_port, write_config

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from mailgate.errors import EX_TEMPFAIL, ConfigError, TemporaryError
-from mailgate.ratelimit import (Limit, Limits, RateLimited, RateLimiter, SqliteRateLimiter,
+from mailgate.intake.ratelimit import (Limit, Limits, RateLimited, RateLimiter, SqliteRateLimiter,
                                 load_limits, load_rate_limit, sender_key)
 
 
@@ -133,7 +133,7 @@ def test_eviction_keeps_a_flooder_limited_within_its_window():
 
 def test_max_keys_bounds_memory_under_many_senders(caplog):
     limiter = RateLimiter(5, 60, clock=Clock(), max_keys=100)
-    with caplog.at_level(logging.WARNING, "mailgate.ratelimit"):
+    with caplog.at_level(logging.WARNING, "mailgate.intake.ratelimit"):
         for n in range(1000):
             limiter.allow(f"sender{n}@example.org")
     assert len(limiter) == 100
@@ -160,7 +160,7 @@ def test_sqlite_failure_lets_mail_through(tmp_path, caplog):
     limiter = SqliteRateLimiter(tmp_path / "spool.db", 1, 60, clock=Clock())
     limiter.allow("a@example.org")
     limiter._db.execute("DROP TABLE rate_buckets")
-    with caplog.at_level(logging.ERROR, "mailgate.ratelimit"):
+    with caplog.at_level(logging.ERROR, "mailgate.intake.ratelimit"):
         assert limiter.allow("a@example.org")
     assert "letting <a@example.org> through" in caplog.text
     limiter.close()

@@ -11,7 +11,7 @@ import pytest
 from mailgate.config import RedmineSettings
 from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
                              TemporaryError, UnknownUser)
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, UnknownUser)
-from mailgate.redmine import STATUS_REFUSED, RedmineClient
+from mailgate.clients.redmine import STATUS_REFUSED, RedmineClient
 from workflow import load_default_table
 
 NO_SUCH_ISSUE = 10_000_000
@@ -113,7 +113,7 @@ def test_a_new_issue_takes_the_workflow_to_the_status_asked_for(client, status):
 
 
 def test_a_new_issue_stays_open_when_the_workflow_refuses_and_says_so(client, status, caplog):
-    with caplog.at_level(logging.WARNING, logger="mailgate.redmine"):
+    with caplog.at_level(logging.WARNING, logger="mailgate.clients.redmine"):
         issue_id = new_issue(client, status_id=status["answered"])
     assert client.get_issue(issue_id).status_id == status["open"]
     assert STATUS_REFUSED in caplog.text
@@ -317,7 +317,7 @@ def test_issues_by_status_and_last_update(client, status):
 
 
 def test_find_issue_with_text_in_its_description(client):
-    # How a ticket created before a crash is found again (mailgate.idempotency).
+    # How a ticket created before a crash is found again (mailgate.mail.idempotency).
     mark = f"(mailgate:{uuid.uuid4().hex[:16]})"
     issue_id = client.create_issue("triage", unique(), f"Help.\n\n{mark}", as_user="owner")
     assert client.find_issue_with_text("triage", mark) == issue_id

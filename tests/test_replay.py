@@ -1,8 +1,8 @@
-"""`mailgate replay FILE|DIR|MBOX`: saved mail through the same dispatch path, with a summary."""
+"""`mailgate replay FILE|DIR|MBOX`: saved mail through the same intake, with a summary."""
 
 from __future__ import annotations
 
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import MAIL, run_mailgate
 from tests.servers import write_config
 

@@ -4,7 +4,7 @@ import pytest
 
 from mailgate.config import load_config
 from mailgate.errors import UnknownAddress
-from mailgate.message import parse_mail
+from mailgate.mail.message import parse_mail
 from mailgate.routing import resolve_recipient, route_mail, ticket_reference
 from tests.helpers import DEMO_CONFIG, fixture
 

@@ -19,7 +19,7 @@ import requests
 from mailgate.errors import BadMessage, RedmineUnavailable
 from mailgate.outcome import Outcome
 from mailgate.runner import Backoff, Disposition, Runner
-from mailgate.spool import SqliteSpool
+from mailgate.store.spool import SqliteSpool
 from mailgate.worker import SpoolQueue
 from tests.helpers import fixture
 from tests.load import wait_until

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import smtplib
 
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import fixture, run_mailgate
 from tests.load import wait_until
 from tests.servers import RunningGateway, write_config

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from tests.helpers import fixture
 from tests.servers import RunningGateway, write_config
 

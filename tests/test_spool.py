@@ -1,8 +1,9 @@
 """The durable spool and state store, on both backends (SQLite default, PostgreSQL)."""
 
 import sqlite3
+import time
 
-from mailgate.spool import SqliteSpool
+from mailgate.store.spool import SqliteSpool
 
 
 def test_sqlite_settings_that_make_a_commit_durable(tmp_path):
@@ -42,7 +43,7 @@ def test_claim_keeps_ticket_order(spool_backend):
     # a2 must wait while a1 is leased; ticket 2 goes on.
     assert spool.claim().id == b1
     assert spool.claim() is None
-    spool.defer(a1, "RedmineUnavailable", delay=3600)
+    spool.defer(a1, "RedmineUnavailable", until=time.time() + 3600)
     assert spool.claim() is None              # a1 waits for its retry: so does a2
     spool.retry(a1)
     assert spool.claim().id == a1
@@ -56,7 +57,7 @@ def test_finish_defer_bury(spool_backend):
     for _ in range(3):
         spool.claim()
     spool.finish(a, {"kind": "applied"})
-    spool.defer(b, "RedmineUnavailable: down", delay=3600)
+    spool.defer(b, "RedmineUnavailable: down", until=time.time() + 3600)
     spool.bury(c, "RedmineRejected: Subject cannot be blank")
     assert spool.get(a).outcome == {"kind": "applied"}
     assert spool.get(b).state == "queued" and spool.get(b).last_error.endswith("down")

@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from mailgate.sqlite import open_durable
+from mailgate.store.sqlite import open_durable
 from tests.helpers import fixture, run_mailgate
 from tests.servers import write_config
 

@@ -8,8 +8,8 @@ import pytest
 
 from mailgate.config import load_config
 from mailgate.gateway import build_gateway
-from mailgate.redmine import RedmineClient
-from mailgate.sweep import sweep
+from mailgate.clients.redmine import RedmineClient
+from mailgate.ops.sweep import sweep
 from tests.helpers import run_mailgate, without_marker
 from tests.servers import write_config
 

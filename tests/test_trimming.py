@@ -14,7 +14,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mailgate.trimming import Trimmed, trim_reply
+from mailgate.mail.trimming import Trimmed, trim_reply
 
 _BENCH = Path(__file__).resolve().parent.parent / "bench" / "trim_score.py"
 _spec = importlib.util.spec_from_file_location("trim_score", _BENCH)

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailgate.errors import ConfigError
-from mailgate.message import parse_mail
+from mailgate.mail.message import parse_mail
 from mailgate.trust import (MAX_SIGNATURES, TrustSettings, Verdict, aligns, load_trust_settings,
                             resolver_lookup, verify_sender)
 from tests.helpers import FIXTURES

@@ -8,7 +8,7 @@ from mailgate.config import load_config
 from mailgate.gateway import Envelope, build_gateway
 from mailgate.errors import RedmineUnavailable
 from mailgate.outcome import Outcome
-from mailgate.redmine import RedmineClient
+from mailgate.clients.redmine import RedmineClient
 from mailgate.runner import Backoff
 from mailgate.worker import Worker
 from tests.helpers import fixture

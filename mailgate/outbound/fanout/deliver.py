@@ -22,14 +22,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from ..discord import (MAX_SLEEP, DiscordClient, DiscordConfigError, DiscordRateLimited,
+from mailgate.clients.discord import (MAX_SLEEP, DiscordClient, DiscordConfigError, DiscordRateLimited,
                        DiscordRejected, DiscordUnavailable, Posted, UnknownChannel)
-from .events import FanoutEvent
-from .queue import PendingThread, PostQueue, QueuedPost
-from .rendering import render
-from .settings import Destination, DiscordSettings
+from mailgate.outbound.fanout.events import FanoutEvent
+from mailgate.outbound.fanout.queue import PendingThread, PostQueue, QueuedPost
+from mailgate.outbound.fanout.rendering import render
+from mailgate.outbound.fanout.settings import Destination, DiscordSettings
 
-log = logging.getLogger("mailgate.discord")
+log = logging.getLogger("mailgate.clients.discord")
 
 
 class Fanout:
@@ -44,7 +44,7 @@ class Fanout:
     def __init__(self, settings: DiscordSettings, db_path: str | Path, *,
                  on_thread_created: Callable[[int, str], Any] | None = None,
                  clock: Callable[[], float] = time.time):
-        from ..runner import Backoff, Runner
+        from mailgate.runner import Backoff, Runner
 
         self.settings = settings
         self.queue = PostQueue(db_path)
@@ -133,7 +133,7 @@ class Fanout:
         return self._send(item, destination)
 
     def _classify(self, exc: BaseException):
-        from ..runner import Disposition
+        from mailgate.runner import Disposition
 
         reason = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, _Gone):

@@ -41,7 +41,7 @@ class Metrics:
         def observe(response, *args, **kwargs):
             self.redmine_latency.labels(response.request.method).observe(
                 response.elapsed.total_seconds())
-        client.session.hooks["response"].append(observe)
+        client.response_hooks.append(observe)
 
     def watch_discord(self, client) -> None:
         """Time every Discord answer; 4xx/5xx (429s included) show as their class."""

@@ -30,6 +30,7 @@ pins each of them against a real Redmine and against tests/fakes/redmine.py:
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -37,11 +38,11 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import requests
 
-from .errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
+from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
                      UnknownUser)
 
 if TYPE_CHECKING:
-    from .config import RedmineSettings
+    from mailgate.config import RedmineSettings
 
 log = logging.getLogger(__name__)
 
@@ -153,8 +154,14 @@ class RedmineClient:
                  connect_timeout: float = 3.05):
         self.url = url.rstrip("/")
         self.timeout = (connect_timeout, timeout)
-        self.session = requests.Session()
-        self.session.headers.update({"X-Redmine-API-Key": api_key, "Accept": "application/json"})
+        self._api_key = api_key
+        #: Called with every response, whichever thread's session got it (metrics).
+        self.response_hooks: list[Callable[..., Any]] = []
+        # requests.Session is not thread-safe: each thread (the SMTP intake, each
+        # spool runner) gets a session of its own.
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._sessions_lock = threading.Lock()
         self._users = _Cache(USER_CACHE_SECONDS)      # user id -> User | None
         self._by_email = _Cache(USER_CACHE_SECONDS)   # lower-case address -> User | None
         self._by_login = _Cache(USER_CACHE_SECONDS)   # login (None: the key's own) -> User
@@ -164,8 +171,26 @@ class RedmineClient:
     def from_settings(cls, settings: RedmineSettings) -> RedmineClient:
         return cls(settings.url, settings.api_key, timeout=settings.timeout)
 
+    @property
+    def session(self) -> requests.Session:
+        """This thread's HTTP session (keep-alive connections are per thread)."""
+        session = getattr(self._local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers.update({"X-Redmine-API-Key": self._api_key,
+                                    "Accept": "application/json"})
+            session.hooks["response"] = self.response_hooks
+            self._local.session = session
+            with self._sessions_lock:
+                self._sessions.append(session)
+        return session
+
     def close(self) -> None:
-        self.session.close()
+        with self._sessions_lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+        self._local = threading.local()
 
     def __enter__(self) -> RedmineClient:
         return self

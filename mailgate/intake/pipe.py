@@ -9,10 +9,10 @@ failure the mail stays spooled for ``mailgate worker`` (or ``serve``).
 
 from __future__ import annotations
 
-from .addresses import check_sender
-from .errors import EX_OK
-from .gateway import Gateway
-from .outcome import Outcome
+from mailgate.mail.addresses import check_sender
+from mailgate.errors import EX_OK
+from mailgate.gateway import Gateway
+from mailgate.outcome import Outcome
 
 
 def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
@@ -24,7 +24,7 @@ def run_pipe(gateway: Gateway, raw: bytes, recipient: str | None = None,
     cannot (a missing ticket then becomes a notice, not a bounce).
     """
     if sender is not None:
-        # What SMTP refuses at MAIL FROM (mailgate.addresses); the recipient
+        # What SMTP refuses at MAIL FROM (mailgate.mail.addresses); the recipient
         # meets the same grammar as RCPT TO in routing.resolve_recipient.
         check_sender(sender)
     delivery = gateway.intake.take(raw, recipient, sender)

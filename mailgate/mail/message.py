@@ -2,7 +2,7 @@
 
 Parsing is the stdlib's (compat32, the fastest of its policies); like it, we
 never raise on broken mail: a part we cannot read is skipped, a charset we
-cannot trust is read with its superset (``mailgate.charsets``).  Only mail
+cannot trust is read with its superset (``mailgate.mail.charsets``).  Only mail
 with nothing usable in it (empty, no header fields at all) is refused.
 
 We walk the MIME tree ourselves rather than use mail-parser's results:
@@ -31,9 +31,9 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
-from .charsets import decode_text
-from .errors import BadMessage
-from .htmltext import html_to_text
+from mailgate.mail.charsets import decode_text
+from mailgate.errors import BadMessage
+from mailgate.mail.htmltext import html_to_text
 
 # Signatures of multipart/signed mail: proof of the sender, not content.
 _SIGNATURES = {"application/pgp-signature", "application/pkcs7-signature",

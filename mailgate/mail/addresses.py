@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 
-from .errors import EX_DATAERR, PermanentError, UnknownAddress
+from mailgate.errors import EX_DATAERR, PermanentError, UnknownAddress
 
 # C0 controls (NUL, CR, LF, TAB, ...) and DEL: never part of a mailbox (RFC 5321 4.1.2).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

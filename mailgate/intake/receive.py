@@ -14,13 +14,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .config import Config
-from .errors import (BadMessage, MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
+from mailgate.config import Config
+from mailgate.errors import (BadMessage, MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
                      UnknownAddress)
-from .message import ParsedMail, parse_mail
-from .ratelimit import sender_key
-from .routing import Recipient, resolve_recipient, route_mail
-from .spool import Spool
+from mailgate.mail.message import ParsedMail, parse_mail
+from mailgate.intake.ratelimit import sender_key
+from mailgate.routing import Recipient, resolve_recipient, route_mail
+from mailgate.store.spool import Spool
 
 log = logging.getLogger("mailgate")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..idempotency import without_marker
+from mailgate.mail.idempotency import without_marker
 
 
 @dataclass(frozen=True)

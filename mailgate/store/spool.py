@@ -13,7 +13,7 @@ route), under a unique constraint, with the outcome and the Redmine journal.
 
 ``Spool`` holds the SQL both backends share; ``SqliteSpool`` (the embedded
 default: WAL, ``synchronous=FULL``, so a COMMIT returns only once the log is
-on disk) and ``mailgate.spool_pg.PostgresSpool`` (several gateway hosts) add
+on disk) and ``mailgate.store.postgres.PostgresSpool`` (several gateway hosts) add
 their connection handling and their way of claiming.
 """
 
@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from .claims import holder_is_gone, host_prefix, this_process
-from .errors import SpoolBusy
-from .sqlite import open_durable
+from mailgate.store.claims import holder_is_gone, host_prefix, this_process
+from mailgate.errors import SpoolBusy
+from mailgate.store.sqlite import open_durable
 
 COLUMNS = ("id, received_at, mail_from, rcpt, raw, attempts, state, last_error, outcome,"
            " next_attempt_at, order_key")
@@ -416,12 +416,3 @@ class SqliteSpool(Spool):
                                             AND e.state = 'queued' AND e.id < m.id)
                         ORDER BY m.id LIMIT 1)
             RETURNING {COLUMNS.replace(' raw,', ' NULL,')}"""
-
-
-def open_spool(path: str | Path, *, url: str | None = None, lease_seconds: float = 300.0) -> Spool:
-    """The configured backend: PostgreSQL when a URL is given, else SQLite at ``path``."""
-    if url:
-        from .spool_pg import PostgresSpool
-
-        return PostgresSpool(url, lease_seconds=lease_seconds)
-    return SqliteSpool(path, lease_seconds=lease_seconds)

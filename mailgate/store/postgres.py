@@ -1,6 +1,6 @@
 """The spool and state store on PostgreSQL, for several gateway hosts sharing one queue.
 
-Same tables, same operations as the SQLite default (``mailgate.spool``); what
+Same tables, same operations as the SQLite default (``mailgate.store.spool``); what
 differs is how a claim stays correct with many workers on many hosts:
 ``FOR UPDATE SKIP LOCKED`` lets each worker take a different mail without
 waiting, and the "no earlier queued mail of the same ticket" condition keeps
@@ -18,9 +18,9 @@ from typing import Iterator, Sequence
 
 import psycopg
 
-from .claims import this_process
-from .errors import SpoolBusy
-from .spool import COLUMNS, Spool, SpooledMail
+from mailgate.store.claims import this_process
+from mailgate.errors import SpoolBusy
+from mailgate.store.spool import COLUMNS, Spool, SpooledMail
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (

@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 from typing import Iterable
 
-log = logging.getLogger("mailgate.sqlite")
+log = logging.getLogger("mailgate.store.sqlite")
 
 #: Owner read and write only: the file holds the full text of every mail.
 PRIVATE = 0o600

@@ -6,8 +6,8 @@ import sys
 import time
 from typing import Callable, TextIO
 
-from .message import parse_mail
-from .spool import Spool, SpooledMail
+from mailgate.mail.message import parse_mail
+from mailgate.store.spool import Spool, SpooledMail
 
 
 def _age(since: float, now: float) -> str:

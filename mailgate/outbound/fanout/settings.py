@@ -14,8 +14,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
-from ..discord import DEFAULT_API_BASE, Webhook
-from ..errors import ConfigError
+from mailgate.clients.discord import DEFAULT_API_BASE, Webhook
+from mailgate.errors import ConfigError
 
 TRIAGE = "triage"
 

@@ -2,8 +2,8 @@
 
 The fan-out is a durable queue of its own, beside the spool (the same SQLite
 file, its own tables and connection).  ``enqueue`` only writes a row, so
-Discord being slow or down never delays or fails the Redmine write; a thread
-of ``mailgate serve`` runs ``run_forever`` and delivers the rows.
+Discord being slow or down never delays or fails the Redmine write; the
+fan-out's queue runner (``mailgate.runner``) delivers the rows.
 
 The modules, in the order a post goes through them:
 
@@ -16,10 +16,10 @@ The modules, in the order a post goes through them:
   least once, in a thread per ticket, in order.
 """
 
-from .deliver import Fanout
-from .events import FanoutEvent, event_for
-from .queue import PostQueue
-from .rendering import render
-from .settings import load_discord_settings
+from mailgate.outbound.fanout.deliver import Fanout
+from mailgate.outbound.fanout.events import FanoutEvent, event_for
+from mailgate.outbound.fanout.queue import PostQueue
+from mailgate.outbound.fanout.rendering import render
+from mailgate.outbound.fanout.settings import load_discord_settings
 
 __all__ = ["Fanout", "FanoutEvent", "PostQueue", "event_for", "load_discord_settings", "render"]

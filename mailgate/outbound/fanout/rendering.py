@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ..discord import (MAX_CONTENT, MAX_THREAD_NAME, discord_length, escape_markdown, fit, link,
+from mailgate.clients.discord import (MAX_CONTENT, MAX_THREAD_NAME, discord_length, escape_markdown, fit, link,
                        one_line)
-from .events import FanoutEvent
-from .settings import TRIAGE, DiscordSettings
+from mailgate.outbound.fanout.events import FanoutEvent
+from mailgate.outbound.fanout.settings import TRIAGE, DiscordSettings
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError, TemporaryError
+from mailgate.errors import ConfigError, TemporaryError
 
-log = logging.getLogger("mailgate.ratelimit")
+log = logging.getLogger("mailgate.intake.ratelimit")
 
 
 class RateLimited(TemporaryError):

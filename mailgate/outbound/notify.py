@@ -50,10 +50,10 @@ from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from .errors import ConfigError
-from .sqlite import Tables
+from mailgate.errors import ConfigError
+from mailgate.store.sqlite import Tables
 
-log = logging.getLogger("mailgate.notify")
+log = logging.getLogger("mailgate.outbound.notify")
 
 # ------------------------------------------------------------------ what we say
 
@@ -403,7 +403,7 @@ class Notifier:
 
     def __init__(self, settings: NotifySettings, db_path: str | Path, *,
                  clock: Callable[[], float] = time.time):
-        from .runner import Backoff, Runner
+        from mailgate.runner import Backoff, Runner
 
         self.settings = settings
         self.store = NoticeStore(db_path)
@@ -507,7 +507,7 @@ class Notifier:
 
 
 def _classify(exc: BaseException):
-    from .runner import Disposition
+    from mailgate.runner import Disposition
 
     reason = f"{type(exc).__name__}: {exc}"
     return Disposition("bury" if _permanent(exc) else "retry", reason)

@@ -18,12 +18,12 @@ import weakref
 from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP
 
-from .addresses import check_recipient, check_sender, shown
-from .gateway import Delivery, Envelope, Gateway
-from .errors import MailgateError
-from .ratelimit import refusal, sender_key
+from mailgate.mail.addresses import check_recipient, check_sender, shown
+from mailgate.gateway import Delivery, Envelope, Gateway
+from mailgate.errors import MailgateError
+from mailgate.intake.ratelimit import refusal, sender_key
 
-log = logging.getLogger("mailgate.smtp")
+log = logging.getLogger("mailgate.intake.smtp")
 
 S250_ACCEPTED = "250 2.0.0 Message accepted for delivery"
 S250_RCPT_OK = "250 2.1.5 Recipient ok"
@@ -49,7 +49,7 @@ class _EnvelopeGrammar:
 
     Its parser reads a TAB inside <...> as folding white space and hands on a
     cleaned address, so only the raw argument shows every control character;
-    the checks are the pipe's (``mailgate.addresses``).
+    the checks are the pipe's (``mailgate.mail.addresses``).
     """
 
     @functools.wraps(SMTP.smtp_MAIL)       # wraps: keeps the HELP text

@@ -8,9 +8,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from .errors import MailgateError, TemporaryError
-from .gateway import Gateway
-from .outcome import Outcome
+from mailgate.errors import MailgateError, TemporaryError
+from mailgate.gateway import Gateway
+from mailgate.outcome import Outcome
 
 
 def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:

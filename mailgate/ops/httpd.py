@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .metrics import health
+from mailgate.ops.metrics import health
 
 log = logging.getLogger("mailgate.http")
 

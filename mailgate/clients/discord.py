@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 import requests
 
-from .errors import ConfigError, MailgateError, PermanentError, TemporaryError
+from mailgate.errors import ConfigError, MailgateError, PermanentError, TemporaryError
 
 DEFAULT_API_BASE = "https://discord.com/api/v10"
 MAX_CONTENT = 2000
@@ -163,7 +163,7 @@ class DiscordClient:
         self.timeout = timeout
         self._bot_token = bot_token
         self._session = requests.Session()
-        #: For observers (mailgate.metrics adds a response hook, as for Redmine).
+        #: For observers (mailgate.ops.metrics adds a response hook, as for Redmine).
         self.session = self._session
         self._session.headers["User-Agent"] = "DiscordBot (mailgate, 0.1)"
         if bot_token:

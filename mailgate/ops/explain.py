@@ -13,11 +13,11 @@ from typing import Any
 from handlers.planning import MailPlan, plan_mail
 from handlers.plans import Defer, Duplicate, Ignore, OpenTicket, PostNote, Refuse
 
-from .config import Config
-from .errors import MailgateError
-from .facts import Facts
-from .intake import recipient_from_headers
-from .message import ParsedMail, parse_mail
+from mailgate.config import Config
+from mailgate.errors import MailgateError
+from mailgate.facts import Facts
+from mailgate.intake.receive import recipient_from_headers
+from mailgate.mail.message import ParsedMail, parse_mail
 
 
 @dataclass

@@ -18,10 +18,10 @@ from datetime import datetime, timedelta, timezone
 
 from workflow import Commands
 
-from .fanout import FanoutEvent
-from .idempotency import marker, with_marker
+from mailgate.outbound.fanout import FanoutEvent
+from mailgate.mail.idempotency import marker, with_marker
 
-log = logging.getLogger("mailgate.sweep")
+log = logging.getLogger("mailgate.ops.sweep")
 
 EXPIRABLE = ("open", "needs-info")
 

@@ -19,9 +19,9 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..discord import Posted
-from .rendering import Rendered
-from ..sqlite import Tables
+from mailgate.clients.discord import Posted
+from mailgate.outbound.fanout.rendering import Rendered
+from mailgate.store.sqlite import Tables
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS discord_posts (
