@@ -132,7 +132,7 @@ def public(name: str, *modules: str):
     """A public name of mailgate, from the first of ``modules`` that has it: the benches
     run the code of two refs, and a public function may have moved between them
     (build_gateway and Envelope were in mailgate.dispatch before mailgate.gateway and
-    mailgate.intake)."""
+    mailgate.intake.receive)."""
     import importlib
 
     for module in modules:

@@ -12,7 +12,7 @@ taken (VmRSS); the mail is read from disk and handled; the figure is
   stdlib compat32        email.message_from_bytes + every leaf's get_payload(decode=True)
   stdlib policy.default  BytesParser(policy=default) + get_content() of each attachment
   mail-parser            mailparser.parse_from_bytes (if installed)
-  mailgate parse_mail    mailgate.message.parse_mail
+  mailgate parse_mail    mailgate.mail.message.parse_mail
   Gateway.receive        parse + route + the SQLite spool commit (worker's side not run)
   receive + worker       the above, then Worker.run_once: claim, parse again, plan, up
                          to the first Redmine call (a closed port: deferred)
@@ -118,13 +118,13 @@ def run_stage(stage: str, mail_path: Path, work: Path) -> dict:
     elif stage == "mail-parser":
         op = _mailparser
     elif stage == "mailgate parse_mail":
-        from mailgate.message import parse_mail
+        parse_mail = public("parse_mail", "mailgate.mail.message", "mailgate.message")
 
         op = parse_mail
     elif stage in ("Gateway.receive", "receive + worker"):
         from mailgate.worker import Worker
 
-        Envelope = public("Envelope", "mailgate.intake", "mailgate.dispatch")
+        Envelope = public("Envelope", "mailgate.intake.receive", "mailgate.dispatch")
 
         work = Path(tempfile.mkdtemp(dir=work))
         gateway = _gateway(work)

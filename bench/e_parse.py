@@ -8,13 +8,13 @@ at the top, attachments (20-300 KB, base64), and charsets (ISO-8859-1,
 windows-1252, KOI8-R, Shift_JIS, ISO-2022-JP, UTF-8 quoted-printable, RFC 2047
 subjects and names).  Contenders, each over the whole corpus:
 
-  mailgate explain             mailgate.explain.explain with GivenFacts (ticket open,
+  mailgate explain             mailgate.ops.explain.explain with GivenFacts (ticket open,
     (parse+route+decide)       owned by owner@example.org: no Redmine, no DNS), what
                                `mailgate explain --ticket-state open --ticket-owner ...`
                                runs per file: parse_mail, the recipient from the
                                headers, routing, the automatic-mail rules, trimming,
                                commands, the workflow
-  mailgate parse_mail          mailgate.message.parse_mail alone
+  mailgate parse_mail          mailgate.mail.message.parse_mail alone
   mail-parser                  mailparser.parse_from_bytes (if installed)
   stdlib policy.default        BytesParser(policy=default), the body's get_content()
                                and every attachment's get_content()
@@ -50,7 +50,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (MAIL_FIXTURES, add_compare_option, child_env, closed_url,  # noqa: E402
-                     code_trees, header, median, ratio, table, write_config)
+                     code_trees, header, median, public, ratio, table, write_config)
 
 TEXTS = {
     "iso-8859-1": "Bonjour, le routeur coupe la connexion chaque soir à huit heures. Merci!",
@@ -117,7 +117,7 @@ def corpus() -> list[tuple[str, bytes]]:
 # -- the contenders ------------------------------------------------------------------------
 
 def mailgate_explain(config):
-    from mailgate.explain import explain
+    explain = public("explain", "mailgate.ops.explain", "mailgate.explain")
     from mailgate.facts import GivenFacts
 
     facts = GivenFacts("open", "owner@example.org", config)
@@ -129,7 +129,7 @@ def mailgate_explain(config):
 
 def mailgate_parse():
     from mailgate.errors import MailgateError
-    from mailgate.message import parse_mail
+    parse_mail = public("parse_mail", "mailgate.mail.message", "mailgate.message")
 
     def run(raw: bytes):
         try:
@@ -191,7 +191,7 @@ def rate(run, mails: list[bytes], seconds: float) -> float:
 
 def digests(mails: list[bytes]) -> list[str]:
     """What parse_mail makes of each mail (its repr, or the exception), hashed."""
-    from mailgate.message import parse_mail
+    parse_mail = public("parse_mail", "mailgate.mail.message", "mailgate.message")
 
     out = []
     for raw in mails:

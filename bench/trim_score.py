@@ -27,7 +27,7 @@ CORPUS = ROOT / "fixtures" / "replies"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mailgate.trimming import trim_reply  # noqa: E402
+from mailgate.mail.trimming import trim_reply  # noqa: E402
 
 
 class Case(NamedTuple):

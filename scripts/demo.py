@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from mailgate.redmine import RedmineClient  # noqa: E402
+from mailgate.clients.redmine import RedmineClient  # noqa: E402
 from tests.fakes.discord import FakeDiscord  # noqa: E402
 
 CONFIG = ROOT / "fixtures" / "config" / "demo.yaml"
