@@ -151,3 +151,26 @@ def test_the_mail_is_stored_once_for_all_its_recipients_and_read_back_whole(tmp_
     spool.retry(first)
     spool.drop(first)
     assert db.execute("SELECT count(*) FROM bodies").fetchone() == (0,)
+
+
+def test_a_second_process_never_takes_the_wal_from_under_this_one(tmp_path):
+    """open_durable runs several times in one process (spool, Discord queue, notices);
+    it must not open and close a descriptor of the file: that drops every POSIX lock the
+    process's SQLite connections hold, and a `mailgate pipe` exiting beside `serve` then
+    checkpointed and deleted the WAL under them (found by tests/test_deployment.py)."""
+    import subprocess
+    import sys
+
+    from mailgate.store.sqlite import open_durable
+
+    path = tmp_path / "spool.db"
+    spool = SqliteSpool(path)
+    spool.add("a@example.org", [("x", None)], b"Subject: first\r\n\r\nx")
+    open_durable(path)                                     # the next store in this process
+    child = ("import sys; from mailgate.store.spool import SqliteSpool;"
+             "SqliteSpool(sys.argv[1]).add('b@example.org', [('y', None)], b'Subject: 2\\r\\n\\r\\ny')")
+    subprocess.run([sys.executable, "-c", child, str(path)], check=True)
+    spool.add("c@example.org", [("z", None)], b"Subject: third\r\n\r\nz")
+    assert (tmp_path / "spool.db-wal").exists()            # still ours: nobody deleted it
+    fresh = sqlite3.connect(path)
+    assert fresh.execute("SELECT count(*) FROM messages").fetchone()[0] == 3

@@ -43,8 +43,16 @@ def _make_private(path: Path) -> None:
     made before this check (by an older mailgate) is tightened, with any
     -wal and -shm still lying beside it.
     """
-    # O_RDONLY: a reader that may not write the file must still get as far as SQLite.
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, PRIVATE))
+    # Never open and close a descriptor of a database file that may be in use:
+    # closing any descriptor of a file drops every POSIX lock this process holds
+    # on it, so SQLite's own connections here would lose their locks, and another
+    # process could then checkpoint and delete the WAL under them (lost commits;
+    # sqlite.org/howtocorrupt.html §2.2).  So: create the file only when it is
+    # not there (O_EXCL), and tighten an existing one by its name.
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE))
+    except FileExistsError:
+        pass
     for companion in (path, *(path.with_name(path.name + s) for s in ("-wal", "-shm"))):
         _tighten(companion)
 

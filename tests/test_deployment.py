@@ -1,0 +1,200 @@
+"""The full deployment: one configuration with every feature on, fed every kind of mail
+in fixtures/mail through every source, on SQLite and on PostgreSQL.
+
+Every feature works alone; a deployment turns them all on at once, and that is
+where the first round's defects were (Discord + an out-of-office reply crashed
+the worker).  Here: the Discord fan-out (the fake Discord), notices (a real
+SMTP relay on 127.0.0.1), per-sender limits, reminders, trust (our MTA's
+Authentication-Results), unknown senders accepted, through SMTP, LMTP, the
+pipe (a child process beside `serve`, as an MTA runs it) and replay.
+
+Invariants: no traceback anywhere; every mail's outcome is the one the
+single-feature tests give it (OUTCOMES); no dead letter; each ticket has one
+Discord thread; the refused command is told to its sender.
+A new feature adds its mail kinds to fixtures/mail and OUTCOMES, and its
+settings to ``deployment_config``.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from pathlib import Path
+
+import pytest
+
+from mailgate.clients.redmine import RedmineClient
+from mailgate.mail.message import parse_mail
+from tests.helpers import MAIL, run_mailgate
+from tests.load import wait_until
+from tests.servers import RunningGateway, write_config
+from tests.test_notify import relay  # noqa: F401  (the aiosmtpd relay fixture)
+
+#: fixture -> what becomes of it: an outcome kind of the worker, or "refused" at intake
+#: (a 5xx while the sender is connected, a bounce exit code from the pipe).
+OUTCOMES = {
+    "admin-sets-invalid.eml": "applied",
+    "bounce-dsn.eml": "ignored",
+    "empty.eml": "refused",
+    "forged-owner-confirms.eml": "applied",          # a comment by the gateway user
+    "garbage.eml": "refused",
+    "html-only-answer.eml": "applied",
+    "latin1-owner-reply.eml": "applied",
+    "list-mail.eml": "ignored",
+    "out-of-office-reply.eml": "ignored",
+    "outlook-reply-with-suppress-header.eml": "applied",
+    "own-loop.eml": "ignored",
+    "owner-confirms-unanswered.eml": "applied",      # its command refused: a notice
+    "owner-confirms.eml": "applied",
+    "owner-reply-quoting-history.eml": "applied",
+    "owner-reply-with-attachments.eml": "applied",
+    "owner-reply-with-blocked-attachment.eml": "applied",
+    "owner-reply.eml": "applied",
+    "redmine-notification-reply.eml": "applied",
+    "site-a-new-ticket.eml": "created",
+    "site-a-subject-tag-reply.eml": "applied",
+    "support-answer.eml": "applied",
+    "support-requests-info.eml": "applied",
+    "unknown-address.eml": "refused",
+    "unknown-sender-reply.eml": "applied",           # accepted: the gateway user writes it
+}
+SOURCES = ("smtp", "lmtp", "pipe", "replay")
+#: Our MTA's hostname: own-loop.eml carries it as X-Loop.
+HOSTNAME = "mailgate.example.org"
+
+
+def test_every_fixture_has_an_expected_outcome():
+    assert sorted(OUTCOMES) == sorted(p.name for p in MAIL.glob("*.eml"))
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request, tmp_path) -> dict:
+    if request.param == "postgres":
+        return {"url": request.getfixturevalue("pg_url")}
+    return {"path": str(tmp_path / "spool.db")}
+
+
+def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: dict) -> Path:
+    """Every feature on."""
+    forum = discord.add_webhook(forum=True)
+    return write_config(
+        tmp_path / "mailgate.yaml", redmine.url, redmine.admin_key,
+        server={"hostname": HOSTNAME, "max_message_size": 2_000_000, "max_recipients": 5},
+        spool={**spool, "retry_first_delay": 0.2, "retry_max_delay": 1},
+        discord={"api_base": discord.api_base, "timeout": 2,
+                 "channels": {"site-a": forum, "site-b": discord.add_webhook(forum=True)},
+                 "triage": discord.add_webhook(forum=True),
+                 "retry": {"first_delay": 0.1, "max_delay": 0.5}},
+        notify={"relay": f"127.0.0.1:{relay_port}", "from": "mailgate@example.org"},
+        limits={"per_sender": {"mails": 1000, "per_seconds": 60}},
+        sweep={"remind_after_hours": 24, "interval": 3600},
+        attachments={"max_size": 1_000_000},
+    )
+
+
+class Tickets:
+    """A fresh ticket per (fixture, source), and the fixture rewritten to reach it."""
+
+    def __init__(self, client: RedmineClient):
+        self.client = client
+        #: Message-ID of each mail sent -> "source-fixture".
+        self.keys: dict[str, str] = {}
+
+    def mail_for(self, name: str, source: str) -> bytes:
+        raw = (MAIL / name).read_bytes()
+        if not raw.strip() or b"\n\n" not in raw.replace(b"\r\n", b"\n"):
+            return raw                      # empty and garbage: nothing to rewrite
+        ticket = self.client.create_issue("site-a", f"{name} via {source}", "Deployment test.",
+                                          as_user="owner")
+        for old, new in ((b"ticket1@", f"ticket{ticket}@"), (b"#1]", f"#{ticket}]"),
+                         (b"redmine.issue-1.", f"redmine.issue-{ticket}."),
+                         # The same mail through two sources is two mails here.
+                         (b"Message-ID: <", f"Message-ID: <{source}-")):
+            raw = raw.replace(old, new.encode())
+        self.keys[parse_mail(raw, headers_only=True).message_id] = f"{source}-{name}"
+        return raw
+
+    def key_of(self, spooled) -> str:
+        return self.keys[parse_mail(spooled.raw, headers_only=True).message_id]
+
+
+def send_smtp(port: int, raw: bytes, lmtp: bool) -> str:
+    client = smtplib.LMTP if lmtp else smtplib.SMTP
+    # On the wire every line ends in CRLF (smtplib leaves bytes as they are).
+    raw = raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    try:
+        with client("127.0.0.1", port) as smtp:
+            smtp.sendmail("owner@example.org", [_recipient(raw)], raw)
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPDataError):
+        return "refused"
+    return "accepted"
+
+
+def _recipient(raw: bytes) -> str:
+    for line in raw.replace(b"\r\n", b"\n").split(b"\n"):
+        if line.lower().startswith(b"to:"):
+            return line.decode().rpartition("<")[2].strip(" >\n") if b"<" in line \
+                else line[3:].decode().strip()
+    return "ticket1@example.org"
+
+
+def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend,  # noqa: F811
+                                    tmp_path, caplog):
+    config = deployment_config(tmp_path, fake_redmine, fake_discord, relay.controller.port,
+                               backend)
+    tickets = Tickets(RedmineClient(fake_redmine.url, fake_redmine.admin_key))
+    said: dict[str, str] = {}
+    replay_dir = tmp_path / "replay"
+    replay_dir.mkdir()
+    with caplog.at_level(logging.INFO), RunningGateway(config, lmtp=True) as server:
+        for name in sorted(OUTCOMES):
+            for source in ("smtp", "lmtp"):
+                port = server.lmtp_port if source == "lmtp" else server.smtp_port
+                said[f"{source}-{name}"] = send_smtp(port, tickets.mail_for(name, source),
+                                                     lmtp=source == "lmtp")
+            piped = run_mailgate("pipe", "--config", str(config),
+                                 stdin=tickets.mail_for(name, "pipe"))
+            assert b"Traceback" not in piped.stderr, piped.stderr.decode()
+            said[f"pipe-{name}"] = "accepted" if piped.returncode == 0 else "refused"
+            (replay_dir / name).write_bytes(tickets.mail_for(name, "replay"))
+        # A duplicate: the same mail delivered twice (a client that retried).
+        twice = tickets.mail_for("owner-reply.eml", "twice")
+        for _ in range(2):
+            assert send_smtp(server.smtp_port, twice, lmtp=False) == "accepted"
+        replayed = run_mailgate("replay", "--config", str(config), str(replay_dir))
+        assert replayed.returncode == 0 and b"Traceback" not in replayed.stderr, \
+            replayed.stderr.decode()
+        for line in replayed.stderr.decode().splitlines():
+            path, _, rest = line.partition(": ")
+            said[f"replay-{Path(path).name}"] = "refused" if rest.startswith("rejected") \
+                else "accepted"
+        gateway = server.gateway
+        assert wait_until(lambda: not gateway.spool.counts().get("queued"), 60, 0.2), \
+            gateway.spool.counts()
+        assert wait_until(lambda: gateway.fanout.stats().get("queued", 0) == 0, 30, 0.2)
+        assert wait_until(lambda: relay.received, 15, 0.1)
+        runners = gateway.runners()
+        assert all(r.alive for r in runners)
+
+    # Every mail became what the single-feature tests say it becomes.
+    kinds: dict[str, list[str]] = {}
+    for mail in gateway.spool.mails(state=None, limit=10_000):
+        kinds.setdefault(tickets.key_of(mail), []).append(
+            mail.outcome["kind"] if mail.outcome else mail.state)
+    assert kinds.pop("twice-owner-reply.eml") == ["applied", "duplicate"]
+    for name, expected in OUTCOMES.items():
+        for source in SOURCES:
+            key = f"{source}-{name}"
+            got = kinds[key][0] if key in kinds else said.get(key)
+            assert got == expected, f"{key}: {got} (intake said {said.get(key)})\n" + \
+                replayed.stderr.decode()[-3000:]
+    # No dead letter, and no traceback in the gateway's own log.
+    assert not gateway.spool.mails(state="dead")
+    assert "Traceback" not in caplog.text
+    # One Discord thread per ticket that got a post.
+    names = [thread.name for thread in fake_discord.threads()]
+    assert len(names) == len(set(names)) and names
+    # The one refused command was told to its sender, once a day.
+    notices = [m for m in relay.messages() if "was not carried out" in
+               " ".join(m.get_content().split())]
+    assert len(notices) == 1 and notices[0]["To"] == "owner@example.org"
