@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 
 from mailgate.config import Config
-from mailgate.errors import (BadMessage, MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
-                     UnknownAddress)
+from mailgate.errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
+                             UnknownAddress)
 from mailgate.mail.message import ParsedMail, parse_mail
 from mailgate.intake.ratelimit import sender_key
 from mailgate.routing import Recipient, resolve_recipient, route_mail
@@ -104,8 +104,6 @@ class Intake:
              sender: str | None = None) -> Delivery:
         """One mail without an SMTP envelope (the pipe, replay): what is missing of the
         envelope is read from the header fields, the same way for every such source."""
-        if not raw.strip():
-            raise BadMessage("empty input")
         self.check_size(raw)
         mail = parse_mail(raw, headers_only=True)
         recipient = recipient or recipient_from_headers(mail, self.config)
