@@ -186,7 +186,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _pipe(args: argparse.Namespace) -> int:
     from mailgate.intake.pipe import run_pipe
 
-    from mailgate.intake.ratelimit import SqliteRateLimiter
+    from mailgate.intake.ratelimit import StoreRateLimiter
 
     raw = sys.stdin.buffer.read()
     if args.queue_only:
@@ -199,7 +199,7 @@ def _pipe(args: argparse.Namespace) -> int:
     per_sender = gateway.config.limits.per_sender
     if per_sender:
         # One process per mail: the limit's buckets must outlive it.
-        gateway.sender_limit = SqliteRateLimiter.for_limit(gateway.config.spool_path, per_sender)
+        gateway.sender_limit = StoreRateLimiter.for_limit(gateway.config.store, per_sender)
     status, said = run_pipe(gateway, raw, args.recipient, args.sender,
                             process=not args.queue_only)
     print(f"mailgate: {said}", file=sys.stderr)
@@ -284,7 +284,7 @@ def _spool(args: argparse.Namespace) -> int:
     from mailgate.store import open_spool
 
     config = load_config(args.config, need_redmine=False)
-    spool = open_spool(config.spool_path, url=config.spool_url)
+    spool = open_spool(config.store)
     out = sys.stdout
     command = args.spool_command
     if command == "list":

@@ -19,6 +19,7 @@ from workflow import Workflow, WorkflowError, load_default_table
 
 from mailgate.errors import ConfigError
 from mailgate.intake.ratelimit import Limits, load_limits
+from mailgate.store.database import Location
 from mailgate.trust import TrustSettings, load_trust_settings
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
@@ -63,6 +64,9 @@ class Config:
     #: PostgreSQL URL for a spool shared by several gateway hosts (else SQLite at spool_path).
     spool_url: str | None = None
     lease_seconds: float = 60.0
+    #: Done mails, sent Discord posts and finished notices are deleted after this many
+    #: days (mailgate.store.retention, run by the sweep); dead mail is kept.
+    keep_done_days: float = 30.0
     #: Threads applying spooled mail in `serve` (each ticket's mail stays in order).
     spool_workers: int = 2
     retry_first_delay: float = 30.0
@@ -100,6 +104,11 @@ class Config:
     #: /healthz fails when the oldest waiting mail is older than this (seconds).
     spool_stuck_alarm: float = 3600.0
 
+    @property
+    def store(self) -> Location:
+        """Where every part of the store is: ``spool.url`` when set, else ``spool.path``."""
+        return Location.configured(self.spool_path, self.spool_url)
+
     def site_for_address(self, address: str) -> Site | None:
         wanted = address.lower()
         for site in self.sites.values():
@@ -126,6 +135,7 @@ ENV_KEYS = [
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
     ("spool", "path"), ("spool", "url"), ("spool", "lease_seconds"), ("spool", "workers"),
     ("spool", "retry_first_delay"), ("spool", "retry_max_delay"), ("spool", "max_age"),
+    ("spool", "keep_done_days"),
     ("listen", "smtp"), ("listen", "lmtp"), ("listen", "metrics"),
     ("server", "hostname"), ("server", "max_message_size"), ("server", "max_recipients"),
     ("server", "redmine_down_alarm"), ("server", "spool_stuck_alarm"),
@@ -226,6 +236,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         spool_path=base / str(spool.get("path", "var/spool.db")),
         spool_url=spool.get("url") or None,
         lease_seconds=_number(spool, "lease_seconds", 60.0, "spool"),
+        keep_done_days=_number(spool, "keep_done_days", 30.0, "spool"),
         spool_workers=_int(spool, "workers", 2, "spool"),
         retry_first_delay=_number(spool, "retry_first_delay", 30.0, "spool"),
         retry_max_delay=_number(spool, "retry_max_delay", 3600.0, "spool"),

@@ -110,18 +110,17 @@ def build_gateway(config: Config) -> Gateway:
     from mailgate.outbound.notify import build_notifier
     from mailgate.clients.redmine import RedmineClient
 
-    spool = open_spool(config.spool_path, url=config.spool_url,
-                       lease_seconds=config.lease_seconds)
+    # One store for every part: the spool, Discord's queue and threads, the notices.
+    spool = open_spool(config.store, lease_seconds=config.lease_seconds)
     gateway = Gateway(config, RedmineClient.from_settings(config.redmine), spool,
-                      fanout=build_fanout(config), notifier=build_notifier(config))
+                      fanout=build_fanout(config), notifier=build_notifier(config, config.store))
     gateway.metrics     # time every Redmine request from the first one
     return gateway
 
 
 def build_queue_only_gateway(config: Config) -> Gateway:
     """A gateway that only takes mail in (no Redmine at the edge): the pipe's fast path."""
-    spool = open_spool(config.spool_path, url=config.spool_url,
-                       lease_seconds=config.lease_seconds)
+    spool = open_spool(config.store, lease_seconds=config.lease_seconds)
     return Gateway(config, None, spool)
 
 
@@ -139,4 +138,4 @@ def build_fanout(config: Config):
         redmine.set_custom_field(ticket, "discord-thread", True)
         redmine.set_custom_field(ticket, "discord-thread-id", thread_id)
 
-    return Fanout(config.discord, config.spool_path, on_thread_created=thread_created)
+    return Fanout(config.discord, config.store, on_thread_created=thread_created)

@@ -18,7 +18,7 @@ import time
 from mailgate.errors import RedmineUnavailable
 from mailgate.gateway import Gateway
 from mailgate.ops.httpd import start_http
-from mailgate.intake.ratelimit import RateLimiter
+from mailgate.intake.ratelimit import StoreRateLimiter
 from mailgate.intake.smtp import GatewayHandler, smtp_factory
 
 log = logging.getLogger("mailgate.serve")
@@ -54,8 +54,10 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     worker_stop = threading.Event()
     handlers, servers = [], []
     per_sender = gateway.config.limits.per_sender
-    # One limiter for both listeners, counted at MAIL FROM (not again in receive).
-    sender_limit = RateLimiter.for_limit(per_sender) if per_sender else None
+    # One limiter for both listeners, counted at MAIL FROM (not again in receive); its
+    # buckets in the store, shared with `mailgate pipe` and the other hosts on it.
+    sender_limit = StoreRateLimiter.for_limit(gateway.config.store, per_sender) \
+        if per_sender else None
     for listen, lmtp_mode in ((smtp, False), (lmtp, True)):
         if not listen:
             continue

@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from mailgate.errors import EX_TEMPFAIL, ConfigError, TemporaryError
-from mailgate.intake.ratelimit import (Limit, Limits, RateLimited, RateLimiter, SqliteRateLimiter,
+from mailgate.intake.ratelimit import (Limit, Limits, RateLimited, RateLimiter, StoreRateLimiter,
                                 load_limits, load_rate_limit, sender_key)
 
 
@@ -27,7 +27,7 @@ def make(request, tmp_path):
     def make(mails: int, per_seconds: float, clock: Clock):
         if request.param == "memory":
             return RateLimiter(mails, per_seconds, clock=clock)
-        limiter = SqliteRateLimiter(tmp_path / "spool.db", mails, per_seconds, clock=clock)
+        limiter = StoreRateLimiter(tmp_path / "spool.db", mails, per_seconds, clock=clock)
         made.append(limiter)
         return limiter
 
@@ -142,8 +142,8 @@ def test_max_keys_bounds_memory_under_many_senders(caplog):
 
 def test_sqlite_buckets_are_shared_by_processes_and_cleaned(tmp_path):
     clock = Clock()
-    first = SqliteRateLimiter(tmp_path / "spool.db", 2, 60, clock=clock)
-    second = SqliteRateLimiter(tmp_path / "spool.db", 2, 60, clock=clock)  # the next pipe run
+    first = StoreRateLimiter(tmp_path / "spool.db", 2, 60, clock=clock)
+    second = StoreRateLimiter(tmp_path / "spool.db", 2, 60, clock=clock)  # the next pipe run
     try:
         assert first.allow("flood@example.org")
         assert second.allow("flood@example.org")
@@ -157,9 +157,9 @@ def test_sqlite_buckets_are_shared_by_processes_and_cleaned(tmp_path):
 
 
 def test_sqlite_failure_lets_mail_through(tmp_path, caplog):
-    limiter = SqliteRateLimiter(tmp_path / "spool.db", 1, 60, clock=Clock())
+    limiter = StoreRateLimiter(tmp_path / "spool.db", 1, 60, clock=Clock())
     limiter.allow("a@example.org")
-    limiter._db.execute("DROP TABLE rate_buckets")
+    limiter.buckets.db.change("DROP TABLE rate_buckets")
     with caplog.at_level(logging.ERROR, "mailgate.intake.ratelimit"):
         assert limiter.allow("a@example.org")
     assert "letting <a@example.org> through" in caplog.text

@@ -9,21 +9,22 @@ the mail and tries again later: nothing is lost, the flood is only slowed.
 
 Two stores, one arithmetic:
 
-* ``RateLimiter`` keeps the buckets in memory, for ``mailgate serve``: one
-  process sees every SMTP/LMTP connection, and forgetting the buckets on a
-  restart only forgives the senders once.  Memory is bounded: a bucket that
-  has refilled completely carries no information and is dropped, and beyond
-  ``max_keys`` the least recently seen sender is forgotten.
-* ``SqliteRateLimiter`` keeps them in the spool's SQLite file, for
-  ``mailgate pipe``: the MTA starts one process per mail, so a limit held in
-  memory would never see a second mail.  If that database fails, mail is let
-  through (a broken limiter must not stop or bounce mail).
+* ``StoreRateLimiter`` keeps them in the spool's store (SQLite or PostgreSQL),
+  which is what ``serve`` and ``pipe`` use: every process on the store counts
+  in the same buckets (``pipe`` beside ``serve``, several hosts on one
+  PostgreSQL), and the pipe, one process per mail, sees the mails before it.
+  If the store fails, mail is let through (a broken limiter must not stop or
+  bounce mail).
+* ``RateLimiter`` keeps the buckets in memory, for one process that shares
+  them with nobody: forgetting them on a restart only forgives the senders
+  once.  Memory is bounded: a bucket that has refilled completely carries no
+  information and is dropped, and beyond ``max_keys`` the least recently seen
+  sender is forgotten.
 """
 
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from collections import OrderedDict
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mailgate.errors import ConfigError, TemporaryError
+from mailgate.store.database import Location
+from mailgate.store.ratebuckets import RateBuckets
 
 log = logging.getLogger("mailgate.intake.ratelimit")
 
@@ -76,7 +79,7 @@ def refusal(key: str) -> RateLimited:
 
 
 class RateLimiter:
-    """Token buckets in memory, for one long-running process (``serve``)."""
+    """Token buckets in memory, for one long-running process that shares nothing."""
 
     def __init__(self, mails: int, per_seconds: float, *,
                  clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000):
@@ -128,79 +131,39 @@ class RateLimiter:
         return len(self._buckets)
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rate_buckets (
-    key TEXT PRIMARY KEY,
-    tokens REAL NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS rate_buckets_updated ON rate_buckets (updated_at);
-"""
+class StoreRateLimiter:
+    """The same buckets in the spool's store (mailgate.store.ratebuckets), shared by
+    every process and host on it."""
 
-
-class SqliteRateLimiter:
-    """The same buckets in a SQLite file, shared by short-lived processes (``pipe``)."""
-
-    def __init__(self, path: str | Path, mails: int, per_seconds: float, *,
+    def __init__(self, store: Location | str | Path, mails: int, per_seconds: float, *,
                  clock: Callable[[], float] = time.time):
         self.limit = _checked(mails, per_seconds)
-        self.path = Path(path)
+        self.where = Location.of(store)
         self.clock = clock
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.path, timeout=2.0, isolation_level=None,
-                                   check_same_thread=False)
-        self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # Losing the last bucket update in a power cut forgives one mail: no fsync needed.
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self.buckets = RateBuckets(self.where)
 
     @classmethod
-    def for_limit(cls, path: str | Path, limit: Limit, **kwargs) -> "SqliteRateLimiter":
-        return cls(path, limit.mails, limit.per_seconds, **kwargs)
+    def for_limit(cls, store: Location | str | Path, limit: Limit,
+                  **kwargs) -> "StoreRateLimiter":
+        return cls(store, limit.mails, limit.per_seconds, **kwargs)
 
     def allow(self, key: str) -> bool:
         try:
-            with self._lock:
-                return self._allow(key, self.clock())
-        except sqlite3.Error as exc:
-            log.error("rate limit: database %s failed, letting <%s> through: %s",
-                      self.path, key, exc)
+            return self.buckets.take(key, self.clock(), self.limit)
+        except Exception as exc:    # noqa: BLE001 - a broken limiter must not stop mail
+            log.error("rate limit: store %s failed, letting <%s> through: %s",
+                      self.where, key, exc)
             return True
 
     def check(self, key: str) -> None:
         if not self.allow(key):
             raise refusal(key)
 
-    def _allow(self, key: str, now: float) -> bool:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            row = db.execute("SELECT tokens, updated_at FROM rate_buckets WHERE key=?",
-                             (key,)).fetchone()
-            tokens = self.limit.refilled(*row, now) if row else float(self.limit.mails)
-            allowed = tokens >= 1.0
-            if allowed:
-                db.execute("INSERT INTO rate_buckets (key, tokens, updated_at) VALUES (?,?,?)"
-                           " ON CONFLICT (key) DO UPDATE SET tokens=excluded.tokens,"
-                           " updated_at=excluded.updated_at", (key, tokens - 1.0, now))
-                # Full buckets again: keeps the table as small as the senders of one window.
-                db.execute("DELETE FROM rate_buckets WHERE updated_at < ?",
-                           (now - self.limit.per_seconds,))
-            db.execute("COMMIT")
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
-        return allowed
-
     def __len__(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT count(*) FROM rate_buckets").fetchone()[0]
+        return len(self.buckets)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.buckets.close()
 
 
 # ------------------------------------------------------------------ configuration

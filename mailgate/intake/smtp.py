@@ -102,7 +102,8 @@ class GatewayHandler:
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         if self.sender_limit is not None:
             key = sender_key(address)
-            if not self.sender_limit.allow(key):
+            # The buckets are in the store: a transaction, never in the event loop.
+            if not await asyncio.to_thread(self.sender_limit.allow, key):
                 # 4xx: a flood is slowed down, and nothing in it is lost.
                 log.info("MAIL <%s> deferred: rate limit", key)
                 return refusal(key).smtp_reply

@@ -1,4 +1,5 @@
-"""The time-based workflow: expiry (Launchpad's rule) and, with Discord, reminders.
+"""The time-based workflow: expiry (Launchpad's rule) and, with Discord, reminders;
+and the store's retention (``purge_finished``).
 
 A ticket in ``open`` or ``needs-info`` with no activity for ``expire_after_days``
 gets the ``expire`` action as the ``system`` role: a note saying why, and the
@@ -50,6 +51,9 @@ def sweep(gateway, now: datetime | None = None, dry_run: bool = False) -> list[S
     """Expire what is due; returns what was (or, with ``dry_run``, would be) done."""
     config = gateway.config
     now = now or datetime.now(timezone.utc)
+    if not dry_run:
+        # First: it needs only the store, and Redmine being down must not stop it.
+        purge_finished(gateway, now)
     days = config.expire_after_days
     status_ids = gateway.facts.status_ids
     cutoff = now - timedelta(days=days)
@@ -60,6 +64,17 @@ def sweep(gateway, now: datetime | None = None, dry_run: bool = False) -> list[S
     if gateway.fanout is not None and config.remind_after_hours:
         actions += _remind(gateway, now, config.remind_after_hours, dry_run)
     return actions
+
+
+def purge_finished(gateway, now: datetime) -> dict[str, int]:
+    """Retention: delete what finished more than ``spool.keep_done_days`` ago from the
+    whole store (done mails, sent posts and notices; mailgate.store.retention)."""
+    before = now - timedelta(days=gateway.config.keep_done_days)
+    purged = gateway.spool.purge(before.timestamp())
+    if any(purged.values()):
+        log.info("sweep: purged what finished before %s: %s", before.isoformat(timespec="seconds"),
+                 ", ".join(f"{count} {kind}" for kind, count in purged.items()))
+    return purged
 
 
 def _remind(gateway, now: datetime, hours: float, dry_run: bool) -> list[SweepAction]:

@@ -27,8 +27,9 @@ Never a reply to a machine, and never a loop (RFC 3834):
 ``Notifier.tell`` only writes a row (durable, fast, never raises): the
 mail is already applied or dead-lettered, and a notice must not change that.
 The outbox is a queue of ``mailgate.runner``: its runner hands due rows to
-the configured SMTP relay, retrying with backoff while it is down.  Both tables live in the spool's SQLite file,
-through a connection of their own (WAL), like the Discord fan-out.
+the configured SMTP relay, retrying with backoff while it is down.  Both tables
+(``mailgate.store.notices``) live in the spool's store, SQLite or PostgreSQL,
+through a connection of their own, like the Discord fan-out.
 """
 
 from __future__ import annotations
@@ -37,7 +38,6 @@ import logging
 import random
 import re
 import smtplib
-import sqlite3
 import textwrap
 import threading
 import time
@@ -51,7 +51,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mailgate.errors import ConfigError
-from mailgate.store.sqlite import Tables
+from mailgate.store.database import Location
+from mailgate.store.notices import NoticeStore, Outgoing, utc_day
 
 log = logging.getLogger("mailgate.outbound.notify")
 
@@ -288,125 +289,26 @@ def suppressed(notice: Notice, own_address: str) -> str | None:
     return None
 
 
-# ------------------------------------------------------------------ the tables
+# ------------------------------------------------------------------ delivery
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS notices (
-    sender TEXT NOT NULL,                   -- who was told (lower case)
-    reason_kind TEXT NOT NULL,
-    day TEXT NOT NULL,                      -- UTC date, YYYY-MM-DD
-    sent_at REAL NOT NULL,                  -- when the notice was decided and queued
-    PRIMARY KEY (sender, reason_kind, day)
-);
-CREATE TABLE IF NOT EXISTS notice_outbox (
-    id INTEGER PRIMARY KEY,
-    recipient TEXT NOT NULL,
-    reason_kind TEXT NOT NULL,
-    message BLOB NOT NULL,                  -- rendered once, the same on every attempt
-    created_at REAL NOT NULL,
-    state TEXT NOT NULL DEFAULT 'queued',   -- queued, sent, dead
-    failures INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL DEFAULT 0,
-    lease_until REAL NOT NULL DEFAULT 0,
-    last_error TEXT,
-    finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS notice_outbox_due ON notice_outbox (state, next_attempt_at);
-"""
-
-#: Rows of ``notices`` are kept this many days (only today's are needed).
+#: Rows of ``notices`` (mailgate.store.notices) are kept this many days (only
+#: today's are needed).
 KEEP_DAYS = 7
 
-
-@dataclass(frozen=True)
-class Outgoing:
-    id: int
-    recipient: str
-    reason_kind: str
-    message: bytes
-    created_at: float
-    failures: int
-
-
-def utc_day(now: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(now))
-
-
-class NoticeStore(Tables):
-    """``notices`` and ``notice_outbox``.  Every write is its own durable commit."""
-
-    def __init__(self, path: str | Path):
-        super().__init__(path, SCHEMA)
-
-    def add(self, notice: Notice, message: bytes, now: float) -> bool:
-        """Queue ``message``, unless this recipient was told of this kind today."""
-        with self._lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                told = db.execute(
-                    "INSERT OR IGNORE INTO notices (sender, reason_kind, day, sent_at)"
-                    " VALUES (?,?,?,?)",
-                    (notice.to.lower(), notice.reason_kind, utc_day(now), now)).rowcount
-                if told:
-                    db.execute("INSERT INTO notice_outbox (recipient, reason_kind, message,"
-                               " created_at) VALUES (?,?,?,?)",
-                               (notice.to, notice.reason_kind, message, now))
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
-        return told == 1
-
-    def claim(self, now: float, lease: float) -> Outgoing | None:
-        rows = self._run(
-            "UPDATE notice_outbox SET lease_until=? WHERE id = (SELECT id FROM notice_outbox"
-            " WHERE state='queued' AND next_attempt_at <= ? AND lease_until <= ?"
-            " ORDER BY id LIMIT 1)"
-            " RETURNING id, recipient, reason_kind, message, created_at, failures",
-            (now + lease, now, now))
-        if not rows:
-            return None
-        row = rows[0]
-        return Outgoing(row[0], row[1], row[2], bytes(row[3]), row[4], row[5])
-
-    def sent(self, item: Outgoing, now: float) -> None:
-        self._run("UPDATE notice_outbox SET state='sent', finished_at=?, lease_until=0,"
-                  " last_error=NULL WHERE id=?", (now, item.id))
-
-    def defer(self, item: Outgoing, error: str, until: float) -> None:
-        self._run("UPDATE notice_outbox SET next_attempt_at=?, last_error=?, lease_until=0,"
-                  " failures = failures + 1 WHERE id=?", (until, error, item.id))
-
-    def bury(self, item: Outgoing, error: str, now: float) -> None:
-        self._run("UPDATE notice_outbox SET state='dead', last_error=?, finished_at=?,"
-                  " lease_until=0 WHERE id=?", (error, now, item.id))
-
-    def forget_before(self, day: str) -> None:
-        self._run("DELETE FROM notices WHERE day < ?", (day,))
-
-    def next_due(self) -> float | None:
-        return self._run("SELECT min(next_attempt_at) FROM notice_outbox"
-                         " WHERE state='queued'")[0][0]
-
-    def counts(self) -> dict[str, int]:
-        return dict(self._run("SELECT state, count(*) FROM notice_outbox GROUP BY state"))
-
-
-# ------------------------------------------------------------------ delivery
 
 class Notifier:
     """Queues notices (the mail side) and hands them to the relay (a ``Runner``)."""
 
     name = "notices"
 
-    def __init__(self, settings: NotifySettings, db_path: str | Path, *,
+    def __init__(self, settings: NotifySettings, store: Location | str | Path, *,
                  clock: Callable[[], float] = time.time):
         from mailgate.runner import Backoff, Runner
 
         self.settings = settings
-        self.store = NoticeStore(db_path)
+        # The spool's store (its SQLite file or PostgreSQL URL): every host and
+        # process on it shares the outbox and the once-a-day record.
+        self.store = NoticeStore(store)
         self.clock = clock
         self._forgot_on: str | None = None
         # The lease is longer than one delivery can take (connect, then each
@@ -526,7 +428,9 @@ def _permanent(exc: Exception) -> bool:
 
 # ------------------------------------------------------------------ wiring
 
-def build_notifier(config) -> Notifier | None:
-    """The notifier for ``config.notify`` (NotifySettings or None)."""
+def build_notifier(config, store: Location | None = None) -> Notifier | None:
+    """The notifier for ``config.notify`` (NotifySettings or None), on the spool's store."""
     settings = getattr(config, "notify", None)
-    return Notifier(settings, config.spool_path) if settings else None
+    if not settings:
+        return None
+    return Notifier(settings, store or Location.configured(config.spool_path, config.spool_url))

@@ -1,22 +1,30 @@
 """The store: every durable thing mailgate keeps, in one database (SQLite or PostgreSQL).
 
-``open_spool`` opens the configured backend; ``spool`` holds the operations
-both share, ``sqlite`` and ``postgres`` what differs.
+The spool's mail and idempotency record (``spool``), Discord's queue and
+thread registry (``discord``), the notices and their once-a-day record
+(``notices``) and the rate buckets (``ratebuckets``) all live at one
+``Location``: the SQLite file ``spool.path``, or the PostgreSQL database
+``spool.url``.  Each backend's tables are its own versioned migrations
+(``sqlite_schema``, ``postgres_schema``), each part's statements are written
+in both dialects beside each other, and ``retention`` purges what is finished.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from mailgate.store.database import Location
 from mailgate.store.spool import Spool
 
+__all__ = ["Location", "Spool", "open_spool"]
 
-def open_spool(path: str | Path, *, url: str | None = None, lease_seconds: float = 60.0) -> Spool:
+
+def open_spool(path: str | Path | Location, *, url: str | None = None,
+               lease_seconds: float = 60.0) -> Spool:
     """The configured backend: PostgreSQL when a URL is given, else SQLite at ``path``."""
-    if url:
-        from mailgate.store.postgres import PostgresSpool
+    from mailgate.store.spool import PostgresSpool, SqliteSpool
 
-        return PostgresSpool(url, lease_seconds=lease_seconds)
-    from mailgate.store.spool import SqliteSpool
-
-    return SqliteSpool(path, lease_seconds=lease_seconds)
+    location = Location.configured(path, url) if not isinstance(path, Location) else path
+    if location.url:
+        return PostgresSpool(location.url, lease_seconds=lease_seconds)
+    return SqliteSpool(location.path, lease_seconds=lease_seconds)

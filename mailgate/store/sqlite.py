@@ -1,7 +1,7 @@
 """The one way mailgate opens its SQLite file: durable commits, shared by threads.
 
-The spool, the Discord queue, the notice outbox and the pipe's rate buckets
-all live in the same file, each through its own connection.  WAL lets their
+The spool, the Discord queue, the notice outbox and the rate buckets all live
+in the same file, each through its own connection (``SqliteDatabase``).  WAL lets their
 readers and writers (and other processes: ``mailgate pipe`` runs per mail)
 work side by side; ``synchronous=FULL`` makes every COMMIT wait until the
 log is on disk, which is what lets us say 250 after it.
@@ -14,8 +14,11 @@ import os
 import sqlite3
 import stat
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
+
+from mailgate.errors import SpoolBusy
 
 log = logging.getLogger("mailgate.store.sqlite")
 
@@ -68,22 +71,66 @@ def _tighten(path: Path) -> None:
         log.warning("%s: cannot make it private (mode 0600): not its owner", path)
 
 
-class Tables:
-    """Some tables of the file, used from several threads through one connection."""
+class SqliteDatabase:
+    """The store's SQLite file through one connection, shared by threads under a lock.
 
-    def __init__(self, path: str | Path, schema: str, timeout: float = 5.0):
-        self._db = open_durable(path, schema, timeout)
-        self._lock = threading.Lock()
+    Each part of the store (the spool, the Discord queue, the notices, the rate
+    buckets) opens its own, so that one part's transaction does not wait for
+    another's lock in this process; the file's own locking orders them.
+    """
 
-    def _run(self, sql: str, params: Iterable = ()) -> list[tuple]:
-        """Rows (of a SELECT or a RETURNING), read while the connection is ours."""
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).fetchall()
+    backend = "sqlite"
 
-    def _change(self, sql: str, params: Iterable = ()) -> int:
-        with self._lock:
-            return self._db.execute(sql, tuple(params)).rowcount
+    def __init__(self, path: str | Path, *, timeout: float = 5.0, synchronous: str = "FULL"):
+        self.path = Path(path)
+        self.connection = open_durable(self.path, timeout=timeout)
+        if synchronous != "FULL":
+            self.connection.execute(f"PRAGMA synchronous={synchronous}")
+        self.lock = threading.Lock()
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Cursor]:
+        """One durable commit, or none of it.  IMMEDIATE takes the write lock at
+        once: two writers never deadlock upgrading a read lock."""
+        with self.lock:
+            db = self.connection
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db.cursor()
+                db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                self._rollback()
+                # "database is locked" after the busy timeout: try again later.
+                raise SpoolBusy(f"store {self.path}: {exc}") from None
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self.connection.in_transaction:
+            self.connection.execute("ROLLBACK")
+
+    def rows(self, sql: str, params: Iterable = ()) -> list[tuple]:
+        """One statement in its own commit: the rows of a SELECT or a RETURNING."""
+        with self.lock, _busy(self.path):
+            return self.connection.execute(sql, tuple(params)).fetchall()
+
+    def change(self, sql: str, params: Iterable = ()) -> int:
+        """One statement in its own commit: how many rows it changed."""
+        with self.lock, _busy(self.path):
+            return self.connection.execute(sql, tuple(params)).rowcount
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        with self.lock:
+            self.connection.close()
+
+
+@contextmanager
+def _busy(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        raise SpoolBusy(f"store {path}: {exc}") from None

@@ -25,9 +25,10 @@ from typing import Any, Callable
 from mailgate.clients.discord import (MAX_SLEEP, DiscordClient, DiscordConfigError, DiscordRateLimited,
                        DiscordRejected, DiscordUnavailable, Posted, UnknownChannel)
 from mailgate.outbound.fanout.events import FanoutEvent
-from mailgate.outbound.fanout.queue import PendingThread, PostQueue, QueuedPost
 from mailgate.outbound.fanout.rendering import render
 from mailgate.outbound.fanout.settings import Destination, DiscordSettings
+from mailgate.store.database import Location
+from mailgate.store.discord import PendingThread, PostQueue, QueuedPost
 
 log = logging.getLogger("mailgate.clients.discord")
 
@@ -41,13 +42,15 @@ class Fanout:
 
     name = "discord"
 
-    def __init__(self, settings: DiscordSettings, db_path: str | Path, *,
+    def __init__(self, settings: DiscordSettings, store: Location | str | Path, *,
                  on_thread_created: Callable[[int, str], Any] | None = None,
                  clock: Callable[[], float] = time.time):
         from mailgate.runner import Backoff, Runner
 
         self.settings = settings
-        self.queue = PostQueue(db_path)
+        # The spool's store (its SQLite file or PostgreSQL URL): every host and
+        # process on it shares the queue and the thread registry.
+        self.queue = PostQueue(store)
         self.clock = clock
         # Only called when the config asks for the Redmine fields.
         self.on_thread_created = on_thread_created if settings.redmine_fields else None
@@ -236,7 +239,7 @@ class _FanoutQueue:
 
     def claim(self, now: float, lease: float):
         if self.fanout.on_thread_created is not None:
-            pending = self.queue.due_thread(now)
+            pending = self.queue.due_thread(now, lease)
             if pending is not None:
                 return _Announcement(pending)
         return self.queue.claim(now, lease)

@@ -1,0 +1,138 @@
+"""The store's tables in PostgreSQL, as versioned migrations (mailgate.store.migrations).
+
+Migration 1 is the spool as mailgate made it before versions were kept;
+migration 2 brings the rest of the shared state here (Discord's queue and
+thread registry, the notices, the rate buckets), which until then stayed in
+each host's SQLite file.  PostgreSQL keeps a mail's bytes in its row: there is
+no ``bodies`` table, and ``messages.body_id`` stays empty.
+"""
+
+from __future__ import annotations
+
+from mailgate.store.migrations import Migration, Schema, check_order
+
+_MESSAGES = """CREATE TABLE IF NOT EXISTS messages (
+    id BIGSERIAL PRIMARY KEY,
+    received_at DOUBLE PRECISION NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt TEXT NOT NULL,
+    raw BYTEA NOT NULL,
+    order_key TEXT,
+    body_id BIGINT,
+    state TEXT NOT NULL DEFAULT 'queued',
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    claimed_by TEXT,
+    last_error TEXT,
+    outcome TEXT,
+    finished_at DOUBLE PRECISION
+)"""
+
+_PROCESSED = """CREATE TABLE IF NOT EXISTS processed (
+    mail_key TEXT NOT NULL,
+    route_key TEXT NOT NULL,
+    ticket INTEGER,
+    journal_id INTEGER,
+    outcome TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (mail_key, route_key)
+)"""
+
+_DISCORD_POSTS = """CREATE TABLE discord_posts (
+    id BIGSERIAL PRIMARY KEY,               -- also the order of a ticket's posts
+    mail_key TEXT NOT NULL,
+    channel TEXT NOT NULL,                  -- Destination.key
+    ticket BIGINT NOT NULL,
+    content TEXT NOT NULL,
+    thread_name TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, sent, dead
+    created_at DOUBLE PRECISION NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,    -- rate limits are not failures
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_error TEXT,
+    finished_at DOUBLE PRECISION,
+    message_id TEXT,
+    thread_id TEXT,
+    UNIQUE (mail_key, channel)
+)"""
+
+_DISCORD_THREADS = """CREATE TABLE discord_threads (
+    channel TEXT NOT NULL,
+    ticket BIGINT NOT NULL,
+    thread_id TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 0,   -- 1: on_thread_created done, -1: given up
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (channel, ticket)
+)"""
+
+_NOTICES = """CREATE TABLE notices (
+    sender TEXT NOT NULL,                   -- who was told (lower case)
+    reason_kind TEXT NOT NULL,
+    day TEXT NOT NULL,                      -- UTC date, YYYY-MM-DD
+    sent_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (sender, reason_kind, day)
+)"""
+
+_NOTICE_OUTBOX = """CREATE TABLE notice_outbox (
+    id BIGSERIAL PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    reason_kind TEXT NOT NULL,
+    message BYTEA NOT NULL,                 -- rendered once, the same on every attempt
+    created_at DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, sent, dead
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_error TEXT,
+    finished_at DOUBLE PRECISION
+)"""
+
+_RATE_BUCKETS = """CREATE TABLE rate_buckets (
+    key TEXT PRIMARY KEY,
+    tokens DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL
+)"""
+
+MIGRATIONS = check_order([
+    Migration(1, "the spool as before versions", [
+        _MESSAGES,
+        "ALTER TABLE messages ADD COLUMN IF NOT EXISTS body_id BIGINT",
+        "ALTER TABLE messages ADD COLUMN IF NOT EXISTS claimed_by TEXT",
+        "CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id)",
+        _PROCESSED,
+    ]),
+    Migration(2, "Discord, notices and rate buckets shared by every host", [
+        _DISCORD_POSTS,
+        "CREATE INDEX discord_posts_due ON discord_posts (state, next_attempt_at)",
+        "CREATE INDEX discord_posts_ticket ON discord_posts (channel, ticket, state)",
+        _DISCORD_THREADS,
+        _NOTICES, _NOTICE_OUTBOX,
+        "CREATE INDEX notice_outbox_due ON notice_outbox (state, next_attempt_at)",
+        _RATE_BUCKETS,
+        "CREATE INDEX rate_buckets_updated ON rate_buckets (updated_at)",
+    ]),
+    Migration(3, "indexes for the retention purge", [
+        "CREATE INDEX messages_finished ON messages (state, finished_at)",
+        "CREATE INDEX discord_posts_finished ON discord_posts (state, finished_at)",
+        "CREATE INDEX notice_outbox_finished ON notice_outbox (state, finished_at)",
+    ]),
+])
+
+SCHEMA = Schema(
+    MIGRATIONS,
+    has_versions="SELECT to_regclass('schema_version')::text WHERE"
+                 " to_regclass('schema_version') IS NOT NULL",
+    create_versions="CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL)",
+    current="SELECT max(version) FROM schema_version",
+    record="INSERT INTO schema_version (version, name, applied_at) VALUES (%s, %s, %s)",
+    # Several hosts may start at once: one migrates, the others wait and find it done.
+    lock="SELECT pg_advisory_xact_lock(727274)",
+)

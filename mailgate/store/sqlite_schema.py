@@ -1,0 +1,150 @@
+"""The store's tables in SQLite, as versioned migrations (mailgate.store.migrations).
+
+Migration 1 is every table as mailgate made it before versions were kept,
+when each part of the store created its own tables in the spool file; the
+``messages`` columns added after the first release are added when missing,
+as that code did, so any spool file it wrote opens with its mail.
+"""
+
+from __future__ import annotations
+
+from mailgate.store.migrations import Migration, Schema, check_order
+
+_MESSAGES = """CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    received_at REAL NOT NULL,
+    mail_from TEXT NOT NULL,
+    rcpt TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    order_key TEXT,                         -- 'ticket:N': applied in arrival order
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, done, dead
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    claimed_by TEXT,                        -- host:pid:start of the lease's holder
+    last_error TEXT,
+    outcome TEXT,                           -- JSON, once done
+    finished_at REAL
+)"""
+
+# The mail itself, once per mail however many recipients it has.  Written
+# through a blob handle (mailgate.store.spool.SqliteSpool), never as part of a record.
+_BODIES = """CREATE TABLE IF NOT EXISTS bodies (
+    id INTEGER PRIMARY KEY,
+    raw BLOB NOT NULL
+)"""
+
+_PROCESSED = """CREATE TABLE IF NOT EXISTS processed (
+    mail_key TEXT NOT NULL,
+    route_key TEXT NOT NULL,
+    ticket INTEGER,
+    journal_id INTEGER,
+    outcome TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (mail_key, route_key)
+)"""
+
+#: Columns added to ``messages`` after the first release, before versions were kept.
+_ADDED_COLUMNS = [("order_key", "TEXT"), ("body_id", "INTEGER"), ("claimed_by", "TEXT")]
+
+
+def _add_missing_columns(cur) -> None:
+    have = {row[1] for row in cur.execute("PRAGMA table_info(messages)").fetchall()}
+    for name, definition in _ADDED_COLUMNS:
+        if name not in have:
+            cur.execute(f"ALTER TABLE messages ADD COLUMN {name} {definition}")
+
+
+_DISCORD_POSTS = """CREATE TABLE IF NOT EXISTS discord_posts (
+    id INTEGER PRIMARY KEY,                 -- also the order of a ticket's posts
+    mail_key TEXT NOT NULL,
+    channel TEXT NOT NULL,                  -- Destination.key
+    ticket INTEGER NOT NULL,
+    content TEXT NOT NULL,
+    thread_name TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, sent, dead
+    created_at REAL NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,    -- rate limits are not failures
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    finished_at REAL,
+    message_id TEXT,
+    thread_id TEXT,
+    UNIQUE (mail_key, channel)
+)"""
+
+_DISCORD_THREADS = """CREATE TABLE IF NOT EXISTS discord_threads (
+    channel TEXT NOT NULL,
+    ticket INTEGER NOT NULL,
+    thread_id TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    announced INTEGER NOT NULL DEFAULT 0,   -- 1: on_thread_created done, -1: given up
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (channel, ticket)
+)"""
+
+_NOTICES = """CREATE TABLE IF NOT EXISTS notices (
+    sender TEXT NOT NULL,                   -- who was told (lower case)
+    reason_kind TEXT NOT NULL,
+    day TEXT NOT NULL,                      -- UTC date, YYYY-MM-DD
+    sent_at REAL NOT NULL,                  -- when the notice was decided and queued
+    PRIMARY KEY (sender, reason_kind, day)
+)"""
+
+_NOTICE_OUTBOX = """CREATE TABLE IF NOT EXISTS notice_outbox (
+    id INTEGER PRIMARY KEY,
+    recipient TEXT NOT NULL,
+    reason_kind TEXT NOT NULL,
+    message BLOB NOT NULL,                  -- rendered once, the same on every attempt
+    created_at REAL NOT NULL,
+    state TEXT NOT NULL DEFAULT 'queued',   -- queued, sent, dead
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    finished_at REAL
+)"""
+
+_RATE_BUCKETS = """CREATE TABLE IF NOT EXISTS rate_buckets (
+    key TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    updated_at REAL NOT NULL
+)"""
+
+MIGRATIONS = check_order([
+    Migration(1, "the tables as before versions", [
+        _MESSAGES, _BODIES, _PROCESSED, _add_missing_columns,
+        "CREATE INDEX IF NOT EXISTS messages_due ON messages (state, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS messages_order ON messages (order_key, state, id)",
+        _DISCORD_POSTS,
+        "CREATE INDEX IF NOT EXISTS discord_posts_due ON discord_posts (state, next_attempt_at)",
+        "CREATE INDEX IF NOT EXISTS discord_posts_ticket ON discord_posts (channel, ticket, state)",
+        _DISCORD_THREADS,
+        _NOTICES, _NOTICE_OUTBOX,
+        "CREATE INDEX IF NOT EXISTS notice_outbox_due ON notice_outbox (state, next_attempt_at)",
+        _RATE_BUCKETS,
+        "CREATE INDEX IF NOT EXISTS rate_buckets_updated ON rate_buckets (updated_at)",
+    ]),
+    # Two processes announcing the same thread would write Redmine's fields twice.
+    Migration(2, "a lease on a thread's Redmine announcement", [
+        "ALTER TABLE discord_threads ADD COLUMN lease_until REAL NOT NULL DEFAULT 0",
+    ]),
+    Migration(3, "indexes for the retention purge", [
+        "CREATE INDEX messages_finished ON messages (state, finished_at)",
+        "CREATE INDEX messages_body ON messages (body_id)",
+        "CREATE INDEX discord_posts_finished ON discord_posts (state, finished_at)",
+        "CREATE INDEX notice_outbox_finished ON notice_outbox (state, finished_at)",
+    ]),
+])
+
+SCHEMA = Schema(
+    MIGRATIONS,
+    has_versions="SELECT 1 FROM sqlite_master WHERE type='table' AND name='schema_version'",
+    create_versions="CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY,"
+                    " name TEXT NOT NULL, applied_at REAL NOT NULL)",
+    current="SELECT max(version) FROM schema_version",
+    record="INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+)
