@@ -5,26 +5,30 @@ from __future__ import annotations
 from mailgate.config import Config, Site
 from mailgate.mail.message import ParsedMail
 
-from mailgate.mail.idempotency import with_marker
+from mailgate.mail.idempotency import defused, with_marker
 
 from .attachments import apply_limits, not_attached_line
-from .plans import OpenTicket, Plan, Refuse
-from .senders import attributed, sender_of, writer_for
+from mailgate.trust import Verdict
+
+from .plans import Defer, OpenTicket, Plan, Refuse
+from .senders import NOT_NEEDED, attributed, identity, sender_of
 
 name = "new-ticket"
 description = "Mail to a site address: a new ticket in the site's project, by the sender."
 
 
 def handle(mail: ParsedMail, site: Site, login: str | None, config: Config,
-           mark: str = "") -> Plan:
-    sender = sender_of(mail, login, "owner")
-    writer = writer_for(sender, site, config)
-    if isinstance(writer, Refuse):
-        return writer
+           mark: str = "", verdict: Verdict = NOT_NEEDED) -> Plan:
+    sender = sender_of(mail, login, "owner", verdict)
+    who = identity(sender, verdict, site, config)
+    if isinstance(who, (Refuse, Defer)):
+        return who
     attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
-    text = "\n\n".join(filter(None, [mail.body, not_attached_line(dropped)]))
-    if writer != sender.login:
+    text = "\n\n".join(filter(None, [defused(mail.body), not_attached_line(dropped)]))
+    if who.writer != sender.login:
+        # Opened by the gateway's user for them: the ticket is not theirs to steer
+        # by mail until they write from an address we can verify.
         text = attributed(text, sender)
     return OpenTicket(site=site, sender=sender, subject=mail.subject or "(no subject)",
                       description=with_marker(text, mark) if mark else text,
-                      attachments=attachments, as_user=writer, marker=mark)
+                      attachments=attachments, as_user=who.writer, marker=mark)

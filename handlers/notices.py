@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mailgate.errors import MessageTooBig, NoSuchTicket, PermanentError, SenderNotPermitted
+from mailgate.errors import Forbidden, MessageTooBig, NoSuchTicket, PermanentError
 from mailgate.outcome import Outcome
 
 from .planning import MailPlan
@@ -24,7 +24,7 @@ description = "One notice per processed mail that fell short of what its sender 
 #: that matches wins (a subclass before its base).  Others: "rejected".
 ERROR_KINDS: tuple[tuple[type, str], ...] = (
     (NoSuchTicket, "unknown-ticket"),
-    (SenderNotPermitted, "forbidden"),
+    (Forbidden, "forbidden"),
     (MessageTooBig, "too-large"),
 )
 

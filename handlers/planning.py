@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
 from mailgate.config import Config, Site
-from mailgate.errors import NoSuchTicket, SenderNotPermitted, UnknownAddress
+from mailgate.errors import NoSuchTicket, UnknownAddress
 from mailgate.mail.idempotency import marker, normalise_key, route_key
 from mailgate.mail.message import ParsedMail
 from mailgate.routing import Route, resolve_recipient, route_mail
@@ -39,7 +39,8 @@ from workflow import parse_commands
 from . import new_ticket, reply
 from .automatic import automatic_reason
 from .plans import Defer, Duplicate, Ignore, OpenTicket, Plan, PostNote, Refuse, Sender, TicketView
-from .senders import role_of, unknown_policy, unverified_policy, unverified_refusal
+from .senders import (NOT_NEEDED, identity, needs_proof, role_of, unknown_policy,
+                      unverified_policy)
 
 name = "planning"
 description = "Route, screen, identify, decide: one plan per mail and recipient."
@@ -146,13 +147,13 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
     if step is not None:
         return _plan(mail, recipient, route, None, _unknown(mail), step, envelope_sender)
     login = facts.login_for(mail.from_address)
-    mark = marker(mail.key, _key_of(route))
+    mark = marker(mail.key, _key_of(route), config.redmine.marker_secret)
+    claimed = role_of(mail.from_address, ticket.owner_address if ticket else None, config)
+    # Proof of identity is looked for only where it decides something (saves DNS).
+    verdict = facts.sender_verdict(mail) if needs_proof(claimed, login) else NOT_NEEDED
     if ticket is None:
-        step = new_ticket.handle(mail, route.site, login, config, mark)
+        step = new_ticket.handle(mail, route.site, login, config, mark, verdict)
     else:
-        claimed = role_of(mail.from_address, ticket.owner_address, config)
-        # Proof of identity only matters for a role beyond "other" (saves DNS).
-        verdict = facts.sender_verdict(mail) if claimed != "other" else reply.NOT_NEEDED
         step = reply.handle(mail, ticket, login, route.site, config, mark, verdict)
     return _plan(mail, recipient, route, None, _sender(step, mail, login), step,
                  envelope_sender)
@@ -175,21 +176,15 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
                         redmine_address=config.redmine.notification_address):
         return None
     login = facts.login_for(mail.from_address)
-    if login is None and unknown_policy(site, config) == "reject":
-        return Refuse(f"<{mail.from_address}> is not a Redmine user", SenderNotPermitted,
-                      notice="unknown-sender")
-    if route.kind != "reply" or unverified_policy(site, config) != "reject":
+    sender = Sender(mail.from_address, mail.from_name, "other", login)
+    if login is None:
+        who = identity(sender, NOT_NEEDED, site, config)
+    elif unverified_policy(site, config) == "reject":
+        # The role does not matter here: every account needs proof to be written as.
+        who = identity(sender, facts.sender_verdict(mail), site, config)
+    else:
         return None
-    try:
-        ticket = facts.ticket(route.ticket)
-    except NoSuchTicket:
-        return None         # the plan decides (a site's tag naming no ticket opens one)
-    claimed = role_of(mail.from_address, ticket.owner_address, config)
-    if claimed == "other":
-        return None
-    refusal = unverified_refusal(claimed, facts.sender_verdict(mail), mail.from_address,
-                                 site, config)
-    return refusal if isinstance(refusal, Refuse) else None
+    return who if isinstance(who, Refuse) else None
 
 
 # -- the steps ---------------------------------------------------------------------------

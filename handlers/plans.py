@@ -7,8 +7,8 @@ Redmine, and lets ``mailgate explain`` show exactly what would be done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Union
+from dataclasses import dataclass, field
+from typing import Mapping, Union
 
 from mailgate.config import Site
 from mailgate.mail.message import Attachment
@@ -41,8 +41,9 @@ class TicketView:
     subject: str = ""
     #: The Redmine project the ticket is in (its site, for Discord).
     project: str | None = None
-    #: Idempotency markers found in the ticket's notes (mailgate.mail.idempotency).
-    markers: frozenset[str] = frozenset()
+    #: Idempotency markers found in the ticket's notes (mailgate.mail.idempotency),
+    #: each with the login of the journal's author.
+    markers: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

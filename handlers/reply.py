@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mailgate.config import Config, Site
-from mailgate.mail.idempotency import with_marker
+from mailgate.mail.idempotency import defused, with_marker
 from mailgate.mail.message import Attachment, ParsedMail
 from mailgate.mail.trimming import trim_reply
 from mailgate.trust import Verdict
@@ -11,51 +11,48 @@ from workflow import Decision, TicketFacts, parse_commands
 
 from .attachments import apply_limits, not_attached_line
 from .plans import Defer, Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
-from .senders import attributed, role_of, sender_of, unverified_refusal, writer_for
+from .senders import NOT_NEEDED, Identity, attributed, identity, role_of, sender_of
 
 name = "reply"
 description = "A reply to ticket N: a note, and the status the workflow decides."
-
-#: For a sender whose role needs no proof.
-NOT_NEEDED = Verdict(False, "not needed: no privileged role claimed")
 
 
 def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site | None,
            config: Config, mark: str = "", verdict: Verdict = NOT_NEEDED) -> Plan:
     """``mark``: the idempotency marker this mail's note carries (see mailgate.mail.idempotency);
     ``verdict``: whether the sender's identity is proven (mailgate.trust)."""
-    if mark and mark in ticket.markers:
-        # Posted before, and the record of it was lost (a crash after Redmine answered).
-        return Duplicate(f"already on ticket #{ticket.id} as {mark}")
     role = role_of(mail.from_address, ticket.owner_address, config)
-    unproven = unverified_refusal(role, verdict, mail.from_address, site, config)
-    if isinstance(unproven, (Refuse, Defer)):
-        return unproven
     sender = sender_of(mail, login, role, verdict)
-    # An unproven owner or admin writes through the gateway's user, named in the
-    # text: a forged From: must not put words in the real person's Redmine mouth.
-    writer = writer_for(sender if not unproven else sender_of(mail, None, role), site, config)
-    if isinstance(writer, Refuse):
-        return writer
+    who = identity(sender, verdict, site, config)
+    if isinstance(who, (Refuse, Defer)):
+        return who
+    if mark and _written_by(ticket.markers.get(mark), who.writer, config):
+        # Posted before, and the record of it was lost (a crash after Redmine
+        # answered).  Only a marker in a note this mail's writer (or the gateway)
+        # wrote counts: anyone else's is a copy, not this mail.
+        return Duplicate(f"already on ticket #{ticket.id} as {mark}")
     commands, text = parse_commands(mail.body)
     text, attachments = _note(mail, text, config)
-    decision = _decide(ticket, role, commands, site, config)
-    if unproven:
-        decision = Decision(role, "comment", decision.from_state, decision.from_state,
-                            refused=unproven)
+    decision = _decide(ticket, role, commands, site, config, who)
     if not text and not attachments and not decision.changes_state:
         return Ignore("nothing to post: no text, no attachment, no status change")
-    if writer != sender.login:
+    if who.writer != sender.login:
+        # A forged From: must not put words in the real person's Redmine mouth:
+        # the gateway's user writes, and names who the mail says it is from.
         text = attributed(text, sender)
     return PostNote(ticket=ticket.id, sender=sender, decision=decision,
                     text=with_marker(text, mark) if mark else text,
-                    attachments=attachments, as_user=writer, subject=ticket.subject,
+                    attachments=attachments, as_user=who.writer, subject=ticket.subject,
                     project=ticket.project)
+
+
+def _written_by(author: str | None, writer: str, config: Config) -> bool:
+    return author is not None and author in (writer, config.redmine.gateway_user)
 
 
 def _note(mail: ParsedMail, text: str, config: Config) -> tuple[str, tuple[Attachment, ...]]:
     """The text to post (trimmed, naming what was not attached) and the files to attach."""
-    trimmed = trim_reply(text)
+    trimmed = trim_reply(defused(text))
     attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
     text = "\n\n".join(filter(None, [trimmed.text, not_attached_line(dropped)]))
     return text, attachments + _original(mail, trimmed.removed, config)
@@ -70,8 +67,12 @@ def _original(mail: ParsedMail, removed: str, config: Config) -> tuple[Attachmen
     return (Attachment("original.eml", "message/rfc822", mail.raw),)
 
 
-def _decide(ticket: TicketView, role: str, commands, site: Site | None,
-            config: Config) -> Decision:
+def _decide(ticket: TicketView, role: str, commands, site: Site | None, config: Config,
+            who: Identity) -> Decision:
+    if not who.acts:
+        # Not the sender's own word, or no account: a comment, whatever the commands.
+        state = ticket.state or ticket.status_name
+        return Decision(role, "comment", state, state, refused=who.why)
     if ticket.state is None:
         # A status the workflow does not know (set by hand in Redmine): keep
         # the mail as a comment rather than guess a state for it.

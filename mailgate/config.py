@@ -8,6 +8,8 @@ value is a ``ConfigError`` that names the key holding it.
 
 from __future__ import annotations
 
+import hashlib
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +38,17 @@ class RedmineSettings:
     notification_address: str | None = None
     #: workflow state id -> Redmine status name (defaults: the states' display names).
     statuses: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def marker_secret(self) -> bytes:
+        """The key of the idempotency markers' MAC (mailgate.mail.idempotency.marker).
+
+        Derived from the API key: a secret every gateway host of one Redmine already
+        shares, and whoever has it can write anything in Redmine anyway.  A new API
+        key makes new markers: only a mail in flight while it changes could be
+        posted twice."""
+        return hashlib.sha256(b"mailgate idempotency marker\0" +
+                              (self.api_key or "").encode()).digest()
 
 
 @dataclass(frozen=True)

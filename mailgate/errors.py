@@ -13,6 +13,7 @@
     │   ├── NoSuchTicket          ticket<ID>@ for a ticket that is not there (550 5.1.1, exit 67)
     │   ├── SenderNotPermitted    the sender may not write here (550 5.7.1, exit 77)
     │   ├── UnknownUser           Redmine has no active user by that login (412)
+    │   ├── Forbidden             Redmine refused this ticket to this user (403)
     │   └── RedmineRejected       Redmine refused the write with messages (422)
     └── ConfigError               the operator must fix something: exit 78; SMTP 451 4.3.5
 
@@ -94,6 +95,16 @@ class SenderNotPermitted(PermanentError):
 
 
 class UnknownUser(PermanentError):
+    smtp_code = 550
+    smtp_status = "5.7.1"
+    exit_code = EX_NOPERM
+
+
+class Forbidden(PermanentError):
+    """Redmine answered 403 for a ticket: the user the mail is written as may not write
+    there (a private or closed project, an archived one).  Retrying cannot help, and
+    must not hold up the ticket's other mail."""
+
     smtp_code = 550
     smtp_status = "5.7.1"
     exit_code = EX_NOPERM

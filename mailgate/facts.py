@@ -48,11 +48,13 @@ class RedmineFacts:
         answered = self.status_ids.get("answered")
         has_answer = issue.status_id == answered or any(
             j.status_change and j.status_change[1] == answered for j in issue.journals)
-        markers = set().union(*(markers_in(j.notes) for j in issue.journals))
+        # Who wrote each marker: only the gateway's or the writer's own are believed.
+        markers = {mark: self.client.user_login(j.user_id)
+                   for j in issue.journals for mark in markers_in(j.notes)}
         return TicketView(id=issue.id, state=states.get(issue.status_id),
                           status_name=issue.status_name, owner_address=issue.author_email,
                           has_answer=has_answer, subject=issue.subject,
-                          markers=frozenset(markers), project=issue.project_name)
+                          markers=markers, project=issue.project_name)
 
     def login_for(self, address: str) -> str | None:
         user = self.client.find_user_by_email(address)

@@ -61,6 +61,8 @@ class Verdict:
     how: str
     #: Not verified only because a key lookup failed: trying later may verify it.
     temporary: bool = False
+    #: Our MTA said the check failed: nothing after this may verify the mail.
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -104,33 +106,41 @@ def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
 def verify_sender(raw: bytes, from_address: str,
                   headers: Mapping[str, Any] | None = None,
                   settings: TrustSettings = TrustSettings(),
-                  dnsfunc: DnsFunc | None = None) -> Verdict:
+                  dnsfunc: DnsFunc | None = None, *, via_our_mta: bool = True) -> Verdict:
     """Whether ``from_address`` is proven to have sent ``raw``.
 
     ``headers``: every value of each field, by lower-case name; None (best)
     reads them from ``raw``.  ``dnsfunc(name: bytes, timeout=...)`` returns a
     TXT record's bytes or None, as dkimpy's does; the default asks DNS.
+    ``via_our_mta``: the mail reached us through our own MTA (LMTP, the pipe, or
+    SMTP from a trusted relay); otherwise no Authentication-Results is believed,
+    since nothing removed the forged ones (RFC 8601 §5).
     """
     fields = headers if headers is not None else _header_fields(raw)
     domain, problem = _author_domain(_values(fields, "from"), from_address)
     if problem:
         return Verdict(False, problem)
     failures = []
-    for verdict in _evidence(raw, fields, domain, settings, dnsfunc or resolver_lookup()):
+    for verdict in _evidence(raw, domain, settings, dnsfunc or resolver_lookup(), via_our_mta):
         if verdict.verified:
             return verdict
         failures.append(verdict)
+        if verdict.final:
+            break
     if not failures:
         return Verdict(False, "no trusted authentication-results (DKIM checking is off)")
     return Verdict(False, "; ".join(v.how for v in failures)[:MAX_HOW],
                    temporary=any(v.temporary for v in failures))
 
 
-def _evidence(raw: bytes, fields, domain: str, settings: TrustSettings,
-              dnsfunc: DnsFunc) -> Iterator[Verdict]:
+def _evidence(raw: bytes, domain: str, settings: TrustSettings, dnsfunc: DnsFunc,
+              via_our_mta: bool) -> Iterator[Verdict]:
     # The MTA's word first: it costs no DNS lookup.
-    for value in _values(fields, "authentication-results"):
-        yield from _authentication_results(value, domain, settings.trusted_authserv_ids)
+    if via_our_mta:
+        yield from _mta_results(raw, domain, settings.trusted_authserv_ids)
+    else:
+        yield Verdict(False, "authentication-results ignored: the mail did not come"
+                             " through our MTA")
     if settings.verify_dkim:
         yield from _signatures(raw, domain, settings.dns_timeout, dnsfunc)
 
@@ -196,30 +206,67 @@ def _ascii_domain(domain: str) -> str:
 # -- Authentication-Results (RFC 8601) ------------------------------------------------------
 
 
-def _authentication_results(value: str, domain: str, trusted: frozenset[str]) -> Iterator[Verdict]:
-    authserv_id, results = _parse_authentication_results(value)
-    if authserv_id not in trusted:
-        # Anyone can write this field; only our MTA's own is believed.
-        yield Verdict(False, f"authentication-results {authserv_id or '?'} ignored "
-                             "(not a trusted authserv-id)")
-        return
-    for method, result, props in results:
-        if method == "dkim":
-            signer = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
-            said = f"dkim={result} header.d={signer}"
-            ok = result == "pass" and aligns(signer, domain)
-        elif method == "dmarc":
-            said = f"dmarc={result} header.from={props.get('header.from', '')}"
-            ok = result == "pass" and _ascii_domain(props.get("header.from", "")) == domain
-        else:
+def _mta_results(raw: bytes, domain: str, trusted: frozenset[str]) -> Iterator[Verdict]:
+    """What our MTA said: only the fields above the topmost Received: (the ones it
+    prepended when it took the mail in) with a trusted authserv-id count; anything
+    below came with the mail.  Its fail is final: no other field's pass overrides it."""
+    top, below = _results_fields(raw)
+    if below:
+        yield Verdict(False, f"{below} authentication-results below Received: ignored"
+                             " (they came with the mail)")
+    said: list[tuple[str, str, str, bool]] = []     # (authserv-id, what, result, aligned)
+    for value in top:
+        authserv_id, results = _parse_authentication_results(value)
+        if authserv_id not in trusted:
+            # Anyone can write this field; only our MTA's own is believed.
+            yield Verdict(False, f"authentication-results {authserv_id or '?'} ignored "
+                                 "(not a trusted authserv-id)")
             continue
-        if ok:
-            yield Verdict(True, f"authentication-results {authserv_id}: {said}")
+        said += [found for r in results if (found := _judged(authserv_id, r, domain))]
+    failed = [s for s in said if s[3] and s[2] not in ("pass", "none")]
+    if failed:
+        authserv_id, what, _, _ = failed[0]
+        yield Verdict(False, f"authentication-results {authserv_id}: {what}", final=True)
+        return
+    for authserv_id, what, result, aligned in said:
+        if result == "pass" and aligned:
+            yield Verdict(True, f"authentication-results {authserv_id}: {what}")
         elif result == "pass":
-            yield Verdict(False, f"authentication-results {authserv_id}: {said} "
+            yield Verdict(False, f"authentication-results {authserv_id}: {what} "
                                  f"does not align with {domain}")
         else:
-            yield Verdict(False, f"authentication-results {authserv_id}: {said}")
+            yield Verdict(False, f"authentication-results {authserv_id}: {what}")
+
+
+def _judged(authserv_id: str, found: tuple[str, str, dict],
+            domain: str) -> tuple[str, str, str, bool] | None:
+    """(authserv-id, what it said, the result, whether it is about the From: domain)."""
+    method, result, props = found
+    if method == "dkim":
+        signer = props.get("header.d") or props.get("header.i", "").rpartition("@")[2]
+        return authserv_id, f"dkim={result} header.d={signer}", result, aligns(signer, domain)
+    if method == "dmarc":
+        author = props.get("header.from", "")
+        return (authserv_id, f"dmarc={result} header.from={author}", result,
+                _ascii_domain(author) == domain)
+    return None
+
+
+def _results_fields(raw: bytes) -> tuple[list[str], int]:
+    """(the Authentication-Results values above the topmost Received:, how many below)."""
+    top: list[str] = []
+    below = 0
+    received = False
+    for name, value in _header_block(raw).items():
+        name = name.lower()
+        if name == "received":
+            received = True
+        elif name == "authentication-results":
+            if received:
+                below += 1
+            else:
+                top.append(str(value))
+    return top, below
 
 
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
@@ -415,16 +462,19 @@ def resolver_lookup(resolver: dns.resolver.Resolver | None = None) -> DnsFunc:
 # -- headers --------------------------------------------------------------------------------
 
 
-def _header_fields(raw: bytes) -> dict[str, list[str]]:
-    # compat32 never raises on bad headers; ParsedMail.headers keeps only
-    # the first of repeated fields, and we need all From: and A-R fields.
+def _header_block(raw: bytes):
+    # compat32 never raises on bad headers, and keeps every field in its order.
     # The header block only: given the whole mail, the parser decodes all of it to
     # text and splits it into lines (1.4 ms a mail on E's corpus, ~8x a big mail).
     end = min((i + len(sep) for sep in (b"\r\n\r\n", b"\n\n") if (i := raw.find(sep)) >= 0),
               default=len(raw))
-    message = BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:end])
+    return BytesHeaderParser(policy=policy.compat32).parsebytes(raw[:end])
+
+
+def _header_fields(raw: bytes) -> dict[str, list[str]]:
+    # ParsedMail.headers keeps only the first of repeated fields; we need every From:.
     fields: dict[str, list[str]] = {}
-    for name, value in message.items():
+    for name, value in _header_block(raw).items():
         fields.setdefault(name.lower(), []).append(str(value))
     return fields
 

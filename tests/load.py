@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from tests.helpers import child_env, without_marker
+from tests.servers import VERIFIED
 
 
 @dataclass
@@ -34,6 +35,8 @@ def make_mails(tickets: list[int], count: int, sender: str = "support@example.or
     for n in range(count):
         ticket = tickets[n % len(tickets)]
         msg = EmailMessage()
+        # What our MTA writes on mail whose signature it verified (trusted in write_config).
+        msg["Authentication-Results"] = VERIFIED.partition(": ")[2]
         msg["From"] = f"{name} <{sender}>"
         msg["To"] = f"ticket{ticket}@example.org"
         msg["Subject"] = f"Re: load {ticket}"

@@ -169,7 +169,11 @@ def test_a_site_may_reject_unverified_senders(tmp_path):
     assert result["reason"].startswith("<owner@example.org> is not verified")
 
 
-def test_an_unverified_other_keeps_its_role():
-    # Answering needs no proof: "other" is what anyone is.
+def test_an_unverified_other_is_only_a_comment_too():
+    # Issue 18: "Sam Support" from anywhere, unsigned, moved tickets as Sam.  Every
+    # account needs proof to be written as; without it the gateway's user comments.
+    # (explain with the ticket given takes every sender for a Redmine user.)
     [result] = explain_json("unknown-sender-reply.eml", state="open")
-    assert (result["sender"]["role"], result["action"]) == ("other", "answer")
+    assert (result["sender"]["role"], result["action"]) == ("other", "comment")
+    assert result["plan"]["as_user"] == "gateway"
+    assert result["refused"].startswith("the sender could not be verified")

@@ -23,8 +23,8 @@ from handlers.notices import NoticeDecision, notice_for
 from handlers.planning import plan_mail
 from handlers.plans import TicketView
 from mailgate.config import load_config
-from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
-                             SenderNotPermitted)
+from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
+                             RedmineUnavailable, SenderNotPermitted)
 from mailgate.mail.message import parse_mail
 from mailgate.outbound.notify import Notice, Notifier, load_notify_settings, notice_from_plan
 from mailgate.outcome import Outcome
@@ -294,7 +294,8 @@ def test_an_unverified_owner_under_reject_is_told_unverified_not_unknown(relay, 
     (NoSuchTicket("no such ticket #1"), "unknown-ticket", "there is no such ticket"),
     (RedmineRejected("422", ["Notes is too long"]), "rejected",
      "the ticket system refused it (Notes is too long)"),
-    (SenderNotPermitted("403 Forbidden"), "forbidden", "does not allow your account"),
+    (Forbidden("olive may not PUT /issues/1.json (403)"), "forbidden",
+     "does not allow your account"),
 ])
 def test_a_write_redmine_refuses_for_good_is_told(relay, make_notifier, config, error, kind,
                                                   words):

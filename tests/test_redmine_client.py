@@ -9,8 +9,8 @@ import socket
 import pytest
 
 from mailgate.config import RedmineSettings
-from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
-                             TemporaryError, UnknownUser)
+from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
+                             RedmineUnavailable, TemporaryError, UnknownUser)
 from mailgate.clients.redmine import RedmineClient
 
 
@@ -83,7 +83,18 @@ def test_no_retries_behind_the_callers_back(client, fake_redmine):
 def test_refused_keys_are_config_errors(client, fake_redmine, code):
     fake_redmine.fail_next(code)
     with pytest.raises(ConfigError):
+        client.current_user()
+
+
+def test_a_403_on_a_ticket_refuses_that_mail_not_the_gateway(client, fake_redmine):
+    # Issue 18: a 403 was a ConfigError, retried for five days while the ticket's
+    # later mail waited behind it.
+    fake_redmine.fail_next(403)
+    with pytest.raises(Forbidden):
         client.get_issue(1)
+    fake_redmine.fail_next(403)
+    with pytest.raises(Forbidden, match="olive may not"):
+        client.add_note(1, "hello", as_user="olive")
 
 
 def test_a_non_admin_key_cannot_list_custom_fields(fake_redmine, issue_id):

@@ -7,6 +7,8 @@ Nothing asks real DNS.
 
 from __future__ import annotations
 
+import re
+
 import base64
 import hashlib
 import socket
@@ -357,11 +359,81 @@ def test_results_from_anyone_else_are_ignored():
     assert not check(with_results("mx.example.org; dkim=pass header.d=example.org")).verified
 
 
-def test_trusted_dkim_fail_is_not_verified():
+def test_trusted_dkim_fail_is_not_verified_and_is_final():
     raw = with_results("mx.example.org; dkim=fail (bad signature) header.d=example.org")
     assert check(raw, settings=MX) == Verdict(
-        False, "authentication-results mx.example.org: dkim=fail header.d=example.org; "
-               "no signature")
+        False, "authentication-results mx.example.org: dkim=fail header.d=example.org",
+        final=False)
+
+
+# -- issue 18: whose Authentication-Results count (RFC 8601 §5) ------------------------------
+
+def headers_then(top: list[str], below: list[str] = (), body: bytes = b"hello\r\n") -> bytes:
+    """A mail whose header block is ``top`` fields, a Received:, then ``below`` fields."""
+    fields = [*top, "Received: from mx.elsewhere.test by mail.example.net; Mon, 1 Jan 2026",
+              *below, "From: Olive Owner <owner@example.org>", "Subject: x"]
+    return ("\r\n".join(fields) + "\r\n\r\n").encode() + body
+
+
+PASS = "Authentication-Results: mx.example.org; dkim=pass header.d=example.org"
+FAIL = "Authentication-Results: mx.example.org; dkim=fail header.d=example.org"
+
+
+def test_a_pass_below_received_came_with_the_mail_and_does_not_count():
+    assert check(headers_then([PASS]), settings=MX).verified
+    below = check(headers_then([], [PASS]), settings=MX)
+    assert not below.verified and "below Received: ignored" in below.how
+
+
+def test_our_mta_s_fail_is_never_overridden_by_another_field_s_pass():
+    for fields in ([FAIL, PASS], [PASS, FAIL]):
+        verdict = check(headers_then(fields), settings=MX)
+        assert not verdict.verified and "dkim=fail" in verdict.how
+    same_field = "Authentication-Results: mx.example.org; dkim=pass header.d=example.org;" \
+                 " dkim=fail header.d=example.org"
+    assert not check(headers_then([same_field]), settings=MX).verified
+
+
+def test_nothing_is_believed_from_mail_that_did_not_come_through_our_mta():
+    verdict = verify_sender(headers_then([PASS]), "owner@example.org", settings=MX,
+                            dnsfunc=keys(), via_our_mta=False)
+    assert not verdict.verified and "did not come through our MTA" in verdict.how
+
+
+def _authserv_id(text: str) -> str:
+    """RFC 8601: comments are not part of it, a quoted-string is, a version may follow."""
+    while (shorter := re.sub(r"\([^()]*\)", " ", text)) != text:
+        text = shorter
+    return text.split()[0].strip('"').lower()
+
+
+AR_FORMS = st.sampled_from([
+    "mx.example.org", "(relayed) mx.example.org", "(x)mx.example.org", '"mx.example.org"',
+    "MX.Example.ORG", " mx.example.org ", "((a)b) mx.example.org", "mx.example.org 1",
+    "other.example.net", "mx.example.org.evil.test",
+])
+AR_RESULTS = st.sampled_from(["dkim=pass header.d=example.org", "dkim=fail header.d=example.org",
+                              "dmarc=pass header.from=example.org", "dkim=pass header.i=@example.org",
+                              "none", "dkim=pass header.d=evil.test"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(top=st.lists(st.tuples(AR_FORMS, AR_RESULTS), max_size=3),
+       below=st.lists(st.tuples(AR_FORMS, AR_RESULTS), max_size=3),
+       through_mta=st.booleans())
+def test_never_verified_unless_our_mta_s_own_topmost_fields_say_pass(top, below, through_mta):
+    """Authentication-Results in every position and form: verified only when the mail
+    came through our MTA, a field above the topmost Received: with our authserv-id
+    says an aligned pass, and none of those says fail (no DKIM signature here)."""
+    raw = headers_then([f"Authentication-Results: {a}; {r}" for a, r in top],
+                       [f"Authentication-Results: {a}; {r}" for a, r in below])
+    verdict = verify_sender(raw, "owner@example.org", settings=MX, dnsfunc=keys(),
+                            via_our_mta=through_mta)
+    ours = [r for a, r in top if _authserv_id(a) == "mx.example.org"]
+    passed = any(r in ("dkim=pass header.d=example.org", "dmarc=pass header.from=example.org",
+                       "dkim=pass header.i=@example.org") for r in ours)
+    failed = "dkim=fail header.d=example.org" in ours
+    assert verdict.verified == (through_mta and passed and not failed), (top, below, verdict)
 
 
 def test_trusted_pass_for_an_unaligned_domain_is_not_verified():

@@ -38,8 +38,8 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import requests
 
-from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, RedmineUnavailable,
-                     UnknownUser)
+from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
+                             RedmineUnavailable, UnknownUser)
 
 if TYPE_CHECKING:
     from mailgate.config import RedmineSettings
@@ -263,9 +263,11 @@ class RedmineClient:
         return self._issue(data["issue"])
 
     def issue_exists(self, issue_id: int) -> bool:
+        """Whether the ticket is there for mail: one Redmine will not show (403) is
+        answered like a missing one, so RCPT does not tell the two apart."""
         try:
             self._request("GET", f"/issues/{int(issue_id)}.json", missing=_no_ticket(issue_id))
-        except NoSuchTicket:
+        except (NoSuchTicket, Forbidden):
             return False
         return True
 
@@ -311,6 +313,11 @@ class RedmineClient:
             if (raw.get("mail") or "").lower() == email:
                 return _user(raw)
         return None
+
+    def user_login(self, user_id: int) -> str | None:
+        """The login of a user by id (None: not visible), remembered for a while."""
+        user = self._user(user_id)
+        return user.login if user else None
 
     def _user(self, user_id: int) -> User | None:
         """A user by id, with their address (only an admin key sees it)."""
@@ -459,6 +466,10 @@ def _error_for(response: requests.Response, where: str, as_user: str | None,
     code = response.status_code
     if code == 401:
         return ConfigError(f"API key rejected by Redmine (401 on {where})")
+    if code == 403 and (as_user is not None or where.split()[-1].startswith("/issues/")):
+        # This ticket, for this user: a refusal of the mail, not of the gateway.
+        who = f"{as_user} may" if as_user else "the gateway may"
+        return Forbidden(f"{who} not {where} (403: no permission in that project)")
     if code == 403:
         return ConfigError(f"the API key may not {where} (403): does it need to be an admin's?")
     if code == 404:

@@ -13,6 +13,7 @@ ticket's journals are searched for it before posting.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 
 _MARKER = re.compile(r"\(mailgate:([0-9a-f]{16})\)")
@@ -30,16 +31,24 @@ def route_key(kind: str, ticket: int | None, site: str | None) -> str:
     return f"ticket:{ticket}" if kind == "reply" else f"site:{site}"
 
 
-def marker(mail_key: str, route: str) -> str:
+def marker(mail_key: str, route: str, secret: bytes) -> str:
     """The marker a note or a new ticket carries, e.g. ``(mailgate:3f2a9c1e0b4d5a6f)``.
 
-    >>> marker("<A@Example.org>", "ticket:5") == marker("a@example.org".join("<>"), "ticket:5")
+    A keyed MAC, not a plain hash: a marker found on a ticket makes the mail it
+    stands for a duplicate, so nobody without ``secret`` may be able to write
+    the marker of a mail before it arrives (issue 18: a forged marker silently
+    swallowed the mail).
+
+    >>> k = b"secret"
+    >>> marker("<A@Example.org>", "ticket:5", k) == marker("a@example.org".join("<>"), "ticket:5", k)
     False
-    >>> marker("<a@EXAMPLE.org>", "ticket:5") == marker(" <a@example.org>", "ticket:5")
+    >>> marker("<a@EXAMPLE.org>", "ticket:5", k) == marker(" <a@example.org>", "ticket:5", k)
     True
+    >>> marker("<a@example.org>", "ticket:5", k) == marker("<a@example.org>", "ticket:5", b"other")
+    False
     """
-    digest = hashlib.sha256(f"{normalise_key(mail_key)}\n{route}".encode()).hexdigest()
-    return f"(mailgate:{digest[:16]})"
+    message = f"{normalise_key(mail_key)}\n{route}".encode()
+    return f"(mailgate:{hmac.new(secret, message, hashlib.sha256).hexdigest()[:16]})"
 
 
 def with_marker(text: str, mark: str) -> str:
@@ -49,6 +58,16 @@ def with_marker(text: str, mark: str) -> str:
 def without_marker(text: str) -> str:
     """The text a person wrote, without the marker line (for Discord excerpts)."""
     return _MARKER.sub("", text or "").rstrip()
+
+
+def defused(text: str) -> str:
+    """A person's text with anything shaped like our marker made inert: the only
+    markers in a ticket are the ones the gateway wrote.
+
+    >>> defused("see (mailgate:0123456789abcdef) above")
+    'see (mailgate 0123456789abcdef) above'
+    """
+    return _MARKER.sub(lambda m: f"(mailgate {m.group(1)})", text or "")
 
 
 def markers_in(text: str) -> set[str]:

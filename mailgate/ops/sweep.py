@@ -112,7 +112,8 @@ def _expire(gateway, issue, state: str, days: float, dry_run: bool) -> SweepActi
     if dry_run:
         return SweepAction(issue.id, "expire", state, decision.to_state, False)
     # Keyed on the last activity: a ticket that expires again later gets a new note.
-    mark = marker(f"expire:{issue.id}:{issue.updated_on}", f"ticket:{issue.id}")
+    mark = marker(f"expire:{issue.id}:{issue.updated_on}", f"ticket:{issue.id}",
+                  gateway.config.redmine.marker_secret)
     result = gateway.client.add_note(issue.id, with_marker(expiry_note(days), mark),
                                      status_id=gateway.facts.status_ids[decision.to_state])
     done = result.status_applied

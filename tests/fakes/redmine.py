@@ -269,7 +269,7 @@ class FakeRedmine:
             self.issues: dict[int, FakeIssue] = {}
             self.uploads: dict[str, dict] = {}
             self._ids = {"issue": 0, "journal": 0, "upload": 0}
-            self._failures: list[tuple[Response, str | None]] = []
+            self._failures: list[tuple[Response, str | None, str | None]] = []
             self.delay = 0.0
             self.chaos: Chaos | None = None
             self.requests: list[Seen] = []
@@ -280,10 +280,11 @@ class FakeRedmine:
         return api_key(login)
 
     def fail_next(self, status: int = 503, count: int = 1, *, body: Any = None,
-                  path: str | None = None) -> None:
-        """Answer the next ``count`` requests (to paths starting with ``path``) with ``status``."""
+                  path: str | None = None, method: str | None = None) -> None:
+        """Answer the next ``count`` requests (to paths starting with ``path``, of
+        ``method``) with ``status``."""
         with self._lock:
-            self._failures.extend([(Response(status, body), path)] * count)
+            self._failures.extend([(Response(status, body), path, method)] * count)
 
     @property
     def request_count(self) -> int:
@@ -308,7 +309,7 @@ class FakeRedmine:
         with self._lock:
             self.requests.append(Seen(request.method, request.path, dict(request.query),
                                       dict(request.headers), request.body))
-            failure = self._take_failure(request.path)
+            failure = self._take_failure(request.path, request.method)
             trouble = self.chaos.draw() if self.chaos else None
         if self.delay:
             time.sleep(self.delay)
@@ -333,9 +334,9 @@ class FakeRedmine:
         except HTTPError as error:
             return error.response
 
-    def _take_failure(self, path: str) -> Response | None:
-        for i, (response, prefix) in enumerate(self._failures):
-            if prefix is None or path.startswith(prefix):
+    def _take_failure(self, path: str, method: str) -> Response | None:
+        for i, (response, prefix, only) in enumerate(self._failures):
+            if (prefix is None or path.startswith(prefix)) and only in (None, method):
                 del self._failures[i]
                 return response
         return None

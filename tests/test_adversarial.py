@@ -1,0 +1,145 @@
+"""Issue 18, probed as an attacker on the internet would: each finding reproduced through
+the real entry points (SMTP to `serve`, `mailgate pipe`), against the fake Redmine, and
+shown fixed.  The input-grammar findings (ISO-2022-JP, digits, control characters, the
+spool's mode, MIME depth, empty files) have their own files: test_charsets.py,
+test_address_grammar.py, test_spool_permissions.py, test_mime_depth.py, test_message.py.
+"""
+
+from __future__ import annotations
+
+import smtplib
+
+import pytest
+
+from mailgate.clients.redmine import RedmineClient
+from tests.helpers import fixture, run_mailgate, without_marker
+from tests.load import wait_until
+from tests.servers import RunningGateway, write_config
+
+
+@pytest.fixture
+def client(fake_redmine) -> RedmineClient:
+    return RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+
+
+@pytest.fixture
+def ticket(client) -> int:
+    return client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+
+
+@pytest.fixture
+def config(fake_redmine, tmp_path):
+    """The demo's set-up: unknown senders accepted, unverified ones commented."""
+    return write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                        spool={"path": str(tmp_path / "spool.db"), "retry_first_delay": 60})
+
+
+def unsigned(raw: bytes) -> bytes:
+    """The fixture without our MTA's verdict: mail from anywhere, no signature."""
+    lines = raw.split(b"\n")
+    return b"\n".join(line for line in lines if not line.startswith(b"Authentication-Results"))
+
+
+def deliver(server: RunningGateway, ticket: int, raw: bytes, sender: str) -> None:
+    raw = raw.replace(b"ticket1@", f"ticket{ticket}@".encode())
+    with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+        smtp.sendmail(sender, [f"ticket{ticket}@example.org"], raw.replace(b"\n", b"\r\n"))
+
+
+def settled(server: RunningGateway) -> bool:
+    return not server.gateway.spool.counts().get("queued")
+
+
+def test_3_anyone_writing_as_a_redmine_user_is_only_a_comment_by_the_gateway(config, client,
+                                                                            ticket):
+    # Before: "From: Sam Support", unsigned, from anywhere: "Updated by Sam Support",
+    # and the status moved (request-info -> Needs information).
+    raw = unsigned(fixture("support-requests-info.eml"))
+    with RunningGateway(config, lmtp=False) as server:
+        deliver(server, ticket, raw, "support@example.org")
+        assert wait_until(lambda: settled(server), 15, 0.1)
+    issue = client.get_issue(ticket)
+    [journal] = [j for j in issue.journals if j.notes]
+    assert journal.user_name == "Mail Gateway"
+    assert without_marker(journal.notes).startswith("From: Sam Support <support@example.org>")
+    assert issue.status_name == "Open" and not journal.status_change
+
+
+def test_4_a_stranger_never_moves_a_ticket(config, client, ticket):
+    # Before: under unknown_senders: accept, any address moved any open ticket to Answered.
+    with RunningGateway(config, lmtp=False) as server:
+        deliver(server, ticket, fixture("unknown-sender-reply.eml"), "stranger@elsewhere.test")
+        assert wait_until(lambda: settled(server), 15, 0.1)
+    issue = client.get_issue(ticket)
+    assert issue.status_name == "Open"
+    [journal] = [j for j in issue.journals if j.notes]
+    assert journal.user_name == "Mail Gateway" and not journal.status_change
+
+
+def test_4_a_verified_stranger_is_still_a_stranger(config, client, ticket):
+    raw = b"Authentication-Results: mx.example.org; dkim=pass header.d=elsewhere.test\n" + \
+        fixture("unknown-sender-reply.eml")
+    with RunningGateway(config, lmtp=False) as server:
+        deliver(server, ticket, raw, "stranger@elsewhere.test")
+        assert wait_until(lambda: settled(server), 15, 0.1)
+    assert client.get_issue(ticket).status_name == "Open"
+
+
+def test_6_a_403_refuses_that_mail_and_the_ticket_goes_on(config, client, ticket, fake_redmine):
+    # Before: ConfigError (403), retried for five days; every later mail to the ticket
+    # waited behind it.
+    with RunningGateway(config, lmtp=False) as server:
+        fake_redmine.fail_next(403, path=f"/issues/{ticket}.json", method="PUT")
+        deliver(server, ticket, fixture("owner-reply.eml"), "owner@example.org")
+        assert wait_until(lambda: server.gateway.spool.counts().get("dead") == 1, 15, 0.1)
+        deliver(server, ticket, fixture("admin-sets-invalid.eml"), "admin@example.org")
+        assert wait_until(lambda: server.gateway.spool.counts().get("done") == 1, 15, 0.1)
+        [dead] = server.gateway.spool.mails("dead")
+    assert dead.last_error.startswith("Forbidden:") and "403" in dead.last_error
+    assert dead.attempts == 1                                   # never retried
+    assert client.get_issue(ticket).status_name == "Invalid"   # the admin's mail went on
+
+
+def test_6_a_ticket_redmine_will_not_show_is_refused_at_rcpt_like_a_missing_one(
+        config, ticket, fake_redmine):
+    fake_redmine.fail_next(403, path=f"/issues/{ticket}.json")
+    with RunningGateway(config, lmtp=False) as server:
+        with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+            smtp.ehlo()
+            smtp.mail("owner@example.org")
+            hidden = smtp.rcpt(f"ticket{ticket}@example.org")
+            missing = smtp.rcpt("ticket999@example.org")
+    assert hidden == (550, f"5.1.1 no such ticket #{ticket}".encode())
+    assert missing == (550, b"5.1.1 no such ticket #999")
+
+
+def test_6_the_pipe_answers_0_and_the_mail_is_a_dead_letter_not_a_retry(config, ticket,
+                                                                        fake_redmine):
+    fake_redmine.fail_next(403, path=f"/issues/{ticket}.json", method="PUT")
+    raw = fixture("owner-reply.eml").replace(b"ticket1@", f"ticket{ticket}@".encode())
+    result = run_mailgate("pipe", "--config", str(config), "--sender", "owner@example.org",
+                          stdin=raw)
+    assert result.returncode == 0, result.stderr            # taken: the MTA must not retry
+    assert b"refused" in result.stderr and b"Forbidden" in result.stderr
+
+
+def test_5_a_forged_marker_does_not_swallow_the_mail_it_names(config, client, ticket):
+    # Before: the marker was sha256(Message-ID, route), so anyone could post the marker
+    # of a mail not yet applied and make it a silent "duplicate".
+    import hashlib
+
+    owner_mail = fixture("owner-reply.eml")
+    predicted = hashlib.sha256(f"owner-reply-1@mail.example.org\nticket:{ticket}".encode())
+    forged = f"(mailgate:{predicted.hexdigest()[:16]})".encode()
+    attack = unsigned(fixture("support-answer.eml")).replace(
+        b"Message-ID: <", b"Message-ID: <attack-").rstrip() + b"\n\n" + forged + b"\n"
+    with RunningGateway(config, lmtp=False) as server:
+        deliver(server, ticket, attack, "support@example.org")
+        assert wait_until(lambda: settled(server), 15, 0.1)
+        deliver(server, ticket, owner_mail, "owner@example.org")
+        assert wait_until(lambda: server.gateway.spool.counts().get("done") == 2, 15, 0.1)
+        kinds = [m.outcome["kind"] for m in server.gateway.spool.mails("done")]
+    assert kinds == ["applied", "applied"]
+    notes = [j.notes for j in client.get_issue(ticket).journals if j.notes]
+    assert forged.decode() not in notes[0]              # posted inert
+    assert "It happens every evening" in notes[1]       # the owner's mail is there
