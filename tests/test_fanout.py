@@ -25,6 +25,7 @@ from mailgate.facts import GivenFacts
 from mailgate.mail.message import parse_mail
 from mailgate.outcome import Outcome
 from tests.helpers import DEMO_CONFIG, MAIL
+from tests.servers import VERIFIED
 from tests.fakes.discord import FakeDiscord
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "discord.md"
@@ -199,7 +200,8 @@ def test_addresses_are_shown_only_when_the_config_says_so(fake):
 
 def test_the_event_for_an_outcome_is_read_from_the_plan():
     config = load_config(DEMO_CONFIG, environ={}, need_redmine=False)
-    mail = parse_mail(b"From: Olive Owner <owner@example.org>\r\nTo: site-a@example.org\r\n"
+    mail = parse_mail(VERIFIED.encode() + b"\r\n"
+                      b"From: Olive Owner <owner@example.org>\r\nTo: site-a@example.org\r\n"
                       b"Subject: Printer\r\nMessage-ID: <m1@example.org>\r\n\r\nIt smokes.\r\n")
     plan = plan_mail(mail, "site-a@example.org", GivenFacts("open", "owner@example.org", config),
                      config)
