@@ -19,12 +19,13 @@ from mailgate.store.spool import Spool
 __all__ = ["Location", "Spool", "open_spool"]
 
 
-def open_spool(path: str | Path | Location, *, url: str | None = None,
+def open_spool(where: str | Path | Location, *, url: str | None = None,
                lease_seconds: float = 60.0) -> Spool:
-    """The configured backend: PostgreSQL when a URL is given, else SQLite at ``path``."""
+    """The spool at ``where`` (a ``Location``, a PostgreSQL URL or a SQLite file), or in
+    PostgreSQL at ``url`` when one is given."""
     from mailgate.store.spool import PostgresSpool, SqliteSpool
 
-    location = Location.configured(path, url) if not isinstance(path, Location) else path
+    location = Location(url=url) if url else Location.of(where)
     if location.url:
         return PostgresSpool(location.url, lease_seconds=lease_seconds)
     return SqliteSpool(location.path, lease_seconds=lease_seconds)

@@ -73,6 +73,10 @@ class _SQL:
     next_due: str
 
 
+#: The post ``p`` is the first still waiting of its ticket in its channel (same SQL in both).
+_FIRST_OF_TICKET = """NOT EXISTS (SELECT 1 FROM discord_posts e
+                                      WHERE e.channel = p.channel AND e.ticket = p.ticket
+                                        AND e.state = 'queued' AND e.id < p.id)"""
 _COUNT_POSTS = "SELECT state, count(*) FROM discord_posts GROUP BY state"
 _COUNT_THREADS = "SELECT announced, count(*) FROM discord_threads GROUP BY announced"
 
@@ -83,9 +87,7 @@ SQLITE = _SQL(
         WHERE id = (SELECT p.id FROM discord_posts p
                     WHERE p.state = 'queued' AND p.next_attempt_at <= ?
                       AND p.lease_until <= ?
-                      AND NOT EXISTS (SELECT 1 FROM discord_posts e
-                                      WHERE e.channel = p.channel AND e.ticket = p.ticket
-                                        AND e.state = 'queued' AND e.id < p.id)
+                      AND {_FIRST_OF_TICKET}
                     ORDER BY p.id LIMIT 1)
         RETURNING {_POST}""",
     channel_of="SELECT channel FROM discord_posts WHERE ticket = ? ORDER BY id LIMIT 1",
@@ -109,11 +111,13 @@ SQLITE = _SQL(
     announced="UPDATE discord_threads SET announced=?, last_error=?, next_attempt_at=?,"
               " lease_until=0, failures = failures + ?"
               " WHERE channel=? AND ticket=? AND thread_id=?",
-    # An item leased elsewhere is due when its lease ends, not before.
-    next_due="SELECT min(t) FROM ("
-             "SELECT min(max(next_attempt_at, lease_until)) t FROM discord_posts"
-             " WHERE state='queued' UNION ALL SELECT min(max(next_attempt_at, lease_until))"
-             " FROM discord_threads WHERE announced=0)",
+    # An item leased elsewhere is due when its lease ends, and a post waiting for
+    # an earlier one of its ticket when that one is: never a busy loop meanwhile.
+    next_due=f"""SELECT min(t) FROM (
+        SELECT min(max(p.next_attempt_at, p.lease_until)) t FROM discord_posts p
+        WHERE p.state = 'queued' AND {_FIRST_OF_TICKET}
+        UNION ALL SELECT min(max(next_attempt_at, lease_until)) FROM discord_threads
+        WHERE announced = 0)""",
 )
 
 POSTGRES = _SQL(
@@ -124,9 +128,7 @@ POSTGRES = _SQL(
         WHERE id = (SELECT p.id FROM discord_posts p
                     WHERE p.state = 'queued' AND p.next_attempt_at <= %s
                       AND p.lease_until <= %s
-                      AND NOT EXISTS (SELECT 1 FROM discord_posts e
-                                      WHERE e.channel = p.channel AND e.ticket = p.ticket
-                                        AND e.state = 'queued' AND e.id < p.id)
+                      AND {_FIRST_OF_TICKET}
                     ORDER BY p.id LIMIT 1
                     FOR UPDATE SKIP LOCKED)
         RETURNING {_POST}""",
@@ -155,10 +157,11 @@ POSTGRES = _SQL(
     announced="UPDATE discord_threads SET announced=%s, last_error=%s, next_attempt_at=%s,"
               " lease_until=0, failures = failures + %s"
               " WHERE channel=%s AND ticket=%s AND thread_id=%s",
-    next_due="SELECT min(t) FROM ("
-             "SELECT min(greatest(next_attempt_at, lease_until)) t FROM discord_posts"
-             " WHERE state='queued' UNION ALL SELECT min(greatest(next_attempt_at, lease_until))"
-             " FROM discord_threads WHERE announced=0) due",
+    next_due=f"""SELECT min(t) FROM (
+        SELECT min(greatest(p.next_attempt_at, p.lease_until)) t FROM discord_posts p
+        WHERE p.state = 'queued' AND {_FIRST_OF_TICKET}
+        UNION ALL SELECT min(greatest(next_attempt_at, lease_until)) FROM discord_threads
+        WHERE announced = 0) due""",
 )
 
 
