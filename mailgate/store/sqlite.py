@@ -1,10 +1,11 @@
 """The one way mailgate opens its SQLite file: durable commits, shared by threads.
 
 The spool, the Discord queue, the notice outbox and the rate buckets all live
-in the same file, each through its own connection (``SqliteDatabase``).  WAL lets their
-readers and writers (and other processes: ``mailgate pipe`` runs per mail)
-work side by side; ``synchronous=FULL`` makes every COMMIT wait until the
-log is on disk, which is what lets us say 250 after it.
+in the same file, each through its own connection (``SqliteDatabase``).  WAL
+lets their readers and writers (and other processes: ``mailgate pipe`` runs per
+mail) work side by side; ``synchronous=FULL`` makes every COMMIT wait until the
+log is on disk, which is what lets us say 250 after it.  The tables are
+``mailgate.store.sqlite_schema``.
 """
 
 from __future__ import annotations
