@@ -53,7 +53,7 @@ class Facts(Protocol):
 
     def login_for(self, address: str) -> str | None: ...
 
-    def sender_verdict(self, mail: ParsedMail) -> Verdict: ...
+    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict: ...
 
 
 #: ``seen(mail_key, route_key)``: the recorded outcome of an earlier delivery, or None.
@@ -124,9 +124,13 @@ class MailPlan:
 
 
 def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
-              envelope_sender: str | None = None,
+              envelope_sender: str | None = None, via_our_mta: bool = False,
               seen: Seen = lambda key, route: None) -> MailPlan:
-    """The plan for ``mail`` to ``recipient`` (asks ``facts``; writes nothing)."""
+    """The plan for ``mail`` to ``recipient`` (asks ``facts``; writes nothing).
+
+    ``via_our_mta``: the mail came through our own MTA, so its topmost
+    Authentication-Results are our MTA's (``TrustSettings.through_our_mta``).
+    """
     key = normalise_key(mail.key)
     try:
         route = route_mail(resolve_recipient(recipient, config), mail)
@@ -150,7 +154,8 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
     mark = marker(mail.key, _key_of(route), config.redmine.marker_secret)
     claimed = role_of(mail.from_address, ticket.owner_address if ticket else None, config)
     # Proof of identity is looked for only where it decides something (saves DNS).
-    verdict = facts.sender_verdict(mail) if needs_proof(claimed, login) else NOT_NEEDED
+    verdict = facts.sender_verdict(mail, via_our_mta) if needs_proof(claimed, login) \
+        else NOT_NEEDED
     if ticket is None:
         step = new_ticket.handle(mail, route.site, login, config, mark, verdict)
     else:
@@ -160,7 +165,7 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
 
 
 def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
-           envelope_sender: str | None = None) -> Refuse | None:
+           envelope_sender: str | None = None, via_our_mta: bool = False) -> Refuse | None:
     """What the plan would refuse that can be known at DATA (the header fields only).
 
     Only the ``reject`` policies are screened here, and only when one applies:
@@ -181,7 +186,7 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
         who = identity(sender, NOT_NEEDED, site, config)
     elif unverified_policy(site, config) == "reject":
         # The role does not matter here: every account needs proof to be written as.
-        who = identity(sender, facts.sender_verdict(mail), site, config)
+        who = identity(sender, facts.sender_verdict(mail, via_our_mta), site, config)
     else:
         return None
     return who if isinstance(who, Refuse) else None

@@ -61,6 +61,10 @@ def _mail_commands(commands) -> None:
                          " Redmine is not contacted)")
     explain.add_argument("--ticket-owner", help="the ticket owner's address")
     explain.add_argument("--json", action="store_true", help="one JSON object per line")
+    explain.add_argument("--via", default="pipe",
+                         help="how the mail reached us, which decides whose"
+                              " Authentication-Results count: pipe or lmtp (from our MTA;"
+                              " the default), 'smtp ADDRESS', replay")
     explain.add_argument("files", nargs="+", metavar="FILE")
     explain.set_defaults(run=_explain)
 
@@ -253,7 +257,8 @@ def _explain(args: argparse.Namespace) -> int:
 
         facts = RedmineFacts(RedmineClient.from_settings(config.redmine), config)
     for name in args.files:
-        result = explain(name, Path(name).read_bytes(), config, facts, args.recipient)
+        result = explain(name, Path(name).read_bytes(), config, facts, args.recipient,
+                         via=args.via)
         print(json.dumps(result.data, ensure_ascii=False) if args.json else result.text())
     return EX_OK
 

@@ -21,7 +21,7 @@ class Facts(Protocol):
 
     def login_for(self, address: str) -> str | None: ...
 
-    def sender_verdict(self, mail: ParsedMail) -> Verdict: ...
+    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict: ...
 
 
 class RedmineFacts:
@@ -60,8 +60,9 @@ class RedmineFacts:
         user = self.client.find_user_by_email(address)
         return user.login if user else None
 
-    def sender_verdict(self, mail: ParsedMail) -> Verdict:
-        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust)
+    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict:
+        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
+                             via_our_mta=via_our_mta)
 
 
 class GivenFacts:
@@ -83,7 +84,8 @@ class GivenFacts:
         # Without Redmine, assume every sender is a Redmine user.
         return address
 
-    def sender_verdict(self, mail: ParsedMail) -> Verdict:
+    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict:
         # The same check as the worker's: trusted Authentication-Results need
         # no network; a DKIM signature needs its key from DNS.
-        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust)
+        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
+                             via_our_mta=via_our_mta)

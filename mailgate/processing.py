@@ -42,7 +42,8 @@ class Processor:
 
     def plan(self, spooled: SpooledMail) -> MailPlan:
         return plan_mail(parse_mail(spooled.raw), spooled.rcpt, self.facts, self.config,
-                         envelope_sender=spooled.mail_from, seen=self.spool.seen)
+                         envelope_sender=spooled.mail_from, seen=self.spool.seen,
+                         via_our_mta=self.config.trust.through_our_mta(spooled.via))
 
     def process(self, spooled: SpooledMail) -> Outcome:
         """Apply one spooled mail, once: a (mail, route) already applied is a duplicate."""

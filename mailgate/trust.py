@@ -72,6 +72,17 @@ class TrustSettings:
     #: Seconds all of one mail's DKIM key lookups may take together.
     dns_timeout: float = 5.0
     verify_dkim: bool = True
+    #: Client addresses of our MTA when it hands mail to `serve` over SMTP (LMTP
+    #: and the pipe come from our MTA by construction).
+    trusted_relays: frozenset[str] = frozenset()
+
+    def through_our_mta(self, via: str | None) -> bool:
+        """Whether a mail that reached us ``via`` (``SpooledMail.via``) came through our
+        own MTA, which removed forged Authentication-Results and added its own."""
+        if via in ("lmtp", "pipe"):
+            return True
+        kind, _, client = (via or "").partition(" ")
+        return kind == "smtp" and client in self.trusted_relays
 
 
 def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
@@ -81,8 +92,13 @@ def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
         raise ConfigError("trust: expected a mapping")
     # A misspelt key would silently leave the MTA's results unused.
     for key in section:
-        if key not in ("trusted_authserv_ids", "dns_timeout", "verify_dkim"):
+        if key not in ("trusted_authserv_ids", "dns_timeout", "verify_dkim", "trusted_relays"):
             raise ConfigError(f"trust.{key}: unknown setting")
+    relays = section.get("trusted_relays") or []
+    if isinstance(relays, str):
+        relays = [relays]
+    if not isinstance(relays, list) or not all(isinstance(r, str) and r.strip() for r in relays):
+        raise ConfigError("trust.trusted_relays: expected a list of client IP addresses")
     ids = section.get("trusted_authserv_ids") or []
     if isinstance(ids, str):
         ids = [ids]
@@ -100,7 +116,8 @@ def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
     verify = section.get("verify_dkim", True)
     if not isinstance(verify, bool):
         raise ConfigError(f"trust.verify_dkim: expected true or false, got {verify!r}")
-    return TrustSettings(frozenset(i.strip().lower() for i in ids), seconds, verify)
+    return TrustSettings(frozenset(i.strip().lower() for i in ids), seconds, verify,
+                         frozenset(r.strip() for r in relays))
 
 
 def verify_sender(raw: bytes, from_address: str,

@@ -143,3 +143,40 @@ def test_5_a_forged_marker_does_not_swallow_the_mail_it_names(config, client, ti
     notes = [j.notes for j in client.get_issue(ticket).journals if j.notes]
     assert forged.decode() not in notes[0]              # posted inert
     assert "It happens every evening" in notes[1]       # the owner's mail is there
+
+
+def test_1_forged_results_from_an_smtp_client_that_is_not_our_mta_count_for_nothing(
+        fake_redmine, client, ticket, tmp_path):
+    # Before: "Authentication-Results: (relayed) mx.example.org; dkim=pass ..." at the
+    # top of a mail sent straight to `serve` made anyone a verified admin.
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          trust={"trusted_authserv_ids": ["mx.example.org"],
+                                 "trusted_relays": []})
+    forged = b"Authentication-Results: (relayed) mx.example.org; dkim=pass header.d=example.org"
+    raw = forged + b"\n" + unsigned(fixture("admin-sets-invalid.eml"))
+    with RunningGateway(config, lmtp=False) as server:
+        deliver(server, ticket, raw, "admin@example.org")
+        assert wait_until(lambda: settled(server), 15, 0.1)
+        [mail] = server.gateway.spool.mails("done")
+    assert mail.via == "smtp 127.0.0.1"
+    assert mail.outcome["plan"]["verified"] is False
+    issue = client.get_issue(ticket)
+    assert issue.status_name == "Open"                           # not Invalid
+    assert [j.user_name for j in issue.journals if j.notes] == ["Mail Gateway"]
+
+
+def test_2_a_forged_pass_below_our_mta_s_received_does_not_count(config, client, ticket):
+    # What our MTA adds on top, then the mail as it came: a forged pass below Received:.
+    came = b"Received: from evil.test by mx.example.org; Mon, 23 Nov 2026 10:00:00 +0000\n" + \
+        b"Authentication-Results: mx.example.org; dkim=pass header.d=example.org\n" + \
+        unsigned(fixture("admin-sets-invalid.eml"))
+    ours_fail = b"Authentication-Results: mx.example.org; dkim=fail header.d=example.org\n"
+    with RunningGateway(config, lmtp=True) as server:
+        for top in (b"", ours_fail):
+            raw = (top + came).replace(b"ticket1@", f"ticket{ticket}@".encode())
+            with smtplib.LMTP("127.0.0.1", server.lmtp_port) as lmtp:
+                lmtp.sendmail("admin@example.org", [f"ticket{ticket}@example.org"],
+                              raw.replace(b"\n", b"\r\n").replace(b"Message-ID: <",
+                                                                   b"Message-ID: <" + top[:8]))
+        assert wait_until(lambda: server.gateway.spool.counts().get("done") == 2, 15, 0.1)
+    assert client.get_issue(ticket).status_name == "Open"

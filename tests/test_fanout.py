@@ -204,7 +204,7 @@ def test_the_event_for_an_outcome_is_read_from_the_plan():
                       b"From: Olive Owner <owner@example.org>\r\nTo: site-a@example.org\r\n"
                       b"Subject: Printer\r\nMessage-ID: <m1@example.org>\r\n\r\nIt smokes.\r\n")
     plan = plan_mail(mail, "site-a@example.org", GivenFacts("open", "owner@example.org", config),
-                     config)
+                     config, via_our_mta=True)
     made = event_for(plan, Outcome("created", ticket=5, action="open", to_state="open"),
                      site="site-a", url="https://r/issues/5")
     assert (made.kind, made.ticket, made.mail_key, made.sender_name, made.subject) == (

@@ -167,7 +167,7 @@ def test_two_gateway_processes_on_one_postgresql(fake_redmine, pg_url, tmp_path)
     mails = make_mails(tickets, 90)
     for mail in mails:
         gateway.receive(Envelope("support@example.org", (f"ticket{mail.ticket}@example.org",),
-                                 mail.raw))
+                                 mail.raw, via="lmtp"))
         mail.accepted = True
     fake_redmine.delay = 0.01     # long enough for the two workers to interleave
     workers = [subprocess.Popen([sys.executable, "-m", "mailgate", "worker", "--config",

@@ -124,7 +124,8 @@ def test_mail_for_one_ticket_is_applied_in_arrival_order(config, client, ticket,
     other = client.create_issue("site-a", "Other", "Other.", as_user="owner")
     for n, (target, body) in enumerate([(ticket, "first"), (ticket, "second"), (other, "x")]):
         gateway.receive(Envelope("owner@example.org", (f"ticket{target}@example.org",),
-                                 reply(target, body, msgid=f"<order-{n}@mail.test>")))
+                                 reply(target, body, msgid=f"<order-{n}@mail.test>"),
+                                 via="lmtp"))
     worker = Worker(gateway)
     fake_redmine.fail_next(status=503, count=1)    # the first mail's first write fails
     results = worker.run_until_idle()

@@ -150,7 +150,7 @@ class Facts:
     def login_for(self, address: str) -> str | None:
         return address.partition("@")[0] if address in self.known else None
 
-    def sender_verdict(self, mail) -> Verdict:
+    def sender_verdict(self, mail, via_our_mta: bool) -> Verdict:
         return Verdict(self.verified, "test: " + ("verified" if self.verified else "no proof"))
 
 
@@ -159,7 +159,8 @@ def planned(config, name: str, mail_from: str | None = None, rcpt: str = "ticket
     """The plan the worker would make for the fixture ``name`` (or ``raw``)."""
     mail = parse_mail(raw if raw is not None else fixture(name))
     sender = mail.from_address if mail_from is None else mail_from
-    return plan_mail(mail, rcpt, facts or Facts(), config, envelope_sender=sender)
+    return plan_mail(mail, rcpt, facts or Facts(), config, envelope_sender=sender,
+                     via_our_mta=True)
 
 
 def tell(notifier, plan, outcome=None, error=None) -> bool:

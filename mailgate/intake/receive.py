@@ -33,6 +33,8 @@ class Envelope:
     mail_from: str
     recipients: tuple[str, ...]
     raw: bytes
+    #: How it reached us: "lmtp", "pipe", "smtp <client address>", "replay".
+    via: str = "smtp"
 
 
 @dataclass(frozen=True)
@@ -86,14 +88,14 @@ class Intake:
         order_keys: dict[str, str | None] = {}
         for address in envelope.recipients:
             try:
-                order_keys[address] = self._screen(address, mail, envelope.mail_from)
+                order_keys[address] = self._screen(address, mail, envelope)
             except MailgateError as exc:
                 results[address] = Delivery(address, error=exc)
         if all_or_nothing and results:
             raise next(iter(results.values())).error
         accepted = [a for a in envelope.recipients if a not in results]
         ids = self.spool.add(envelope.mail_from, [(a, order_keys[a]) for a in accepted],
-                             envelope.raw) if accepted else []
+                             envelope.raw, envelope.via) if accepted else []
         results.update({a: Delivery(a, spool_id=i) for a, i in zip(accepted, ids)})
         for address in envelope.recipients:
             log.info("received %s for <%s>: %s", mail.key, address,
@@ -101,7 +103,7 @@ class Intake:
         return [results[a] for a in envelope.recipients]
 
     def take(self, raw: bytes, recipient: str | None = None,
-             sender: str | None = None) -> Delivery:
+             sender: str | None = None, via: str = "pipe") -> Delivery:
         """One mail without an SMTP envelope (the pipe, replay): what is missing of the
         envelope is read from the header fields, the same way for every such source."""
         self.check_size(raw)
@@ -109,7 +111,8 @@ class Intake:
         recipient = recipient or recipient_from_headers(mail, self.config)
         self.check_recipient(recipient)
         sender = sender if sender is not None else envelope_sender_from_headers(mail)
-        [delivery] = self.receive(Envelope(sender, (recipient,), raw), all_or_nothing=True)
+        [delivery] = self.receive(Envelope(sender, (recipient,), raw, via),
+                                  all_or_nothing=True)
         return delivery
 
     # -- the checks ------------------------------------------------------------------
@@ -133,14 +136,16 @@ class Intake:
             raise NoSuchTicket(f"no such ticket #{ticket}")
         self._known_tickets[ticket] = now
 
-    def _screen(self, address: str, mail: ParsedMail, mail_from: str) -> str | None:
+    def _screen(self, address: str, mail: ParsedMail, envelope: Envelope) -> str | None:
         """Refuse now what the plan would refuse and can be known now; return the
         mail's order key (replies to one ticket are applied in arrival order)."""
         route = route_mail(resolve_recipient(address, self.config), mail)
         if self.facts is not None:
             from handlers.planning import screen
 
-            refusal = screen(mail, address, self.facts, self.config, envelope_sender=mail_from)
+            refusal = screen(mail, address, self.facts, self.config,
+                             envelope_sender=envelope.mail_from,
+                             via_our_mta=self.config.trust.through_our_mta(envelope.via))
             if refusal is not None:
                 raise refusal.error(refusal.reason)
         return f"ticket:{route.ticket}" if route.kind == "reply" else None

@@ -37,7 +37,9 @@ def replay(gateway: Gateway, paths: list[str], recipient: str | None, progress) 
 def _deliver(gateway: Gateway, raw: bytes, recipient: str | None):
     """(outcome kind, what to say) for one mail."""
     try:
-        delivery = gateway.intake.take(raw, recipient)
+        # Saved mail: nothing says which MTA it came through, so none of its
+        # Authentication-Results are believed.
+        delivery = gateway.intake.take(raw, recipient, via="replay")
     except MailgateError as exc:
         return "rejected", exc.smtp_reply
     result = gateway.worker.run_once([delivery.spool_id])

@@ -131,7 +131,7 @@ class GatewayHandler:
 
     async def handle_DATA(self, server, session, envelope) -> str:
         mail = Envelope(envelope.mail_from or "", tuple(envelope.rcpt_tos),
-                        envelope.original_content or b"")
+                        envelope.original_content or b"", _via(session, self.lmtp))
         try:
             deliveries = await asyncio.to_thread(
                 self.gateway.receive, mail, all_or_nothing=not self.lmtp)
@@ -149,6 +149,14 @@ class GatewayHandler:
         # Never aiosmtpd's default "500 Error: (Exc)": a crash must not bounce mail.
         log.error("internal error in the SMTP session", exc_info=error)
         return S451_INTERNAL
+
+
+def _via(session, lmtp: bool) -> str:
+    """How the mail reached us, as the spool keeps it (mailgate.trust decides on it)."""
+    if lmtp:
+        return "lmtp"
+    peer = session.peer[0] if isinstance(session.peer, tuple) else str(session.peer)
+    return f"smtp {peer}"
 
 
 def _reply(delivery: Delivery) -> str:

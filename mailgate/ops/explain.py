@@ -46,7 +46,9 @@ class Explanation:
 
 
 def explain(name: str, raw: bytes, config: Config, facts: Facts,
-            recipient: str | None = None) -> Explanation:
+            recipient: str | None = None, via: str = "pipe") -> Explanation:
+    """``via``: how the mail reached us, as the spool would record it (the default:
+    handed over by our MTA, whose Authentication-Results then count)."""
     data: dict[str, Any] = {
         "file": name, "route": {"kind": "rejected", "ticket": None, "site": None},
         "sender": {"address": None, "name": None, "role": None, "verified": False},
@@ -57,7 +59,8 @@ def explain(name: str, raw: bytes, config: Config, facts: Facts,
         mail = parse_mail(raw)
         _describe_mail(data, mail)
         address = recipient or recipient_from_headers(mail, config)
-        plan = plan_mail(mail, address, facts, config)
+        plan = plan_mail(mail, address, facts, config,
+                         via_our_mta=config.trust.through_our_mta(via))
     except MailgateError as exc:
         data["reason"] = str(exc)
         return Explanation(data)

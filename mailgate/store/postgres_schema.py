@@ -123,6 +123,9 @@ MIGRATIONS = check_order([
         "CREATE INDEX discord_posts_finished ON discord_posts (state, finished_at)",
         "CREATE INDEX notice_outbox_finished ON notice_outbox (state, finished_at)",
     ]),
+    Migration(4, "how each mail reached us (whose Authentication-Results count)", [
+        "ALTER TABLE messages ADD COLUMN via TEXT",
+    ]),
 ])
 
 SCHEMA = Schema(

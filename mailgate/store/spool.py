@@ -50,6 +50,9 @@ class SpooledMail:
     outcome: dict | None = None
     next_attempt_at: float = 0.0
     order_key: str | None = None
+    #: How it reached us: "lmtp", "pipe", "smtp <client address>", "replay" (None:
+    #: spooled before this was recorded).  Decides whose Authentication-Results count.
+    via: str | None = None
 
     @property
     def created_at(self) -> float:
@@ -99,20 +102,21 @@ class Spool:
     # -- taking mail in ---------------------------------------------------------
 
     def add(self, mail_from: str, recipients: Sequence[tuple[str, str | None]],
-            raw: bytes) -> list[int]:
+            raw: bytes, via: str | None = None) -> list[int]:
         """Commit one row per (recipient, order key), durably, and return their ids."""
-        return self._insert([(mail_from, recipients, raw)])[0]
+        return self._insert([(mail_from, recipients, raw, via)])[0]
 
     def _insert(self, mails: Sequence[tuple]) -> list[list[int]]:
         """Several mails in one transaction: one commit, one fsync, for all of them."""
         now = time.time()
         batches = []
         with self.db.transaction() as cur:
-            for mail_from, recipients, raw in mails:
+            for mail_from, recipients, raw, via in mails:
                 inline, body = self._store(cur, raw)
                 ids = []
                 for rcpt, order_key in recipients:
-                    cur.execute(self.sql.insert, (now, mail_from, rcpt, inline, order_key, body))
+                    cur.execute(self.sql.insert,
+                                (now, mail_from, rcpt, inline, order_key, body, via))
                     ids.append(cur.fetchone()[0])
                 batches.append(ids)
         return batches
@@ -233,13 +237,13 @@ class SqliteSpool(Spool):
         self._committer = threading.Lock()
 
     def add(self, mail_from: str, recipients: Sequence[tuple[str, str | None]],
-            raw: bytes) -> list[int]:
+            raw: bytes, via: str | None = None) -> list[int]:
         """Group commit: mails that arrive while a commit is on disk share the next one.
 
         Each caller still returns only after the commit that holds its mail, so
         250 still means "on disk"; but under load one fsync serves many mails.
         """
-        me = _Waiting((mail_from, recipients, raw))
+        me = _Waiting((mail_from, recipients, raw, via))
         with self._waiting_lock:
             self._waiting.append(me)
         with self._committer:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 COLUMNS = ("id, received_at, mail_from, rcpt, raw, attempts, state, last_error, outcome,"
-           " next_attempt_at, order_key")
+           " next_attempt_at, order_key, via")
 
 
 @dataclass(frozen=True)
@@ -45,8 +45,8 @@ _RETRY_ALL = ("UPDATE messages SET state='queued', next_attempt_at=0, lease_unti
               " WHERE state = 'dead' OR state = 'queued'")
 
 SQLITE = SpoolSQL(
-    insert="INSERT INTO messages (received_at, mail_from, rcpt, raw, order_key, body_id)"
-           " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+    insert="INSERT INTO messages (received_at, mail_from, rcpt, raw, order_key, body_id, via)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
     # One UPDATE ... RETURNING: SQLite has one writer at a time, so the check for
     # an earlier mail of the same ticket and the claim are atomic.  The mail's
     # bytes are read apart, through a blob handle (SqliteSpool.claim).
@@ -86,8 +86,8 @@ SQLITE = SpoolSQL(
 )
 
 POSTGRES = SpoolSQL(
-    insert="INSERT INTO messages (received_at, mail_from, rcpt, raw, order_key, body_id)"
-           " VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+    insert="INSERT INTO messages (received_at, mail_from, rcpt, raw, order_key, body_id, via)"
+           " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id",
     # SKIP LOCKED: a worker passes over the row another worker is claiming
     # instead of waiting for it; the earlier mail of a ticket stays 'queued'
     # (leased) until done, so NOT EXISTS keeps each ticket in order.
