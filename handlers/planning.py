@@ -136,7 +136,8 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
         route = route_mail(resolve_recipient(recipient, config), mail)
     except UnknownAddress as exc:
         return _plan(mail, recipient, None, None, _unknown(mail),
-                     Refuse(str(exc), type(exc), notice="unknown-ticket"), envelope_sender)
+                     Refuse(str(exc), type(exc), notice="unknown-ticket"), envelope_sender,
+                     facts, via_our_mta)
     automatic = automatic_reason(mail.headers, envelope_sender, mail.from_address,
                                  content_type=mail.headers.get("content-type", "text/plain"),
                                  own_loop_id=config.hostname,
@@ -144,12 +145,14 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
     if automatic:
         # Never a note, never a refusal: answering robots makes mail loops.
         return _plan(mail, recipient, route, automatic, _unknown(mail),
-                     Ignore(f"automatic mail: {automatic}"), envelope_sender)
+                     Ignore(f"automatic mail: {automatic}"), envelope_sender, facts,
+                     via_our_mta)
     route, ticket, step = _ticket_for(route, facts)
     if step is None:
         step = _duplicate(seen(key, _key_of(route)))
     if step is not None:
-        return _plan(mail, recipient, route, None, _unknown(mail), step, envelope_sender)
+        return _plan(mail, recipient, route, None, _unknown(mail), step, envelope_sender,
+                     facts, via_our_mta)
     login = facts.login_for(mail.from_address)
     mark = marker(mail.key, _key_of(route), config.redmine.marker_secret)
     claimed = role_of(mail.from_address, ticket.owner_address if ticket else None, config)
@@ -161,7 +164,7 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
     else:
         step = reply.handle(mail, ticket, login, route.site, config, mark, verdict)
     return _plan(mail, recipient, route, None, _sender(step, mail, login), step,
-                 envelope_sender)
+                 envelope_sender, facts, via_our_mta)
 
 
 def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
@@ -228,7 +231,8 @@ def _unknown(mail: ParsedMail) -> Sender:
 
 
 def _plan(mail: ParsedMail, recipient: str, route: Route | None, automatic: str | None,
-          sender: Sender, step: Plan, envelope_sender: str | None) -> MailPlan:
+          sender: Sender, step: Plan, envelope_sender: str | None, facts: Facts,
+          via_our_mta: bool) -> MailPlan:
     commands, _ = parse_commands(mail.body)
     written = tuple(f"{name}: {value}" for name, value in (("Status", commands.status),
                                                            ("Action", commands.action)) if value)
@@ -236,17 +240,23 @@ def _plan(mail: ParsedMail, recipient: str, route: Route | None, automatic: str 
     return MailPlan(
         mail_key=normalise_key(mail.key), recipient=recipient, route=route,
         automatic=automatic, sender=sender, step=step, commands=written,
-        reply_to=None if automatic else _reply_to(envelope_sender, mail.from_address),
+        reply_to=None if automatic else _reply_to(mail, envelope_sender, sender, facts,
+                                                  via_our_mta),
         subject=mail.subject, message_id=mail.message_id, references=mail.references,
         site_address=site.address if site else None)
 
 
-def _reply_to(envelope_sender: str | None, from_address: str) -> str | None:
-    """RFC 3834 §4: responses go to the return path (From: when it is unknown);
-    never to the null sender or the mail system."""
-    to = (from_address if envelope_sender is None else envelope_sender).strip().strip("<>")
+def _reply_to(mail: ParsedMail, envelope_sender: str | None, sender: Sender, facts: Facts,
+              via_our_mta: bool) -> str | None:
+    """Where a notice may go: the return path (RFC 3834 §4; From: when it is unknown),
+    and only when it is proven to be the sender's, so that a forged envelope sender
+    cannot aim our notices at someone else (issue 18): the verified From: itself, or
+    an envelope sender our MTA's SPF check passed.  Never the mail system."""
+    to = (mail.from_address if envelope_sender is None else envelope_sender).strip().strip("<>")
     if not to or "@" not in to or any(c in to for c in "\r\n<> ,;\0"):
         return None
     if to.rpartition("@")[0].lower() in _SYSTEM_MAILBOXES:
         return None
-    return to
+    if sender.verified and to.lower() == sender.address.lower():
+        return to
+    return to if facts.return_path_proven(mail, to, via_our_mta) else None

@@ -13,7 +13,7 @@ from handlers.plans import TicketView
 from mailgate.config import Config
 from mailgate.mail.idempotency import markers_in
 from mailgate.mail.message import ParsedMail
-from mailgate.trust import Verdict, verify_sender
+from mailgate.trust import Verdict, return_path_proven, verify_sender
 
 
 class Facts(Protocol):
@@ -22,6 +22,9 @@ class Facts(Protocol):
     def login_for(self, address: str) -> str | None: ...
 
     def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict: ...
+
+    def return_path_proven(self, mail: ParsedMail, envelope_sender: str,
+                           via_our_mta: bool) -> bool: ...
 
 
 class RedmineFacts:
@@ -64,6 +67,11 @@ class RedmineFacts:
         return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
                              via_our_mta=via_our_mta)
 
+    def return_path_proven(self, mail: ParsedMail, envelope_sender: str,
+                           via_our_mta: bool) -> bool:
+        return return_path_proven(mail.raw, envelope_sender, self.config.trust,
+                                  via_our_mta=via_our_mta)
+
 
 class GivenFacts:
     """Facts stated on the command line: no Redmine is contacted at all."""
@@ -89,3 +97,8 @@ class GivenFacts:
         # no network; a DKIM signature needs its key from DNS.
         return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
                              via_our_mta=via_our_mta)
+
+    def return_path_proven(self, mail: ParsedMail, envelope_sender: str,
+                           via_our_mta: bool) -> bool:
+        return return_path_proven(mail.raw, envelope_sender, self.config.trust,
+                                  via_our_mta=via_our_mta)

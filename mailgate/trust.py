@@ -150,6 +150,27 @@ def verify_sender(raw: bytes, from_address: str,
                    temporary=any(v.temporary for v in failures))
 
 
+def return_path_proven(raw: bytes, envelope_sender: str, settings: TrustSettings, *,
+                       via_our_mta: bool) -> bool:
+    """Whether our MTA's own result says SPF passed for ``envelope_sender`` (so a
+    notice sent back to it reaches whoever sent the mail, not a forged victim)."""
+    sender = envelope_sender.strip().strip("<>").lower()
+    if not via_our_mta or "@" not in sender:
+        return False
+    top, _ = _results_fields(raw)
+    for value in top:
+        authserv_id, results = _parse_authentication_results(value)
+        if authserv_id not in settings.trusted_authserv_ids:
+            continue
+        for method, result, props in results:
+            checked = props.get("smtp.mailfrom", "").strip().strip("<>").lower()
+            # RFC 8601 §2.7.2: smtp.mailfrom is the address, or only its domain.
+            if method == "spf" and result == "pass" and checked in (
+                    sender, sender.rpartition("@")[2]):
+                return True
+    return False
+
+
 def _evidence(raw: bytes, domain: str, settings: TrustSettings, dnsfunc: DnsFunc,
               via_our_mta: bool) -> Iterator[Verdict]:
     # The MTA's word first: it costs no DNS lookup.

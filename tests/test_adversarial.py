@@ -180,3 +180,26 @@ def test_2_a_forged_pass_below_our_mta_s_received_does_not_count(config, client,
                                                                    b"Message-ID: <" + top[:8]))
         assert wait_until(lambda: server.gateway.spool.counts().get("done") == 2, 15, 0.1)
     assert client.get_issue(ticket).status_name == "Open"
+
+
+def test_7_a_forged_envelope_sender_aims_no_notice_at_anyone(fake_redmine, ticket, tmp_path):
+    from tests.test_notify import Relay, PortZeroController
+
+    relay = Relay()
+    controller = PortZeroController(relay, hostname="127.0.0.1", port=0)
+    controller.start()
+    try:
+        config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                              notify={"relay": f"127.0.0.1:{controller.port}",
+                                      "from": "mailgate@example.org"})
+        # A command the workflow refuses: a notice is due, to whoever sent the mail.
+        raw = fixture("owner-confirms-unanswered.eml")
+        with RunningGateway(config, lmtp=False) as server:
+            deliver(server, ticket, raw, "victim@elsewhere.test")            # forged
+            deliver(server, ticket, raw.replace(b"Message-ID: <", b"Message-ID: <own-"),
+                    "owner@example.org")                                      # the owner's own
+            assert wait_until(lambda: server.gateway.spool.counts().get("done") == 2, 15, 0.1)
+            assert wait_until(lambda: relay.received, 15, 0.1)
+    finally:
+        controller.stop()
+    assert [rcpts for _, rcpts, _ in relay.received] == [["owner@example.org"]]

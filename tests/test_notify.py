@@ -138,8 +138,10 @@ class Facts:
     users; every sender is verified unless ``verified`` is False."""
 
     def __init__(self, state: str = "open", verified: bool = True,
-                 known: tuple[str, ...] = ("owner@example.org", "support@example.org")):
+                 known: tuple[str, ...] = ("owner@example.org", "support@example.org"),
+                 spf_pass: bool = True):
         self.state, self.verified, self.known = state, verified, known
+        self.spf_pass = spf_pass
 
     def ticket(self, ticket_id: int) -> TicketView:
         if ticket_id == 99:
@@ -152,6 +154,10 @@ class Facts:
 
     def sender_verdict(self, mail, via_our_mta: bool) -> Verdict:
         return Verdict(self.verified, "test: " + ("verified" if self.verified else "no proof"))
+
+    def return_path_proven(self, mail, envelope_sender: str, via_our_mta: bool) -> bool:
+        # Our MTA's SPF result, as the fixtures' Authentication-Results do not carry one.
+        return self.spf_pass
 
 
 def planned(config, name: str, mail_from: str | None = None, rcpt: str = "ticket1@example.org",
@@ -506,3 +512,36 @@ def test_run_forever_delivers_what_is_queued_and_stops(relay, tmp_path, config):
         thread.join(5)
         notifier.close()
     assert not thread.is_alive()
+
+
+# --- issue 18: notices only to proven senders, and never too many ------------------------
+
+def test_a_forged_envelope_sender_gets_no_notice(config):
+    # Before: a forged MAIL FROM aimed our notice (with the attacker's Subject) at a victim.
+    forged = planned(config, "owner-confirms-unanswered.eml", mail_from="victim@elsewhere.test",
+                     facts=Facts(spf_pass=False))
+    assert forged.reply_to is None and notice_for(forged, refused_outcome()) is None
+    # The same mail from its own verified address, or with our MTA's SPF pass, may be told.
+    assert planned(config, "owner-confirms-unanswered.eml",
+                   facts=Facts(spf_pass=False)).reply_to == "owner@example.org"
+    assert planned(config, "owner-confirms-unanswered.eml", mail_from="list@example.net",
+                   facts=Facts(spf_pass=True)).reply_to == "list@example.net"
+    stranger = planned(config, "unknown-sender-reply.eml", facts=Facts(spf_pass=False))
+    assert stranger.reply_to is None                    # nothing proves a stranger's address
+
+
+def test_the_hourly_cap_holds_whatever_gets_past_the_other_rules(relay, tmp_path, clock):
+    settings = load_notify_settings({"relay": f"127.0.0.1:{relay.controller.port}",
+                                     "from": "mailgate@example.org", "max_per_hour": 2},
+                                    hostname=LOOP_ID)
+    notifier = Notifier(settings, tmp_path / "spool.db", clock=clock)
+    try:
+        told = [notifier.notify(Notice(to=f"person{n}@example.org", reason_kind="rejected",
+                                       subject="Re: x", text="x", in_reply_to=None))
+                for n in range(3)]
+        assert told == [True, True, False]
+        clock.now += 3601
+        assert notifier.notify(Notice(to="person9@example.org", reason_kind="rejected",
+                                      subject="Re: x", text="x", in_reply_to=None))
+    finally:
+        notifier.close()

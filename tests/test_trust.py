@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 from mailgate.errors import ConfigError
 from mailgate.mail.message import parse_mail
 from mailgate.trust import (MAX_SIGNATURES, TrustSettings, Verdict, aligns, load_trust_settings,
-                            resolver_lookup, verify_sender)
+                            resolver_lookup, return_path_proven, verify_sender)
 from tests.helpers import FIXTURES
 
 KEY = (FIXTURES / "dkim" / "test.key").read_bytes()
@@ -516,3 +516,19 @@ def test_a_changed_byte_never_raises(position, byte):
     raw[position % len(raw)] = byte
     verdict = verify_sender(bytes(raw), "owner@example.org", dnsfunc=keys("example.org"))
     assert isinstance(verdict, Verdict)
+
+
+def test_return_path_proven_only_by_our_mta_s_own_spf_pass():
+    spf = "Authentication-Results: mx.example.org; spf=pass smtp.mailfrom=list@example.net"
+    assert return_path_proven(headers_then([spf]), "list@example.net", MX, via_our_mta=True)
+    domain_only = spf.replace("smtp.mailfrom=list@example.net", "smtp.mailfrom=example.net")
+    assert return_path_proven(headers_then([domain_only]), "list@example.net", MX,
+                              via_our_mta=True)
+    assert not return_path_proven(headers_then([spf]), "victim@example.net", MX,
+                                  via_our_mta=True)
+    assert not return_path_proven(headers_then([], [spf]), "list@example.net", MX,
+                                  via_our_mta=True)             # below Received: theirs
+    assert not return_path_proven(headers_then([spf]), "list@example.net", MX,
+                                  via_our_mta=False)
+    assert not return_path_proven(headers_then([spf.replace("spf=pass", "spf=softfail")]),
+                                  "list@example.net", MX, via_our_mta=True)

@@ -179,6 +179,9 @@ class NotifySettings:
     max_delay: float = 3600.0
     #: A notice not delivered within this long is dead-lettered.
     max_age: float = 2 * 24 * 3600.0
+    #: At most this many notices an hour, from all hosts together: whatever gets
+    #: past the other rules, mailgate is never a mail cannon.
+    max_per_hour: int = 60
 
     def backoff(self, failures: int) -> float:
         base = min(self.max_delay, self.first_delay * 2 ** max(0, failures - 1))
@@ -186,7 +189,7 @@ class NotifySettings:
         return base * random.uniform(0.5, 1.0)
 
 
-_KEYS = {"enabled", "relay", "from", "timeout", "max_age"}
+_KEYS = {"enabled", "relay", "from", "timeout", "max_age", "max_per_hour"}
 
 
 def load_notify_settings(section: Mapping[str, Any] | None, *,
@@ -211,6 +214,7 @@ def load_notify_settings(section: Mapping[str, Any] | None, *,
     return NotifySettings(enabled=True, relay_host=host, relay_port=port, from_address=sender,
                           timeout=_seconds(section, "timeout", 10.0),
                           max_age=_seconds(section, "max_age", 2 * 24 * 3600.0),
+                          max_per_hour=_count(section, "max_per_hour", 60),
                           loop_id=hostname)
 
 
@@ -238,6 +242,17 @@ def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
         number = 0.0
     if not number > 0:
         raise ConfigError(f"notify.{key}: expected a number of seconds > 0, got {value!r}")
+    return number
+
+
+def _count(section: Mapping[str, Any], key: str, default: int) -> int:
+    value = section.get(key, default)
+    try:
+        number = int(value) if not isinstance(value, bool) else 0
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ConfigError(f"notify.{key}: expected a whole number > 0, got {value!r}")
     return number
 
 
@@ -340,10 +355,12 @@ class Notifier:
         """Queue ``notice`` durably; False when suppressed or already sent today.  Never raises."""
         try:
             why = suppressed(notice, self.settings.from_address)
-            if why is None:
-                now = self.clock()
-                if not self.store.add(notice, render(notice, self.settings, now), now):
-                    why = "already told today"
+            now = self.clock()
+            if why is None and self.store.queued_since(now - 3600) >= self.settings.max_per_hour:
+                why = f"{self.settings.max_per_hour} notices in the last hour already"
+            if why is None and not self.store.add(notice, render(notice, self.settings, now),
+                                                  now):
+                why = "already told today"
         except Exception:
             # The mail is applied or dead-lettered already: a notice must not change that.
             log.error("notice %s to <%s> not queued:\n%s", notice.reason_kind, notice.to,

@@ -42,6 +42,7 @@ class _SQL:
     bury: str
     forget_before: str
     next_due: str
+    queued_since: str
 
 
 _COUNTS = "SELECT state, count(*) FROM notice_outbox GROUP BY state"
@@ -64,6 +65,7 @@ SQLITE = _SQL(
     # A notice leased elsewhere is due when its lease ends, not before.
     next_due="SELECT min(max(next_attempt_at, lease_until)) FROM notice_outbox"
              " WHERE state='queued'",
+    queued_since="SELECT count(*) FROM notice_outbox WHERE created_at >= ?",
 )
 
 POSTGRES = _SQL(
@@ -85,6 +87,7 @@ POSTGRES = _SQL(
     forget_before="DELETE FROM notices WHERE day < %s",
     next_due="SELECT min(greatest(next_attempt_at, lease_until)) FROM notice_outbox"
              " WHERE state='queued'",
+    queued_since="SELECT count(*) FROM notice_outbox WHERE created_at >= %s",
 )
 
 
@@ -130,6 +133,10 @@ class NoticeStore:
 
     def next_due(self) -> float | None:
         return self.db.rows(self.sql.next_due)[0][0]
+
+    def queued_since(self, since: float) -> int:
+        """Notices queued from ``since`` on (time.time()), by every host."""
+        return self.db.rows(self.sql.queued_since, (since,))[0][0]
 
     def counts(self) -> dict[str, int]:
         return dict(self.db.rows(_COUNTS))
