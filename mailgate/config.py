@@ -95,6 +95,8 @@ class Config:
     hostname: str = "mailgate.localhost"
     max_message_size: int = DEFAULT_MAX_SIZE
     max_recipients: int = 50
+    #: Refused RCPTs one SMTP/LMTP session may have before it is closed (421).
+    max_failed_recipients: int = 10
     unknown_senders: str = "reject"
     #: Attach the original .eml to the note: "when-trimmed" (default), "always", "never".
     attach_original: str = "when-trimmed"
@@ -151,6 +153,7 @@ ENV_KEYS = [
     ("spool", "keep_done_days"),
     ("listen", "smtp"), ("listen", "lmtp"), ("listen", "metrics"),
     ("server", "hostname"), ("server", "max_message_size"), ("server", "max_recipients"),
+    ("server", "max_failed_recipients"),
     ("server", "redmine_down_alarm"), ("server", "spool_stuck_alarm"),
     ("sweep", "expire_after_days"), ("sweep", "interval"), ("sweep", "remind_after_hours"),
     ("attachments", "max_size"), ("attachments", "max_count"),
@@ -261,6 +264,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         hostname=str(server.get("hostname", "mailgate.localhost")),
         max_message_size=_int(server, "max_message_size", DEFAULT_MAX_SIZE, "server"),
         max_recipients=_int(server, "max_recipients", 50, "server"),
+        max_failed_recipients=_int(server, "max_failed_recipients", 10, "server"),
         unknown_senders=unknown,
         attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
                                 "when-trimmed"),

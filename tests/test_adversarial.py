@@ -203,3 +203,15 @@ def test_7_a_forged_envelope_sender_aims_no_notice_at_anyone(fake_redmine, ticke
     finally:
         controller.stop()
     assert [rcpts for _, rcpts, _ in relay.received] == [["owner@example.org"]]
+
+
+def test_4_walking_ticket_numbers_ends_the_session(config, ticket):
+    # Before: one Redmine GET per RCPT, no limit on refused ones: every ticket listed.
+    with RunningGateway(config, lmtp=False) as server:
+        with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+            smtp.ehlo()
+            smtp.mail("walker@elsewhere.test")
+            answers = [smtp.rcpt(f"ticket{n}@example.org")[0] for n in range(900, 911)]
+            with pytest.raises(smtplib.SMTPServerDisconnected):
+                smtp.rcpt(f"ticket{ticket}@example.org")
+    assert answers == [550] * 10 + [421]

@@ -29,6 +29,7 @@ S250_ACCEPTED = "250 2.0.0 Message accepted for delivery"
 S250_RCPT_OK = "250 2.1.5 Recipient ok"
 S451_INTERNAL = "451 4.3.0 Internal error, please try again later"
 S452_TOO_MANY = "452 4.5.3 Too many recipients"
+S421_TOO_MANY_FAILED = "421 4.7.0 Too many refused recipients, closing connection"
 S552_TOO_BIG = "552 5.3.4 Message too big for this system"
 
 
@@ -118,9 +119,21 @@ class GatewayHandler:
             await asyncio.to_thread(self.gateway.check_recipient, address)
         except MailgateError as exc:
             log.info("RCPT <%s> refused: %s", shown(address), exc)
-            return exc.smtp_reply
+            return self._refused_recipient(server, session, exc)
         envelope.rcpt_tos.append(address)
         return S250_RCPT_OK
+
+    def _refused_recipient(self, server, session, exc: MailgateError) -> str:
+        """Answer a refused RCPT; past the session's allowance, end the session: one
+        connection must not walk every ticket number (each a Redmine request)."""
+        failed = getattr(session, "mailgate_failed_rcpts", 0) + 1
+        session.mailgate_failed_rcpts = failed
+        if failed <= self.gateway.config.max_failed_recipients:
+            return exc.smtp_reply
+        log.warning("session from %s closed: %d refused recipients", session.peer, failed)
+        # The 421 is written first: close() flushes what the transport holds.
+        asyncio.get_running_loop().call_soon(server.transport.close)
+        return S421_TOO_MANY_FAILED
 
     @property
     def in_flight(self) -> int:
