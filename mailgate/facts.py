@@ -27,7 +27,23 @@ class Facts(Protocol):
                            via_our_mta: bool) -> bool: ...
 
 
-class RedmineFacts:
+class _Trust:
+    """Whether the sender is who they say: the same checks whatever the ticket's facts
+    come from (trusted Authentication-Results need no network; DKIM needs DNS)."""
+
+    config: Config
+
+    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict:
+        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
+                             via_our_mta=via_our_mta)
+
+    def return_path_proven(self, mail: ParsedMail, envelope_sender: str,
+                           via_our_mta: bool) -> bool:
+        return return_path_proven(mail.raw, envelope_sender, self.config.trust,
+                                  via_our_mta=via_our_mta)
+
+
+class RedmineFacts(_Trust):
     """Facts read from Redmine, with the status map learnt once."""
 
     def __init__(self, client, config: Config):
@@ -63,17 +79,8 @@ class RedmineFacts:
         user = self.client.find_user_by_email(address)
         return user.login if user else None
 
-    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict:
-        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
-                             via_our_mta=via_our_mta)
 
-    def return_path_proven(self, mail: ParsedMail, envelope_sender: str,
-                           via_our_mta: bool) -> bool:
-        return return_path_proven(mail.raw, envelope_sender, self.config.trust,
-                                  via_our_mta=via_our_mta)
-
-
-class GivenFacts:
+class GivenFacts(_Trust):
     """Facts stated on the command line: no Redmine is contacted at all."""
 
     def __init__(self, state: str, owner: str, config: Config):
@@ -91,14 +98,3 @@ class GivenFacts:
     def login_for(self, address: str) -> str | None:
         # Without Redmine, assume every sender is a Redmine user.
         return address
-
-    def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict:
-        # The same check as the worker's: trusted Authentication-Results need
-        # no network; a DKIM signature needs its key from DNS.
-        return verify_sender(mail.raw, mail.from_address, settings=self.config.trust,
-                             via_our_mta=via_our_mta)
-
-    def return_path_proven(self, mail: ParsedMail, envelope_sender: str,
-                           via_our_mta: bool) -> bool:
-        return return_path_proven(mail.raw, envelope_sender, self.config.trust,
-                                  via_our_mta=via_our_mta)
