@@ -71,6 +71,10 @@ def _mail_commands(commands) -> None:
     replay = commands.add_parser("replay", help="deliver saved mail (files, dirs, mboxes)")
     _config_option(replay)
     replay.add_argument("--recipient", help="the recipient for every mail (default: headers)")
+    replay.add_argument("--via", default="replay", choices=("replay", "pipe"),
+                        help="replay (the default): the saved mail's Authentication-Results"
+                             " are not believed; pipe: it was saved after our MTA took it in"
+                             " (from its queue, or a mailbox it delivered to)")
     replay.add_argument("paths", nargs="+", metavar="FILE|DIR|MBOX")
     replay.set_defaults(run=_replay)
     _spool_commands(commands)
@@ -266,7 +270,7 @@ def _explain(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from mailgate.intake.replay import replay
 
-    summary = replay(_gateway(args), args.paths, args.recipient,
+    summary = replay(_gateway(args), args.paths, args.recipient, args.via,
                      lambda line: print(line, file=sys.stderr, flush=True))
     print(", ".join(f"{count} {kind}" for kind, count in sorted(summary.items())) or "no mail")
     return EX_OK

@@ -197,4 +197,5 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
     # The one refused command was told to its sender, once a day.
     notices = [m for m in relay.messages() if "was not carried out" in
                " ".join(m.get_content().split())]
-    assert len(notices) == 1 and notices[0]["To"] == "owner@example.org"
+    assert len(notices) == 1 and notices[0]["To"] == "owner@example.org", \
+        [(m["To"], m["Subject"], m["Date"]) for m in notices]

@@ -17,7 +17,8 @@ def test_replay_a_directory(fake_redmine, tmp_path):
     for name in ("support-answer.eml", "owner-reply.eml", "unknown-address.eml",
                  "site-a-new-ticket.eml", "empty.eml"):
         (inbox / name).write_bytes((MAIL / name).read_bytes())
-    result = run_mailgate("replay", "--config", str(config), str(inbox))
+    # Saved from our MTA's delivery: its Authentication-Results are believed.
+    result = run_mailgate("replay", "--config", str(config), "--via", "pipe", str(inbox))
     assert result.returncode == 0, result.stderr
     assert result.stdout.decode().strip() == "2 applied, 1 created, 2 rejected"
     progress = result.stderr.decode()
@@ -27,3 +28,17 @@ def test_replay_a_directory(fake_redmine, tmp_path):
     assert "unknown-address.eml: rejected: 550 5.1.1" in progress
     assert "empty.eml: rejected: 554 5.6.0 empty message" in progress
     assert client.get_issue(ticket).status_name == "Answered"
+
+
+def test_saved_mail_s_authentication_results_are_not_believed_by_default(fake_redmine,
+                                                                          tmp_path):
+    client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    ticket = client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key)
+    saved = tmp_path / "saved.eml"
+    saved.write_bytes((MAIL / "admin-sets-invalid.eml").read_bytes().replace(
+        b"ticket1@", f"ticket{ticket}@".encode()))
+    result = run_mailgate("replay", "--config", str(config), str(saved))
+    assert result.returncode == 0, result.stderr
+    # Nothing says the saved mail came through our MTA: the admin is not verified.
+    assert b"comment" in result.stderr and client.get_issue(ticket).status_name == "Open"

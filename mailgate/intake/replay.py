@@ -25,21 +25,23 @@ def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
             yield str(path), path.read_bytes()
 
 
-def replay(gateway: Gateway, paths: list[str], recipient: str | None, progress) -> Counter:
+def replay(gateway: Gateway, paths: list[str], recipient: str | None, via: str,
+           progress) -> Counter:
+    """``via``: "replay" (nothing says which MTA the saved mail came through, so none
+    of its Authentication-Results are believed) or "pipe" (the operator vouches that
+    it came through ours)."""
     summary: Counter = Counter()
     for name, raw in messages(paths):
-        kind, said = _deliver(gateway, raw, recipient)
+        kind, said = _deliver(gateway, raw, recipient, via)
         summary[kind] += 1
         progress(f"{name}: {kind}: {said}")
     return summary
 
 
-def _deliver(gateway: Gateway, raw: bytes, recipient: str | None):
+def _deliver(gateway: Gateway, raw: bytes, recipient: str | None, via: str):
     """(outcome kind, what to say) for one mail."""
     try:
-        # Saved mail: nothing says which MTA it came through, so none of its
-        # Authentication-Results are believed.
-        delivery = gateway.intake.take(raw, recipient, via="replay")
+        delivery = gateway.intake.take(raw, recipient, via=via)
     except MailgateError as exc:
         return "rejected", exc.smtp_reply
     result = gateway.worker.run_once([delivery.spool_id])
