@@ -96,9 +96,14 @@ class Processor:
             self.fanout.enqueue(event)
 
     def _site_name(self, plan: MailPlan) -> str | None:
-        if plan.site is not None:
-            return plan.site.name
-        found = self.config.site_for_project(getattr(plan.step, "project", None))
+        """The site whose channel hears of it: a new ticket's, or the ticket's project's
+        (never the address a reply came through: a reply to Redmine's notification
+        reaches triage's address, and its ticket's thread is elsewhere).  None: the
+        channel the ticket's posts went to so far."""
+        step = plan.step
+        if isinstance(step, OpenTicket):
+            return step.site.name
+        found = self.config.site_for_project(getattr(step, "project", None))
         return found.name if found else None
 
     def _tell_sender(self, plan: MailPlan, outcome: Outcome,

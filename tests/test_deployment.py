@@ -157,6 +157,17 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
             assert b"Traceback" not in piped.stderr, piped.stderr.decode()
             said[f"pipe-{name}"] = "accepted" if piped.returncode == 0 else "refused"
             (replay_dir / name).write_bytes(tickets.mail_for(name, "replay"))
+        # One ticket's conversation through two addresses: its own, and Redmine's
+        # notification address (triage's): one Discord thread.
+        both = tickets.client.create_issue("site-a", "two ways in", "Deployment test.",
+                                           as_user="owner")
+        for name in ("owner-reply.eml", "redmine-notification-reply.eml"):
+            raw = (MAIL / name).read_bytes().replace(b"ticket1@", f"ticket{both}@".encode())
+            raw = raw.replace(b"#1]", f"#{both}]".encode()).replace(
+                b"redmine.issue-1.", f"redmine.issue-{both}.".encode()).replace(
+                b"Message-ID: <", b"Message-ID: <both-")
+            tickets.keys[parse_mail(raw, headers_only=True).message_id] = f"both-{name}"
+            assert send_smtp(server.smtp_port, raw, lmtp=False) == "accepted"
         # A duplicate: the same mail delivered twice (a client that retried).
         twice = tickets.mail_for("owner-reply.eml", "twice")
         for _ in range(2):
@@ -182,6 +193,9 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
         kinds.setdefault(tickets.key_of(mail), []).append(
             mail.outcome["kind"] if mail.outcome else mail.state)
     assert kinds.pop("twice-owner-reply.eml") == ["applied", "duplicate"]
+    assert [kinds.pop(f"both-{n}") for n in ("owner-reply.eml",
+                                             "redmine-notification-reply.eml")] == [
+        ["applied"], ["applied"]]
     for name, expected in OUTCOMES.items():
         for source in SOURCES:
             key = f"{source}-{name}"
@@ -191,9 +205,11 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
     # No dead letter, and no traceback in the gateway's own log.
     assert not gateway.spool.mails(state="dead")
     assert "Traceback" not in caplog.text
-    # One Discord thread per ticket that got a post.
+    # One Discord thread per ticket that got a post, whichever address its mail reached.
     names = [thread.name for thread in fake_discord.threads()]
     assert len(names) == len(set(names)) and names
+    [conversation] = [t for t in fake_discord.threads() if t.name.startswith(f"#{both} ")]
+    assert len(conversation.messages) == 2
     # The one refused command was told to its sender, once a day.
     notices = [m for m in relay.messages() if "was not carried out" in
                " ".join(m.get_content().split())]
