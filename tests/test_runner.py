@@ -175,3 +175,37 @@ def test_serve_outlives_a_locked_spool_under_every_runner(fake_redmine, fake_dis
 
 class _Recording(SpoolQueue):
     """The spool queue, unchanged: named so the crash test reads as the runner's."""
+
+
+def test_serve_outlives_lost_postgresql_connections_under_every_runner(
+        fake_redmine, fake_discord, pg_url, tmp_path):
+    """Through `serve` on PostgreSQL: every connection of the store killed by the server
+    (as a failover or a restart does); the three runners log it, reconnect, and the
+    next mail is applied and told to Discord."""
+    import uuid
+
+    import psycopg
+
+    # Only this gateway's connections are killed: they carry a name of their own.
+    name = f"mailgate-test-{uuid.uuid4().hex[:8]}"
+    hook = fake_discord.add_webhook(forum=True)
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          spool={"url": f"{pg_url}&application_name={name}"},
+                          discord={"api_base": fake_discord.api_base,
+                                   "channels": {"site-a": hook}, "triage": hook},
+                          notify={"relay": "127.0.0.1:9", "from": "mailgate@example.org"})
+    with RunningGateway(config, lmtp=False, metrics=True) as server:
+        runners = server.gateway.runners()
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            killed = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE application_name = %s", (name,)).fetchone()[0]
+        assert killed >= 3
+        assert wait_until(lambda: all(r.counts["loop_errors"] for r in runners), 30, 0.1)
+        with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+            smtp.sendmail("owner@example.org", ["site-a@example.org"],
+                          fixture("site-a-new-ticket.eml"))
+        assert wait_until(lambda: fake_discord.messages, 30, 0.1)
+        assert all(r.alive for r in runners)
+        health = requests.get(f"http://127.0.0.1:{server.metrics_port}/healthz", timeout=5)
+        assert (health.status_code, health.text) == (200, "ok\n")
