@@ -307,6 +307,14 @@ def _spool(args: argparse.Namespace) -> int:
     return spool_cli.stats(spool, out)
 
 
+#: Commands that only print what they read: a reader that stops early is no error.
+READERS = frozenset({"explain", "check-config", "spool", "workflow", "sweep"})
+
+
+class _Never(Exception):
+    """Matches nothing: the except clause for a broken pipe outside READERS."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -316,10 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EX_TEMPFAIL
+    except BrokenPipeError if args.command in READERS else _Never:
+        # `mailgate spool list | head -1`: the reader has all it wanted.  Only for
+        # commands that just print: elsewhere a broken pipe is a failure like any other.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EX_OK
     except Exception as exc:  # never exit 0 (or a bounce code) after a crash
         logging.getLogger("mailgate").exception("internal error")
         print(f"mailgate: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return EX_TEMPFAIL
-    except BrokenPipeError:
-        return EX_OK
 

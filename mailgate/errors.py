@@ -41,11 +41,17 @@ class MailgateError(Exception):
     smtp_code = 451
     smtp_status = "4.3.0"
     exit_code = EX_TEMPFAIL
+    #: Whether the reply to the SMTP client may say what went wrong.  A failure of
+    #: ours (Redmine, the database) is none of the sender's business, and its text
+    #: names internal hosts: the client hears only "try again later"; the log has it.
+    tells_client = True
 
     @property
     def smtp_reply(self) -> str:
         # One line only: a newline inside an SMTP reply would break the protocol.
         text = " ".join(str(self).split()) or type(self).__name__
+        if not self.tells_client:
+            text = "temporary failure, please try again later"
         return f"{self.smtp_code} {self.smtp_status} {text}"
 
 
@@ -55,10 +61,12 @@ class TemporaryError(MailgateError):
 
 class RedmineUnavailable(TemporaryError):
     smtp_status = "4.4.1"
+    tells_client = False
 
 
 class SpoolBusy(TemporaryError):
     smtp_status = "4.3.0"
+    tells_client = False
 
 
 class PermanentError(MailgateError):
@@ -124,3 +132,4 @@ class ConfigError(MailgateError):
     smtp_code = 451
     smtp_status = "4.3.5"
     exit_code = EX_CONFIG
+    tells_client = False

@@ -82,6 +82,8 @@ def test_redmine_down_during_the_check_is_451_4_4_1(server, fake_redmine, ticket
     with smtp(server) as conn:
         code, text = rcpt(conn, f"ticket{ticket}@example.org")
     assert code == 451 and text.startswith(b"4.4.1")
+    # Our trouble is not the sender's business: no internal URL, no exception text.
+    assert text == b"4.4.1 temporary failure, please try again later"
 
 
 def test_too_many_recipients_is_452(server, ticket):

@@ -59,3 +59,23 @@ def test_drop_asks_first(stuck):
     assert status == 0 and "dropped 1" in out
     assert spool(stuck, "drop", "2", "--yes") == (0, "dropped 2\n")
     assert "0 mail(s)" in spool(stuck, "list")[1]
+
+
+def test_a_reader_that_stops_early_is_no_error(tmp_path):
+    """`mailgate spool list | head -1` said "internal error: BrokenPipeError"."""
+    import subprocess
+    import sys
+
+    from mailgate.store import open_spool
+    from tests.helpers import child_env
+
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key")
+    store = open_spool(tmp_path / "spool.db")
+    # Enough lines that the reader's pipe fills (64 kB) while the list is still printing.
+    store._insert([("o@example.org", [(f"ticket{n}@example.org", None)], b"Subject: x\r\n\r\nx",
+                    None) for n in range(3000)])
+    shell = (f"{sys.executable} -m mailgate spool list --config {config} | head -1;"
+             " echo status=${PIPESTATUS[0]}")
+    result = subprocess.run(["bash", "-c", shell], capture_output=True, env=child_env())
+    assert result.stdout.decode().splitlines()[-1] == "status=0", result.stderr.decode()
+    assert b"internal error" not in result.stderr and b"Traceback" not in result.stderr
