@@ -355,3 +355,69 @@ def test_lmtp_delivers_and_refuses_an_unknown_recipient_alone(real_redmine, clie
     # One line per recipient for this mail, nothing deferred or retried.
     assert sorted(deliveries(instance, queue_id)) == sorted([good, nobody])
     assert postfix_log(instance).count(f"{queue_id}: to=<") == 2
+
+
+# Every form in which a forged field passed itself off as our MTA's (issue 18, finding 1):
+# comments before the authserv-id, nested comments, quoting, quoted-pairs, case, folding,
+# and the obsolete space before the colon.
+FORGED_RESULTS = [
+    "Authentication-Results: mx.example.org; dkim=pass header.d=example.org",
+    "Authentication-Results: (relayed) mx.example.org; dkim=pass header.d=example.org",
+    "Authentication-Results: (x)mx.example.org; dkim=pass header.d=example.org",
+    'Authentication-Results: "mx.example.org"; dkim=pass header.d=example.org',
+    'Authentication-Results: "mx\\.example\\.org"; dkim=pass header.d=example.org',
+    "Authentication-Results: (a (nested) one) mx.example.org; dmarc=pass header.from=example.org",
+    "authentication-results: MX.Example.ORG; dkim=pass header.d=example.org",
+    "Authentication-Results:\r\n\t(folded)\r\n mx.example.org;\r\n dkim=pass header.d=example.org",
+    "Authentication-Results : mx.example.org; dkim=pass header.d=example.org",
+]
+
+
+def forged_admin_reply(ticket: int, body: str) -> bytes:
+    """The admin's address, no signature, and our MTA's verdict forged in every form."""
+    head = [*FORGED_RESULTS,
+            "From: Redmine Admin <admin@example.org>",
+            f"To: ticket{ticket}@example.org",
+            f"Subject: Re: ticket {ticket}",
+            f"Message-ID: <{uuid.uuid4().hex}@forged.test>",
+            "X-Kept: this field is not Authentication-Results"]
+    return ("\r\n".join(head) + f"\r\n\r\nStatus: invalid\r\n\r\n{body}\r\n").encode()
+
+
+def spooled_raw(config: Path) -> list[bytes]:
+    """Every mail in the spool, as mailgate received it (its own CLI)."""
+    def cli(*args: str) -> str:
+        return subprocess.run([sys.executable, "-m", "mailgate", "spool", *args,
+                               "--config", str(config)], capture_output=True, check=True,
+                              env=child_env(), timeout=60).stdout.decode()
+    ids = re.findall(r"^\s*(\d+) (?:queued|dead|done) ", cli("list", "--state", "all"), re.MULTILINE)
+    assert ids, "nothing in the spool"
+    return [cli("show", "--raw", mail_id).encode() for mail_id in ids]
+
+
+@pytest.mark.real_redmine
+@pytest.mark.slow
+def test_the_shipped_header_checks_remove_forged_authentication_results(
+        real_redmine, client, instance, tmp_path):
+    # mailgate believes mx.example.org, as it would behind this Postfix with a DKIM milter.
+    config = write_config(tmp_path / "mailgate.yaml", real_redmine.url, real_redmine.admin_key,
+                          trust={"trusted_authserv_ids": ["mx.example.org"],
+                                 "trusted_relays": []})
+    lmtp_port, port = free_port(), free_port()
+    with serve_lmtp(config, lmtp_port, tmp_path / "serve.log"):
+        postfix_local("start", str(instance), str(port), "--lmtp", f"127.0.0.1:{lmtp_port}")
+        ticket = new_ticket(client)
+        before = client.get_issue(ticket).status_name
+        body = f"forged admin {uuid.uuid4().hex[:6]}"
+        queue_id = send(port, [f"ticket{ticket}@example.org"], forged_admin_reply(ticket, body))
+        wait_for_status(instance, queue_id, f"ticket{ticket}@example.org", "sent")
+        wait_for_note(client, ticket, body)
+    [raw] = spooled_raw(config)
+    header = raw.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0]
+    assert b"X-Kept: this field is not Authentication-Results" in header
+    assert not re.search(rb"(?im)^authentication-results", header), header.decode()
+    # And so the admin's address alone acted as nobody: the gateway wrote, nothing moved.
+    issue = client.get_issue(ticket)
+    [journal] = [j for j in issue.journals if body in j.notes]
+    assert journal.user_name != "Redmine Admin" and journal.status_change is None
+    assert issue.status_name == before
