@@ -314,7 +314,13 @@ _PAIR = re.compile(rf'([\w.\-/]+)\s*=\s*({_QUOTED}|[^\s"]+)')
 
 
 def _parse_authentication_results(value: str) -> tuple[str, list[tuple[str, str, dict]]]:
-    """(authserv-id, [(method, result, {ptype.property: value})]) of one field."""
+    """(authserv-id, [(method, result, {ptype.property: value})]) of one field.
+
+    Not the ``authres`` library: its 1.2.0 raises SyntaxError on a quoted
+    authserv-id and on a value folded before it, both valid RFC 8601 (the
+    id is a ``value``: token or quoted-string), and a field we cannot read
+    must still be read the way a forger meant it, to be judged by its id.
+    """
     text = " ".join(value.split())
     # Comments may nest: drop the innermost ones until none is left (bounded).
     for _ in range(8):

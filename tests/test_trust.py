@@ -410,7 +410,7 @@ def _authserv_id(text: str) -> str:
 AR_FORMS = st.sampled_from([
     "mx.example.org", "(relayed) mx.example.org", "(x)mx.example.org", '"mx.example.org"',
     "MX.Example.ORG", " mx.example.org ", "((a)b) mx.example.org", "mx.example.org 1",
-    "other.example.net", "mx.example.org.evil.test",
+    "\r\n\t(folded)\r\n mx.example.org", "other.example.net", "mx.example.org.evil.test",
 ])
 AR_RESULTS = st.sampled_from(["dkim=pass header.d=example.org", "dkim=fail header.d=example.org",
                               "dmarc=pass header.from=example.org", "dkim=pass header.i=@example.org",
