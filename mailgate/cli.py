@@ -49,6 +49,13 @@ def _mail_commands(commands) -> None:
                       help="spool and exit; `mailgate worker` applies it (no Redmine check)")
     pipe.set_defaults(run=_pipe)
 
+    fetch = commands.add_parser("fetch", help="take the mail waiting in the imap: mailboxes,"
+                                " once (for cron), and apply it")
+    _config_option(fetch)
+    fetch.add_argument("--queue-only", action="store_true",
+                       help="spool and file the mail; `mailgate worker` (or serve) applies it")
+    fetch.set_defaults(run=_fetch)
+
     worker = commands.add_parser("worker", help="process the spool until it is empty")
     _config_option(worker)
     worker.add_argument("--forever", action="store_true", help="keep polling the spool")
@@ -183,8 +190,9 @@ def _serve(args: argparse.Namespace) -> int:
     gateway = _gateway(args)
     smtp = args.smtp or gateway.config.smtp_listen
     lmtp = args.lmtp or gateway.config.lmtp_listen
-    if not (smtp or lmtp):
-        raise SystemExit("mailgate serve: give --smtp and/or --lmtp (or listen: in the config)")
+    if not (smtp or lmtp or gateway.config.imap):
+        raise SystemExit("mailgate serve: give --smtp and/or --lmtp (or listen: or imap:"
+                         " in the config)")
     check_startup(gateway)
     metrics = args.metrics or gateway.config.metrics_listen
     asyncio.run(serve(gateway, smtp, lmtp, metrics=metrics))
@@ -212,6 +220,27 @@ def _pipe(args: argparse.Namespace) -> int:
                             process=not args.queue_only)
     print(f"mailgate: {said}", file=sys.stderr)
     return status
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from mailgate.errors import ConfigError
+    from mailgate.intake.imap import fetch_once, worst
+
+    _setup_logging()
+    gateway = _gateway(args)
+    if gateway.config.imap is None:
+        raise ConfigError(f"{args.config}: no imap: section, so no mailbox to fetch from")
+    _, errors = fetch_once(gateway, gateway.config.imap,
+                           lambda line: print(line, file=sys.stderr, flush=True))
+    if not args.queue_only:
+        # As `mailgate worker`: what was taken, then the Discord posts and notices it made.
+        gateway.drain()
+    if errors:
+        for error in errors:
+            if error is not worst(errors):
+                print(f"mailgate: {error}", file=sys.stderr)
+        raise worst(errors)
+    return EX_OK
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -118,6 +118,8 @@ class Config:
     redmine_down_alarm: float = 600.0
     #: /healthz fails when the oldest waiting mail is older than this (seconds).
     spool_stuck_alarm: float = 3600.0
+    #: IMAP mailboxes to take mail from (mailgate.intake.imap_settings), or None.
+    imap: Any = None
 
     @property
     def store(self) -> Location:
@@ -159,6 +161,9 @@ ENV_KEYS = [
     ("attachments", "max_size"), ("attachments", "max_count"),
     ("discord", "bot_token"), ("notify", "relay"), ("notify", "from"), ("notify", "enabled"),
     ("trust", "dns_timeout"),
+    # Every mailbox's defaults (a mailbox's own setting wins).
+    ("imap", "login_alarm"), ("imap", "poll_interval"), ("imap", "idle"),
+    ("imap", "batch_size"), ("imap", "timeout"),
     (None, "unknown_senders"), (None, "unverified_senders"), (None, "attach_original"),
 ]
 
@@ -279,6 +284,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         metrics_listen=listen.get("metrics"),
         redmine_down_alarm=_number(server, "redmine_down_alarm", 600.0, "server"),
         spool_stuck_alarm=_number(server, "spool_stuck_alarm", 3600.0, "server"),
+        imap=_imap(data.get("imap"), {**sites, **({"triage": triage} if triage else {})},
+                   base),
     )
 
 
@@ -393,6 +400,14 @@ def _notify(data: Mapping[str, Any], hostname: str):
     from mailgate.outbound.notify import load_notify_settings
 
     return load_notify_settings(_section(data, "notify"), hostname=hostname)
+
+
+def _imap(section: Any, sites: Mapping[str, Site], base: Path):
+    if section is None:
+        return None
+    from mailgate.intake.imap_settings import load_imap_settings
+
+    return load_imap_settings(section, sites=sites, base=base)
 
 
 def _attachment_limits(spec: Mapping[str, Any]):

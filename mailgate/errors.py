@@ -5,7 +5,9 @@
     MailgateError
     ├── TemporaryError            try again later: SMTP 451, exit 75 (EX_TEMPFAIL)
     │   ├── RedmineUnavailable    connection refused, timeout, 5xx, 429, concurrent edit
-    │   └── SpoolBusy             the spool database is locked
+    │   ├── SpoolBusy             the spool database is locked
+    │   ├── MailboxUnavailable    an IMAP mailbox cannot be reached or read now
+    │   └── MailTakenElsewhere    another process took this mail from its mailbox first
     ├── PermanentError            do not retry this mail: SMTP 5xx, exit 65/67/77
     │   ├── BadMessage            empty or unparseable input (554 5.6.0, exit 65)
     │   ├── MessageTooBig         over the configured size (552 5.3.4, exit 65)
@@ -16,6 +18,7 @@
     │   ├── Forbidden             Redmine refused this ticket to this user (403)
     │   └── RedmineRejected       Redmine refused the write with messages (422)
     └── ConfigError               the operator must fix something: exit 78; SMTP 451 4.3.5
+        └── MailboxLoginFailed    an IMAP server refused our login (password, token)
 
 Only the edges (the SMTP/LMTP handler, the pipe command, the CLI) turn these into reply
 codes or exit codes, reading the class attributes below.  "Ignored" and "duplicate" are
@@ -67,6 +70,17 @@ class RedmineUnavailable(TemporaryError):
 class SpoolBusy(TemporaryError):
     smtp_status = "4.3.0"
     tells_client = False
+
+
+class MailboxUnavailable(TemporaryError):
+    """An IMAP mailbox cannot be reached, or the connection was lost (mailgate.intake.imap)."""
+
+    tells_client = False
+
+
+class MailTakenElsewhere(TemporaryError):
+    """Another process recorded this mailbox mail's receipt first: it is spooled there,
+    and must not be spooled again here (mailgate.store.receipts)."""
 
 
 class PermanentError(MailgateError):
@@ -133,3 +147,8 @@ class ConfigError(MailgateError):
     smtp_status = "4.3.5"
     exit_code = EX_CONFIG
     tells_client = False
+
+
+class MailboxLoginFailed(ConfigError):
+    """An IMAP server refused the login: a wrong password or token, or a locked account.
+    ``fetch`` exits 78; ``serve`` tries again with backoff, and /healthz turns red."""

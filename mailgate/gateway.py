@@ -77,6 +77,21 @@ class Gateway:
         runners += [side.runner for side in (self.fanout, self.notifier) if side is not None]
         return runners
 
+    @cached_property
+    def mailbox_watchers(self) -> list:
+        """``serve``'s IMAP side: a watcher per configured mailbox
+        (mailgate.intake.imap_watch), made on first use; none without ``imap:``."""
+        if self.config.imap is None:
+            return []
+        from mailgate.intake.imap_watch import build_watchers
+
+        return build_watchers(self)
+
+    def supervised(self) -> list:
+        """What /healthz and /metrics watch: every queue runner, and the mailbox
+        watchers once made (``serve`` makes them when it has mailboxes)."""
+        return [*self.runners(), *self.__dict__.get("mailbox_watchers", [])]
+
     # -- the intake's calls, as every source uses them ------------------------------
 
     @property

@@ -82,7 +82,9 @@ class TrustSettings:
         if via in ("lmtp", "pipe"):
             return True
         kind, _, client = (via or "").partition(" ")
-        return kind == "smtp" and client in self.trusted_relays
+        # "imap NAME": a mailbox whose mail host is the operator's MTA (the default;
+        # a mailbox set ``trust_mail_host: false`` spools as "mailbox NAME").
+        return kind == "imap" or (kind == "smtp" and client in self.trusted_relays)
 
 
 def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:

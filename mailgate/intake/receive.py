@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from mailgate.config import Config
 from mailgate.errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
                              UnknownAddress)
-from mailgate.mail.message import ParsedMail, parse_mail
+from mailgate.mail.message import RECIPIENT_HEADERS, ParsedMail, parse_mail, recipient_hints
 from mailgate.intake.ratelimit import sender_key
 from mailgate.routing import Recipient, resolve_recipient, route_mail
+from mailgate.store.receipts import Receipt
 from mailgate.store.spool import Spool
 
 log = logging.getLogger("mailgate")
@@ -33,8 +34,12 @@ class Envelope:
     mail_from: str
     recipients: tuple[str, ...]
     raw: bytes
-    #: How it reached us: "lmtp", "pipe", "smtp <client address>", "replay".
+    #: How it reached us: "lmtp", "pipe", "smtp <client address>", "replay",
+    #: "imap <mailbox>".
     via: str = "smtp"
+    #: A mailbox source's record of where the mail was, committed with the mail
+    #: (mailgate.store.receipts); None for mail handed to us.
+    receipt: Receipt | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +100,7 @@ class Intake:
             raise next(iter(results.values())).error
         accepted = [a for a in envelope.recipients if a not in results]
         ids = self.spool.add(envelope.mail_from, [(a, order_keys[a]) for a in accepted],
-                             envelope.raw, envelope.via) if accepted else []
+                             envelope.raw, envelope.via, envelope.receipt) if accepted else []
         results.update({a: Delivery(a, spool_id=i) for a, i in zip(accepted, ids)})
         for address in envelope.recipients:
             log.info("received %s for <%s>: %s", mail.key, address,
@@ -103,15 +108,17 @@ class Intake:
         return [results[a] for a in envelope.recipients]
 
     def take(self, raw: bytes, recipient: str | None = None,
-             sender: str | None = None, via: str = "pipe") -> Delivery:
-        """One mail without an SMTP envelope (the pipe, replay): what is missing of the
-        envelope is read from the header fields, the same way for every such source."""
+             sender: str | None = None, via: str = "pipe", *,
+             hints: HeaderHints | None = None, receipt: Receipt | None = None) -> Delivery:
+        """One mail without an SMTP envelope (the pipe, replay, a mailbox): what is
+        missing of the envelope is read from the header fields, the same way for
+        every such source (``hints``: a mailbox's own order of them, and its site)."""
         self.check_size(raw)
         mail = parse_mail(raw, headers_only=True)
-        recipient = recipient or recipient_from_headers(mail, self.config)
+        recipient = recipient or recipient_from_headers(mail, self.config, hints)
         self.check_recipient(recipient)
         sender = sender if sender is not None else envelope_sender_from_headers(mail)
-        [delivery] = self.receive(Envelope(sender, (recipient,), raw, via),
+        [delivery] = self.receive(Envelope(sender, (recipient,), raw, via, receipt),
                                   all_or_nothing=True)
         return delivery
 
@@ -151,14 +158,32 @@ class Intake:
         return f"ticket:{route.ticket}" if route.kind == "reply" else None
 
 
-def recipient_from_headers(mail: ParsedMail, config: Config) -> str:
-    """For mail without an envelope (pipe, replay): the first header address we serve."""
-    for address in mail.original_to:
+@dataclass(frozen=True)
+class HeaderHints:
+    """How a source without an envelope finds the recipient in the header fields."""
+
+    #: Header field names, most trustworthy first.
+    order: tuple[str, ...] = RECIPIENT_HEADERS
+    #: A mailbox bound to one site: its mail opens tickets there (a ticket<ID>@
+    #: address in the headers still makes it a reply to that ticket).
+    site_address: str | None = None
+
+
+def recipient_from_headers(mail: ParsedMail, config: Config,
+                           hints: HeaderHints | None = None) -> str:
+    """For mail without an envelope (pipe, replay, a mailbox): the first header
+    address we serve, in the order the source trusts the fields."""
+    addresses = mail.original_to if hints is None or hints.order == RECIPIENT_HEADERS \
+        else recipient_hints(mail, hints.order)
+    for address in addresses:
         try:
-            resolve_recipient(address, config)
+            recipient = resolve_recipient(address, config)
         except UnknownAddress:
             continue
-        return address
+        if hints is None or hints.site_address is None or recipient.kind == "ticket":
+            return address
+    if hints is not None and hints.site_address is not None:
+        return hints.site_address
     raise UnknownAddress("no recipient given and no address in the headers that is served here")
 
 

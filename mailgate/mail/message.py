@@ -23,6 +23,7 @@ import hashlib
 import mimetypes
 import re
 from dataclasses import dataclass, field, replace
+from typing import Sequence
 from email.errors import HeaderParseError
 from email.header import decode_header, make_header
 from email.message import Message
@@ -341,10 +342,21 @@ def _message_ids(value: str) -> list[str]:
     return [f"<{m}>" for m in _MSGID.findall(value)]
 
 
-def _recipient_hints(message: Message) -> list[str]:
+#: Where a mail without an envelope names its recipients, most trustworthy first.
+RECIPIENT_HEADERS = ("x-original-to", "delivered-to", "to", "cc")
+
+
+def recipient_hints(mail: ParsedMail, names: Sequence[str]) -> tuple[str, ...]:
+    """The addresses in the header fields ``names``, in that order (the IMAP source's
+    configurable order; ``ParsedMail.original_to`` is RECIPIENT_HEADERS')."""
+    message = BytesHeaderParser().parsebytes(_header_block(mail.raw))
+    return tuple(_recipient_hints(message, [n.lower() for n in names]))
+
+
+def _recipient_hints(message: Message, names: Sequence[str] = RECIPIENT_HEADERS) -> list[str]:
     """X-Original-To, Delivered-To, then To and Cc: the order MTAs make them trustworthy."""
     hints = []
-    for name in ("x-original-to", "delivered-to", "to", "cc"):
+    for name in names:
         values = [str(v) for v in message.get_all(name, [])]
         hints += [addr.lower() for _, addr in getaddresses(values) if addr]
     return hints

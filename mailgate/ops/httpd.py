@@ -33,7 +33,7 @@ def _handler(gateway):
                 problems = health(gateway.metrics, gateway.spool,
                                   redmine_alarm=config.redmine_down_alarm,
                                   stuck_alarm=config.spool_stuck_alarm,
-                                  runners=gateway.runners())
+                                  runners=gateway.supervised())
                 text = "\n".join(problems) if problems else "ok"
                 self._send(503 if problems else 200, (text + "\n").encode(), "text/plain")
             else:

@@ -33,6 +33,16 @@ class Metrics:
         self.discord_latency = Histogram("mailgate_discord_request_seconds",
                                          "Discord API answers, by status class", ["status"],
                                          buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.imap_mails = Counter("mailgate_imap_mails", "Mails taken from IMAP mailboxes, by"
+                                  " mailbox and what became of them (spooled, rejected,"
+                                  " deferred: left for the next pass, filed: taken before)",
+                                  ["mailbox", "result"], registry=self.registry)
+        self.imap_logins = Counter("mailgate_imap_logins", "IMAP logins, by mailbox and result",
+                                   ["mailbox", "result"], registry=self.registry)
+        self.imap_errors = Counter("mailgate_imap_connection_errors",
+                                   "IMAP connections that failed or were lost, by mailbox and"
+                                   " stage (connect, connection)", ["mailbox", "stage"],
+                                   registry=self.registry)
         #: When Redmine last failed us with no success since (time.time()), or None.
         self.redmine_down_since: float | None = None
 
@@ -82,9 +92,9 @@ class _QueueCollector:
         items = GaugeMetricFamily("mailgate_queue_items",
                                   "Each durable queue: what it holds, and what its runner did"
                                   " since start (run_*), by kind", labels=["queue", "kind"])
-        alive = GaugeMetricFamily("mailgate_runner_up", "1 while a queue's runner is running",
-                                  labels=["queue"])
-        for runner in self.gateway.runners():
+        alive = GaugeMetricFamily("mailgate_runner_up", "1 while a queue's runner (or an IMAP"
+                                  " mailbox's watcher) is running", labels=["queue"])
+        for runner in self.gateway.supervised():
             for kind, count in runner.stats().items():
                 if isinstance(count, (int, float)):
                     items.add_metric([runner.name, kind], count)

@@ -99,6 +99,18 @@ _RATE_BUCKETS = """CREATE TABLE rate_buckets (
     updated_at DOUBLE PRECISION NOT NULL
 )"""
 
+# mailgate.store.receipts: one row per mail taken out of a mailbox.
+_RECEIPTS = """CREATE TABLE receipts (
+    source TEXT NOT NULL,                   -- the mailbox: user@host/folder
+    uidvalidity BIGINT NOT NULL,            -- unsigned 32-bit: past INTEGER's range
+    uid BIGINT NOT NULL,
+    mail_key TEXT NOT NULL,                 -- Message-ID, else sha256 of the bytes
+    outcome TEXT NOT NULL,                  -- spooled, rejected, duplicate
+    reason TEXT,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (source, uidvalidity, uid)
+)"""
+
 MIGRATIONS = check_order([
     Migration(1, "the spool as before versions", [
         _MESSAGES,
@@ -125,6 +137,10 @@ MIGRATIONS = check_order([
     ]),
     Migration(4, "how each mail reached us (whose Authentication-Results count)", [
         "ALTER TABLE messages ADD COLUMN via TEXT",
+    ]),
+    Migration(5, "receipts: the mail taken from IMAP mailboxes, by UID and by key", [
+        _RECEIPTS,
+        "CREATE INDEX receipts_key ON receipts (source, mail_key)",
     ]),
 ])
 

@@ -28,10 +28,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
-from mailgate.store import retention
+from mailgate.errors import MailTakenElsewhere
+from mailgate.store import receipts, retention
 from mailgate.store.claims import holder_is_gone, host_prefix, this_process
 from mailgate.store.connect import connect
 from mailgate.store.database import Database, Location
+from mailgate.store.receipts import Receipt, Receipts
 from mailgate.store.spool_sql import COLUMNS, POSTGRES, SQLITE, SpoolSQL
 
 __all__ = ["COLUMNS", "PostgresSpool", "Spool", "SpooledMail", "SqliteSpool"]
@@ -102,16 +104,34 @@ class Spool:
     # -- taking mail in ---------------------------------------------------------
 
     def add(self, mail_from: str, recipients: Sequence[tuple[str, str | None]],
-            raw: bytes, via: str | None = None) -> list[int]:
-        """Commit one row per (recipient, order key), durably, and return their ids."""
-        return self._insert([(mail_from, recipients, raw, via)])[0]
+            raw: bytes, via: str | None = None, receipt: Receipt | None = None
+            ) -> list[int]:
+        """Commit one row per (recipient, order key), durably, and return their ids.
 
-    def _insert(self, mails: Sequence[tuple]) -> list[list[int]]:
-        """Several mails in one transaction: one commit, one fsync, for all of them."""
+        With a ``receipt`` (a mail taken from a mailbox) the receipt is committed
+        with the rows; if that mail already has one (another process took it
+        first), nothing is spooled and ``MailTakenElsewhere`` is raised."""
+        ids = self._insert([(mail_from, recipients, raw, via, receipt)])[0]
+        if ids is None:
+            raise MailTakenElsewhere(f"{receipt.source} UID {receipt.uid}: already taken")
+        return ids
+
+    @property
+    def receipts(self) -> Receipts:
+        """What the mailbox sources took (mailgate.store.receipts)."""
+        return Receipts(self.db)
+
+    def _insert(self, mails: Sequence[tuple]) -> list[list[int] | None]:
+        """Several mails in one transaction: one commit, one fsync, for all of them.
+        A mail whose receipt was already recorded is left out (None in its place)."""
         now = time.time()
-        batches = []
+        batches: list[list[int] | None] = []
         with self.db.transaction() as cur:
-            for mail_from, recipients, raw, via in mails:
+            for mail_from, recipients, raw, via, receipt in mails:
+                if receipt is not None and not receipts.record(cur, self.db.backend,
+                                                               receipt, "spooled"):
+                    batches.append(None)
+                    continue
                 inline, body = self._store(cur, raw)
                 ids = []
                 for rcpt, order_key in recipients:
@@ -221,6 +241,7 @@ class _Waiting:
         self.mail = mail
         self.ids: list[int] | None = None
         self.error: BaseException | None = None
+        self.done = False
 
 
 class SqliteSpool(Spool):
@@ -237,17 +258,18 @@ class SqliteSpool(Spool):
         self._committer = threading.Lock()
 
     def add(self, mail_from: str, recipients: Sequence[tuple[str, str | None]],
-            raw: bytes, via: str | None = None) -> list[int]:
+            raw: bytes, via: str | None = None, receipt: Receipt | None = None
+            ) -> list[int]:
         """Group commit: mails that arrive while a commit is on disk share the next one.
 
         Each caller still returns only after the commit that holds its mail, so
         250 still means "on disk"; but under load one fsync serves many mails.
         """
-        me = _Waiting((mail_from, recipients, raw, via))
+        me = _Waiting((mail_from, recipients, raw, via, receipt))
         with self._waiting_lock:
             self._waiting.append(me)
         with self._committer:
-            if me.ids is None and me.error is None:
+            if not me.done:
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
                 try:
@@ -256,8 +278,12 @@ class SqliteSpool(Spool):
                 except BaseException as exc:
                     for waiting in batch:
                         waiting.error = exc
+                for waiting in batch:
+                    waiting.done = True
         if me.error is not None:
             raise me.error
+        if me.ids is None:
+            raise MailTakenElsewhere(f"{receipt.source} UID {receipt.uid}: already taken")
         return me.ids
 
     # -- the mail's bytes: in ``bodies``, written and read through blob handles --------

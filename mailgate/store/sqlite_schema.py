@@ -114,6 +114,18 @@ _RATE_BUCKETS = """CREATE TABLE IF NOT EXISTS rate_buckets (
     updated_at REAL NOT NULL
 )"""
 
+# mailgate.store.receipts: one row per mail taken out of a mailbox.
+_RECEIPTS = """CREATE TABLE receipts (
+    source TEXT NOT NULL,                   -- the mailbox: user@host/folder
+    uidvalidity INTEGER NOT NULL,
+    uid INTEGER NOT NULL,
+    mail_key TEXT NOT NULL,                 -- Message-ID, else sha256 of the bytes
+    outcome TEXT NOT NULL,                  -- spooled, rejected, duplicate
+    reason TEXT,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (source, uidvalidity, uid)
+)"""
+
 MIGRATIONS = check_order([
     Migration(1, "the tables as before versions", [
         _MESSAGES, _BODIES, _PROCESSED, _add_missing_columns,
@@ -140,6 +152,10 @@ MIGRATIONS = check_order([
     ]),
     Migration(4, "how each mail reached us (whose Authentication-Results count)", [
         "ALTER TABLE messages ADD COLUMN via TEXT",
+    ]),
+    Migration(5, "receipts: the mail taken from IMAP mailboxes, by UID and by key", [
+        _RECEIPTS,
+        "CREATE INDEX receipts_key ON receipts (source, mail_key)",
     ]),
 ])
 
