@@ -1,4 +1,5 @@
-"""``mailgate serve``: the SMTP/LMTP listeners and the spool worker in one process.
+"""``mailgate serve``: the SMTP/LMTP listeners, the IMAP mailboxes and the spool worker in
+one process.
 
 Start-up checks what would otherwise fail on every mail (the API key, the
 status names) and stops with exit 78 when the configuration is wrong.  On
@@ -72,6 +73,11 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         log.info("%s listening on %s:%d", "LMTP" if lmtp_mode else "SMTP", host, port)
     if run_worker:
         start_runners(gateway, worker_stop)
+    # The IMAP mailboxes: a source, like the listeners (mailgate.intake.imap_watch).
+    for watcher in gateway.mailbox_watchers:
+        watcher.start(worker_stop)
+        log.info("IMAP: watching %s (%s@%s)", watcher.box.name, watcher.box.user,
+                 watcher.box.host)
     http = start_http(gateway, metrics) if metrics else None
     if ready:
         ready.set()
@@ -81,6 +87,7 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         server.close()
     await _drain(handlers)
     worker_stop.set()
+    await asyncio.to_thread(_stop_watchers, gateway)
     if run_worker:
         await asyncio.to_thread(stop_runners, gateway)
     if http is not None:
@@ -104,6 +111,15 @@ def stop_runners(gateway: Gateway) -> None:
     deadline = time.monotonic() + SHUTDOWN_GRACE
     for runner in runners:
         runner.join(max(0.0, deadline - time.monotonic()))
+
+
+def _stop_watchers(gateway: Gateway) -> None:
+    """After ``stop`` is set: each mailbox watcher files the batch in hand and logs out."""
+    deadline = time.monotonic() + SHUTDOWN_GRACE
+    for watcher in gateway.mailbox_watchers:
+        watcher.wake.set()
+    for watcher in gateway.mailbox_watchers:
+        watcher.join(max(0.0, deadline - time.monotonic()))
 
 
 def _sweep_forever(gateway: Gateway, stop: threading.Event) -> None:
