@@ -122,3 +122,20 @@ def spool_backend(request, tmp_path):
     spool = open_spool(tmp_path / "spool.db", url=url, lease_seconds=60)
     yield spool
     spool.close()
+
+
+@pytest.fixture(scope="session")
+def dovecot():
+    """The real Dovecot of scripts/dovecot-local (tests/mailboxes.py)."""
+    from tests.mailboxes import start_dovecot
+
+    found = start_dovecot()
+    if isinstance(found, str):
+        _unavailable(found)
+    return found
+
+
+@pytest.fixture
+def mailbox(dovecot):
+    """A fresh, empty mailbox (a new Dovecot user) for this test."""
+    return dovecot.new_mailbox()
