@@ -6,7 +6,8 @@ where the first round's defects were (Discord + an out-of-office reply crashed
 the worker).  Here: the Discord fan-out (the fake Discord), notices (a real
 SMTP relay on 127.0.0.1), per-sender limits, reminders, trust (our MTA's
 Authentication-Results), unknown senders accepted, through SMTP, LMTP, the
-pipe (a child process beside `serve`, as an MTA runs it) and replay.
+pipe (a child process beside `serve`, as an MTA runs it), replay, and an IMAP
+mailbox on the real Dovecot that `serve` watches with IDLE.
 
 Invariants: no traceback anywhere; every mail's outcome is the one the
 single-feature tests give it (OUTCOMES); no dead letter; each ticket has one
@@ -58,7 +59,7 @@ OUTCOMES = {
     "unknown-address.eml": "refused",
     "unknown-sender-reply.eml": "applied",           # accepted: the gateway user writes it
 }
-SOURCES = ("smtp", "lmtp", "pipe", "replay")
+SOURCES = ("smtp", "lmtp", "pipe", "replay", "imap")
 #: Our MTA's hostname: own-loop.eml carries it as X-Loop.
 HOSTNAME = "mailgate.example.org"
 
@@ -74,8 +75,10 @@ def backend(request, tmp_path) -> dict:
     return {"path": str(tmp_path / "spool.db")}
 
 
-def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: dict) -> Path:
+def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: dict,
+                      mailbox=None) -> Path:
     """Every feature on."""
+    imap = {"imap": {"mailboxes": [mailbox.settings(tmp_path)]}} if mailbox else {}
     forum = discord.add_webhook(forum=True)
     return write_config(
         tmp_path / "mailgate.yaml", redmine.url, redmine.admin_key,
@@ -89,6 +92,7 @@ def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: 
         limits={"per_sender": {"mails": 1000, "per_seconds": 60}},
         sweep={"remind_after_hours": 24, "interval": 3600},
         attachments={"max_size": 1_000_000},
+        **imap,
     )
 
 
@@ -118,6 +122,18 @@ class Tickets:
         return self.keys[parse_mail(spooled.raw, headers_only=True).message_id]
 
 
+def imap_said(gateway, config: Path, mailbox, uids: dict) -> dict[str, str]:
+    """What the IMAP source said of each mail: its receipt's outcome.  Dovecot itself
+    refuses to store an empty mail (APPEND: "Can't save a zero byte message")."""
+    source = gateway.config.imap.mailboxes[0].source
+    uidvalidity = mailbox.uidvalidity()
+    said = {}
+    for name, uid in uids.items():
+        outcome = gateway.spool.receipts.by_uid(source, uidvalidity, uid) if uid else "rejected"
+        said[f"imap-{name}"] = "refused" if outcome == "rejected" else "accepted"
+    return said
+
+
 def send_smtp(port: int, raw: bytes, lmtp: bool) -> str:
     client = smtplib.LMTP if lmtp else smtplib.SMTP
     # On the wire every line ends in CRLF (smtplib leaves bytes as they are).
@@ -139,13 +155,14 @@ def _recipient(raw: bytes) -> str:
 
 
 def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend,  # noqa: F811
-                                    tmp_path, caplog):
+                                    mailbox, tmp_path, caplog):
     config = deployment_config(tmp_path, fake_redmine, fake_discord, relay.controller.port,
-                               backend)
+                               backend, mailbox)
     tickets = Tickets(RedmineClient(fake_redmine.url, fake_redmine.admin_key))
     said: dict[str, str] = {}
     replay_dir = tmp_path / "replay"
     replay_dir.mkdir()
+    imap_names = []
     with caplog.at_level(logging.INFO), RunningGateway(config, lmtp=True) as server:
         for name in sorted(OUTCOMES):
             for source in ("smtp", "lmtp"):
@@ -157,6 +174,10 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
             assert b"Traceback" not in piped.stderr, piped.stderr.decode()
             said[f"pipe-{name}"] = "accepted" if piped.returncode == 0 else "refused"
             (replay_dir / name).write_bytes(tickets.mail_for(name, "replay"))
+            imap_names.append(name)
+        # Into the mailbox that serve watches; the UIDs find their receipts below.
+        imap_uids = dict(zip(imap_names, mailbox.append(
+            *[tickets.mail_for(name, "imap") for name in imap_names])))
         # One ticket's conversation through two addresses: its own, and Redmine's
         # notification address (triage's): one Discord thread.
         both = tickets.client.create_issue("site-a", "two ways in", "Deployment test.",
@@ -180,6 +201,9 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
             said[f"replay-{Path(path).name}"] = "refused" if rest.startswith("rejected") \
                 else "accepted"
         gateway = server.gateway
+        assert wait_until(lambda: mailbox.message_ids("INBOX") == [], 60, 0.3), \
+            mailbox.message_ids("INBOX")
+        said.update(imap_said(gateway, config, mailbox, imap_uids))
         assert wait_until(lambda: not gateway.spool.counts().get("queued"), 60, 0.2), \
             gateway.spool.counts()
         assert wait_until(lambda: gateway.fanout.stats().get("queued", 0) == 0, 30, 0.2)
