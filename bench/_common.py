@@ -1,19 +1,20 @@
-"""What the benchmarks share: the code under test, configs, ports, and how results print.
+"""What the benchmarks share: the code under test, their config, and how results print.
 
 Every bench runs its contenders side by side in one run, on this machine, and
 prints a table and then its ratios; the ratio the issue asks about comes LAST.
 
 The code under test is the working tree (or ``--base REF``), and with
 ``--compare REF`` also REF's packages, exported with ``git archive`` into a
-temporary directory (:func:`export_ref`).  A child process measures one tree: :func:`child_env`
+temporary directory (:func:`export_ref`).  A child process measures one tree: :func:`tree_env`
 puts that tree first on its ``PYTHONPATH`` and names it in ``BENCH_TREE``,
 which this module puts first on ``sys.path`` when a bench script is the child.
 Nothing here patches mailgate: the benches run it through its command line
 and its public functions.
 
-This module imports nothing from tests/ and tests/ import nothing from it.
-``write_config`` and ``child_env`` are bench's own copies of the helpers of
-the same names in tests/servers.py and tests/helpers.py (kept in step by hand).
+What bench shares with tests/ (configs, child environments, ports, servers
+started as their own process) is in support/, which both import; bench and
+tests never import each other (tests/test_layout.py checks it).  This module
+puts the repository on ``sys.path`` for support/, after the tree under test.
 """
 
 from __future__ import annotations
@@ -21,25 +22,29 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The tree whose mailgate this process measures: the working tree unless a parent
-#: bench started us on an exported ref (child_env(tree=...)).
+#: bench started us on an exported ref (tree_env(tree)).
 TREE = Path(os.environ.get("BENCH_TREE") or ROOT)
 if str(TREE) not in sys.path:
     sys.path.insert(0, str(TREE))
+if str(ROOT) not in sys.path:
+    # For support/ only, so last: mailgate, handlers and workflow come from TREE.
+    sys.path.append(str(ROOT))
 if TREE != ROOT:
     # The venv's editable install adds a finder (after PYTHONPATH's) that maps mailgate.*
     # to the working tree: a module the exported ref lacks would come from there.
     sys.meta_path[:] = [finder for finder in sys.meta_path
                         if not getattr(finder, "__module__", "").startswith("__editable__")]
+
+from support.configs import write_config  # noqa: E402  (after the sys.path set-up above)
+from support.processes import child_env  # noqa: E402
 
 MAIL_FIXTURES = ROOT / "fixtures" / "mail"
 #: The top-level packages of the project: what export_ref takes from a ref.
@@ -112,17 +117,15 @@ def revision() -> str:
         f" + uncommitted changes in {', '.join(files)}" if files else "")
 
 
-def child_env(extra: dict | None = None, tree: Tree | Path | None = None) -> dict:
-    """A child's environment: no MAILGATE_* (they would override the bench's config), and
-    the tree under test (default: the working tree) first on its PYTHONPATH.
+def tree_env(tree: Tree | Path | None = None, extra: dict | None = None) -> dict:
+    """The environment of a child that runs ``tree`` (default: the working tree):
+    support's child_env with the tree first on its PYTHONPATH and named in BENCH_TREE.
 
-    Bench's copy of tests/helpers.py's child_env, plus the tree.  Start children that
-    run ``python -m mailgate`` with a cwd outside the repository: ``-m`` puts the cwd
-    first on sys.path, where the working tree's mailgate/ would win."""
+    Start children that run ``python -m mailgate`` with a cwd outside the repository:
+    ``-m`` puts the cwd first on sys.path, where the working tree's mailgate/ would win."""
     path = tree.path if isinstance(tree, Tree) else Path(tree or ROOT)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    env = child_env(python_path=path)
     env.pop("BENCH_TREE", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(path), env.get("PYTHONPATH")]))
     if path != ROOT:
         env["BENCH_TREE"] = str(path)
     return {**env, **(extra or {})}
@@ -147,62 +150,21 @@ def public(name: str, *modules: str):
 
 def build_gateway(config_path: Path):
     """The gateway ``mailgate serve`` builds, from a config file (the process's
-    environment has no MAILGATE_*: child_env)."""
+    environment has no MAILGATE_*: tree_env)."""
     from mailgate.config import load_config
 
     build = public("build_gateway", "mailgate.gateway", "mailgate.dispatch")
     return build(load_config(config_path))
 
 
-# -- configs, ports ---------------------------------------------------------------------------
+# -- the config ------------------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def closed_url() -> str:
-    """A Redmine URL nothing listens on: the gateway never gets an answer there."""
-    return f"http://127.0.0.1:{free_port()}"
-
-
-def wait_port(port: int, timeout: float = 20.0, process=None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before listening")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout} s")
-
-
-def write_config(path: Path, url: str, api_key: str = "bench-key", **overrides) -> Path:
-    """A gateway config like the tests' (bench's copy of tests/servers.py's write_config),
-    with a real server's limits."""
-    import yaml
-
-    data = {
-        "domains": ["example.org"],
-        "redmine": {"url": url, "api_key": api_key, "gateway_user": "gateway",
-                    "notification_address": "redmine@example.org", "timeout": 10},
-        "admins": ["admin@example.org"],
-        "trust": {"trusted_authserv_ids": ["mx.example.org"]},
-        "unknown_senders": "accept",
-        "sites": {"site-a": {"tracker": "Support"},
-                  "site-b": {"tracker": "Support", "unknown_senders": "reject"}},
-        "triage": {"project": "triage", "tracker": "Support"},
-        "server": {"hostname": "mailgate.bench", "max_message_size": 26214400,
-                   "max_recipients": 50},
-        "spool": {"path": str(path.parent / "spool.db")},
-    }
-    for key, value in overrides.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    path.write_text(yaml.safe_dump(data))
-    return path
+def bench_config(path: Path, url: str, api_key: str = "bench-key", **overrides) -> Path:
+    """support's test config with a real server's limits: bench sends 1 MB and 25 MB
+    mails over 20 sessions, and waits longer for a loaded Redmine."""
+    server = {"hostname": "mailgate.bench", "max_message_size": 26214400, "max_recipients": 50}
+    return write_config(path, url, api_key, **{"redmine": {"timeout": 10}, "server": server,
+                                               **overrides})
 
 
 # -- how results print ---------------------------------------------------------------------

@@ -41,9 +41,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (TREE, add_compare_option, build_gateway, child_env,  # noqa: E402
-                     closed_url, code_trees, free_port, header, median, ratio, table,
-                     wait_port, write_config)
+from _common import (TREE, add_compare_option, bench_config, build_gateway,  # noqa: E402
+                     code_trees, header, median, ratio, table, tree_env)
+from support.processes import ListeningProcess, closed_url, free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 BASELINES = ("bare", "sqlite/mail", "maildir+fsync")
@@ -166,7 +166,7 @@ def _serve_mailgate(port: int, directory: Path) -> None:
     for chatty in ("mail.log", "transitions"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
     logging.getLogger("bench").info("mailgate from %s", TREE)
-    config = write_config(directory / "mailgate.yaml", closed_url())
+    config = bench_config(directory / "mailgate.yaml", closed_url())
     gateway = build_gateway(config)
     asyncio.run(serve(gateway, f"127.0.0.1:{port}", None, run_worker=False))
 
@@ -201,18 +201,10 @@ def one_run(kind: str, tree, mail_file: Path, count: int, sessions: int, work: P
     """(mails per second, server CPU milliseconds per mail) for one loaded run."""
     directory = Path(tempfile.mkdtemp(prefix="run-", dir=work))
     port = free_port()
-    log = open(directory / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, __file__, "--server", kind, "--port", str(port),
-                               "--dir", str(directory)], stdout=log, stderr=log,
-                              env=child_env(tree=tree))
-    try:
-        try:
-            wait_port(port, process=server)
-        except RuntimeError as exc:
-            log.flush()
-            tail = (directory / "server.log").read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
-        cpu_before = cpu_seconds(server.pid)
+    listener = [sys.executable, __file__, "--server", kind, "--port", str(port),
+                "--dir", str(directory)]
+    with ListeningProcess(listener, port, directory / "server.log", env=tree_env(tree)) as server:
+        cpu_before = cpu_seconds(server.process.pid)
         if load == "smtp-source":
             command = ["smtp-source", "-d", "-s", str(sessions), "-m", str(count),
                        "-F", str(mail_file), "-f", SENDER, "-t", RCPT, "-M", "load.test",
@@ -231,15 +223,8 @@ def one_run(kind: str, tree, mail_file: Path, count: int, sessions: int, work: P
             sent, seconds = result.stdout.split()
             assert int(sent) == count, result.stdout
             seconds = float(seconds)
-        cpu = cpu_seconds(server.pid) - cpu_before
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
+        cpu = cpu_seconds(server.process.pid) - cpu_before
+        server.stop(60)
     got = stored(kind, directory)
     if got not in (-1, count):
         raise RuntimeError(f"{kind}: {got} mails stored, {count} sent; see {directory}")

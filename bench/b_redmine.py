@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import re
-import signal
 import smtplib
 import sqlite3
 import subprocess
@@ -46,13 +45,14 @@ import tempfile
 import threading
 import time
 import uuid
-from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_compare_option, child_env, code_trees, free_port,  # noqa: E402
-                     header, ratio, table, wait_port, write_config)
+from _common import (add_compare_option, bench_config, code_trees, header,  # noqa: E402
+                     ratio, table, tree_env)
 from _redmine import PrivateRedmine, SharedRedmine  # noqa: E402
+from support.mails import verified_reply  # noqa: E402
+from support.processes import ServeProcess, free_port  # noqa: E402
 
 MAILHANDLER = Path("/usr/share/redmine/extra/mail_handler/rdm-mailhandler.rb")
 SENDERS = (("Olive Owner", "owner@example.org", "owner"),
@@ -109,17 +109,14 @@ def make_mails(tickets: list[int], count: int, run: str) -> list[tuple[str, str,
     for n in range(count):
         ticket = tickets[n % len(tickets)]
         name, address, _ = SENDERS[(n // len(tickets)) % len(SENDERS)]
-        msg = EmailMessage()
         # Our MTA's word on the sender (as the fixtures carry): owners are verified.
-        msg["Authentication-Results"] = "mx.example.org; dkim=pass header.d=example.org"
-        msg["From"] = f"{name} <{address}>"
-        msg["To"] = f"ticket{ticket}@example.org"
-        msg["Subject"] = f"Re: [site-a - Support #{ticket}] Router drops the line"
-        msg["Message-ID"] = f"<b-{run}-{n}@bench.test>"
-        msg["Date"] = "Mon, 23 Nov 2026 10:00:00 +0000"
-        msg.set_content(f"Reply {n} of run {run}: it still drops at eight every evening.\n"
-                        f"The log shows a DHCP renewal just before.\n")
-        mails.append((address, f"ticket{ticket}@example.org", bytes(msg)))
+        raw = verified_reply(ticket, address, name,
+                             f"Re: [site-a - Support #{ticket}] Router drops the line",
+                             f"<b-{run}-{n}@bench.test>",
+                             f"Reply {n} of run {run}: it still drops at eight every evening.\n"
+                             f"The log shows a DHCP renewal just before.\n",
+                             date="Mon, 23 Nov 2026 10:00:00 +0000")
+        mails.append((address, f"ticket{ticket}@example.org", raw))
     return mails
 
 
@@ -190,19 +187,14 @@ def metrics_counts(port: int) -> dict[str, tuple[int, float]]:
 
 def run_mailgate(redmine, mails, concurrency: int, work: Path, tree) -> tuple[float, dict]:
     directory = Path(tempfile.mkdtemp(dir=work))
-    config = write_config(directory / "mailgate.yaml", redmine.url, redmine.api_key,
-                          trust={"trusted_authserv_ids": ["mx.example.org"],
-                                 "verify_dkim": False})
+    config = bench_config(directory / "mailgate.yaml", redmine.url, redmine.api_key,
+                          trust={"verify_dkim": False})
     smtp_port, metrics_port = free_port(), free_port()
-    command = [sys.executable, "-m", "mailgate", "serve", "--config", str(config),
-               "--smtp", f"127.0.0.1:{smtp_port}", "--metrics", f"127.0.0.1:{metrics_port}"]
-    log = open(directory / "serve.log", "wb")
-    # cwd: not the repository, whose mailgate/ `python -m` would put first on sys.path.
-    server = subprocess.Popen(command, stdout=log, stderr=log, cwd=directory, env=child_env(
-        {"MAILGATE_LOG_LEVEL": "WARNING"}, tree=tree))
     spool = directory / "spool.db"
-    try:
-        wait_port(smtp_port, timeout=60, process=server)
+    # cwd: not the repository, whose mailgate/ `python -m` would put first on sys.path.
+    with ServeProcess(config, smtp_port, directory / "serve.log",
+                      "--metrics", f"127.0.0.1:{metrics_port}", cwd=directory, timeout=60,
+                      env=tree_env(tree, {"MAILGATE_LOG_LEVEL": "WARNING"})) as server:
         started = time.perf_counter()
         send_smtp(smtp_port, mails, concurrency)
         deadline = time.monotonic() + 170
@@ -211,20 +203,14 @@ def run_mailgate(redmine, mails, concurrency: int, work: Path, tree) -> tuple[fl
                 states = dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state"))
             if states.get("done", 0) + states.get("dead", 0) >= len(mails):
                 break
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise RuntimeError(f"mailgate: {states} after the deadline; see {log.name}")
+            if time.monotonic() > deadline or server.process.poll() is not None:
+                raise RuntimeError(f"mailgate: {states} after the deadline; see {server.log}")
             time.sleep(0.05)
         seconds = time.perf_counter() - started
         counts = metrics_counts(metrics_port)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        try:
-            server.wait(60)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
+        server.stop(60)
     if states.get("dead"):
-        raise RuntimeError(f"mailgate dead-lettered {states['dead']} mails; see {log.name}")
+        raise RuntimeError(f"mailgate dead-lettered {states['dead']} mails; see {server.log}")
     with sqlite3.connect(spool) as db:
         kinds = dict(db.execute("SELECT json_extract(outcome, '$.kind'), count(*)"
                                 " FROM messages GROUP BY 1"))

@@ -38,8 +38,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (MAIL_FIXTURES, add_compare_option, child_env, closed_url,  # noqa: E402
-                     code_trees, header, median, ratio, table, write_config)
+from _common import (MAIL_FIXTURES, add_compare_option, bench_config, code_trees,  # noqa: E402
+                     header, median, ratio, table, tree_env)
+from support.processes import closed_url  # noqa: E402
 
 HEAVY = ("aiosmtpd.smtp", "mailparser", "dkim", "yaml", "requests", "transitions")
 
@@ -82,10 +83,10 @@ def main() -> None:
         work = Path(tmp)
         trees = code_trees(args, work)
         header("C. Pipe transport per message (spool-and-exit), one process per mail", trees)
-        config = write_config(work / "mailgate.yaml", closed_url())
+        config = bench_config(work / "mailgate.yaml", closed_url())
         mail = (MAIL_FIXTURES / "owner-reply.eml").read_bytes().replace(b"ticket1@", b"site-a@")
         extra = {"PYTHONPYCACHEPREFIX": str(work / "pycache"), "MAILGATE_LOG_LEVEL": "WARNING"}
-        env = child_env(extra)
+        env = tree_env(extra=extra)
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         pipe = [py, "-m", "mailgate", "pipe", "--config", str(config),
                 "--recipient", "site-a@example.org", "--sender", "owner@example.org"]
@@ -94,7 +95,7 @@ def main() -> None:
             heavy_name: ([py, "-c", f"import {', '.join(heavy)}"], None, env),
         }
         for tree in trees:
-            tenv = child_env(extra, tree)
+            tenv = tree_env(tree, extra)
             tenv.pop("PYTHONDONTWRITEBYTECODE", None)
             contenders[f"mailgate pipe{tree.label}"] = (pipe, mail, tenv)
             usage = run([py, "-m", "mailgate", "pipe", "--help"], None, tenv).stdout

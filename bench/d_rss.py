@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import smtplib
 import subprocess
 import sys
@@ -40,9 +39,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_compare_option, build_gateway, child_env, closed_url,  # noqa: E402
-                     code_trees, free_port, header, public, ratio, table, wait_port,
-                     write_config)
+from _common import (add_compare_option, bench_config, build_gateway, code_trees,  # noqa: E402
+                     header, public, ratio, table, tree_env)
+from support.processes import ListeningProcess, closed_url, free_port  # noqa: E402
 
 ATTACHMENT_BYTES = 18_200_000
 
@@ -102,7 +101,7 @@ def _mailparser(raw):
 
 
 def _gateway(work: Path):
-    return build_gateway(write_config(work / "mailgate.yaml", closed_url()))
+    return build_gateway(bench_config(work / "mailgate.yaml", closed_url()))
 
 
 def run_stage(stage: str, mail_path: Path, work: Path) -> dict:
@@ -152,27 +151,15 @@ def smtp_stage(kind: str, tree, mail_path: Path, work: Path) -> dict:
     port = free_port()
     server_kind = "bare" if kind.endswith("bare aiosmtpd") else "mailgate"
     directory = Path(tempfile.mkdtemp(dir=work))
-    log = open(directory / "server.log", "wb")
-    server = subprocess.Popen([sys.executable, str(Path(__file__).parent / "a_ingest.py"),
-                               "--server", server_kind, "--port", str(port),
-                               "--dir", str(directory)], stdout=log, stderr=log,
-                              env=child_env(tree=tree))
-    try:
-        try:
-            wait_port(port, process=server)
-        except RuntimeError as exc:
-            log.flush()
-            tail = (directory / "server.log").read_text(errors="replace")[-1500:]
-            raise RuntimeError(f"{exc}; its log ends:\n{tail}") from None
+    listener = [sys.executable, str(Path(__file__).parent / "a_ingest.py"),
+                "--server", server_kind, "--port", str(port), "--dir", str(directory)]
+    with ListeningProcess(listener, port, directory / "server.log", env=tree_env(tree)) as server:
         raw = mail_path.read_bytes()
-        base = reset_peak(server.pid)
+        base = reset_peak(server.process.pid)
         with smtplib.SMTP("127.0.0.1", port, timeout=120) as client:
             client.sendmail("owner@example.org", ["site-a@example.org"], raw)
-        peak = status(server.pid)["VmHWM"]
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(60)
-        log.close()
+        peak = status(server.process.pid)["VmHWM"]
+        server.stop(60)
     return {"size": len(raw), "extra": peak - base}
 
 
@@ -222,7 +209,7 @@ def main() -> None:
             else:
                 out = subprocess.run([sys.executable, __file__, "--stage", stage, "--mail",
                                       str(mail), "--work", str(work)], capture_output=True,
-                                     text=True, env=child_env(tree=tree), timeout=170)
+                                     text=True, env=tree_env(tree), timeout=170)
                 if out.returncode != 0:
                     rows.append((name, "failed", out.stderr.strip().splitlines()[-1][:80], ""))
                     continue

@@ -49,8 +49,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (MAIL_FIXTURES, add_compare_option, child_env, closed_url,  # noqa: E402
-                     code_trees, header, median, public, ratio, table, write_config)
+from _common import (MAIL_FIXTURES, add_compare_option, bench_config, code_trees,  # noqa: E402
+                     header, median, public, ratio, table, tree_env)
+from support.processes import closed_url  # noqa: E402
 
 TEXTS = {
     "iso-8859-1": "Bonjour, le routeur coupe la connexion chaque soir à huit heures. Merci!",
@@ -216,7 +217,7 @@ def serve_contenders(baselines: bool) -> None:
     raws = [raw for _, raw in corpus()]
     with tempfile.TemporaryDirectory(prefix="bench-e-") as tmp:
         # No DNS may be asked from here: DKIM checking off (no corpus mail is signed).
-        config = load_config(write_config(Path(tmp) / "m.yaml", closed_url(),
+        config = load_config(bench_config(Path(tmp) / "m.yaml", closed_url(),
                                           trust={"verify_dkim": False}))
         contenders = {DECIDE: mailgate_explain(config), "mailgate parse_mail": mailgate_parse()}
         if baselines:
@@ -248,7 +249,7 @@ class Contenders:
         command = [sys.executable, __file__, "--contenders"] + (["--baselines"] if baselines
                                                                 else [])
         self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                        text=True, env=child_env(tree=tree))
+                                        text=True, env=tree_env(tree))
         self.names = self._answer()["contenders"]
 
     def _answer(self) -> dict:

@@ -11,97 +11,27 @@ importable (they are not project dependencies: install them in a separate
 environment to compare).  The last line is the ratio of our exact-match
 score to the naive cut's.
 
-The scoring functions are imported by tests/test_trimming.py, so the test and
-this report can never disagree about what "exact" means.
+The corpus and its scoring (and the naive cut) are support/trim_corpus.py's,
+which tests/test_trimming.py uses too, so the test and this report can never
+disagree about what "exact" means.
 """
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT / "fixtures" / "replies"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from mailgate.mail.trimming import trim_reply  # noqa: E402
+from support.trim_corpus import CORPUS, load_corpus, naive, score  # noqa: E402
 
-
-class Case(NamedTuple):
-    name: str
-    body: str
-    expected: str
-
-
-class Score(NamedTuple):
-    exact: int
-    cut: int
-    total: int
-    misses: list[str]
-
-    @property
-    def percent(self) -> float:
-        return 100.0 * self.exact / self.total
-
-
-def load_corpus(folder: Path = CORPUS) -> list[Case]:
-    cases = []
-    for expected in sorted(folder.glob("*.expected.txt")):
-        name = expected.name[: -len(".expected.txt")]
-        body = (folder / f"{name}.txt").read_text(encoding="utf-8")
-        cases.append(Case(name, body, expected.read_text(encoding="utf-8")))
-    return cases
-
-
-def normalise(text: str) -> str:
-    """Lines without trailing whitespace, without leading/trailing blank lines."""
-    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n")).strip("\n")
-
-
-def is_exact(output: str, expected: str) -> bool:
-    return normalise(output) == normalise(expected)
-
-
-def cuts_real_text(output: str, expected: str) -> bool:
-    """Whether some line the person wrote is missing from the output (in order)."""
-    remaining = iter(normalise(output).split("\n"))
-    for line in normalise(expected).split("\n"):
-        wanted = line.strip()
-        if wanted and not any(wanted in got for got in remaining):
-            return True
-    return False
-
-
-def score(trim: Callable[[str], str], cases: list[Case]) -> Score:
-    exact, cut, misses = 0, 0, []
-    for case in cases:
-        output = trim(case.body)
-        if is_exact(output, case.expected):
-            exact += 1
-        else:
-            misses.append(case.name)
-        if cuts_real_text(output, case.expected):
-            cut += 1
-            misses[-1] += " (REAL TEXT CUT)"
-    return Score(exact, cut, len(cases), misses)
-
-
-# --- the trimmers --------------------------------------------------------------
 
 def ours(text: str) -> str:
     return trim_reply(text).text
-
-
-NAIVE_CUT = re.compile(r"^(>|On .* wrote:\s*$)", re.MULTILINE)
-
-
-def naive(text: str) -> str:
-    """Everything above the first line starting with ">" or "On ... wrote:"."""
-    found = NAIVE_CUT.search(text)
-    return text[: found.start()] if found else text
 
 
 def libraries() -> dict[str, Callable[[str], str]]:

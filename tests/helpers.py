@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
+
+from support.processes import child_env
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "fixtures"
@@ -16,15 +17,6 @@ DEMO_CONFIG = FIXTURES / "config" / "demo.yaml"
 
 def fixture(name: str) -> bytes:
     return (MAIL / name).read_bytes()
-
-
-def child_env(extra: dict | None = None) -> dict:
-    """The environment for a child `mailgate`: only the MAILGATE_* settings a test gives.
-
-    The ones scripts/test exports (the real Redmine) would override every config file.
-    """
-    inherited = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
-    return {**inherited, **(extra or {})}
 
 
 def run_mailgate(*args: str, stdin: bytes | None = None, env: dict | None = None,

@@ -3,20 +3,14 @@ that, like an MTA, retry a mail until it gets a 250 (on 4xx, or a dropped connec
 
 from __future__ import annotations
 
-import signal
 import smtplib
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from email.message import EmailMessage
-from pathlib import Path
 
-from tests.helpers import child_env, without_marker
-from tests.servers import VERIFIED
+from support.mails import verified_reply
+from tests.helpers import without_marker
 
 
 @dataclass
@@ -34,16 +28,10 @@ def make_mails(tickets: list[int], count: int, sender: str = "support@example.or
     mails = []
     for n in range(count):
         ticket = tickets[n % len(tickets)]
-        msg = EmailMessage()
-        # What our MTA writes on mail whose signature it verified (trusted in write_config).
-        msg["Authentication-Results"] = VERIFIED.partition(": ")[2]
-        msg["From"] = f"{name} <{sender}>"
-        msg["To"] = f"ticket{ticket}@example.org"
-        msg["Subject"] = f"Re: load {ticket}"
-        msg["Message-ID"] = f"<load-{run}-{n}@load.test>"
         body = f"load {run} mail {n} for ticket {ticket}"
-        msg.set_content(body)
-        mails.append(Mail(ticket, body, bytes(msg)))
+        raw = verified_reply(ticket, sender, name, f"Re: load {ticket}",
+                             f"<load-{run}-{n}@load.test>", body)
+        mails.append(Mail(ticket, body, raw))
     return mails
 
 
@@ -114,45 +102,3 @@ def wait_until(predicate, timeout: float, step: float = 0.5):
             return True
         time.sleep(step)
     return False
-
-
-class ServeProcess:
-    """``mailgate serve`` as its own process, as an operator runs it (and kill -9s it)."""
-
-    def __init__(self, config: Path, port: int, log: Path):
-        self.config, self.port, self.log = config, port, log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> "ServeProcess":
-        env = child_env()
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mailgate", "serve", "--config", str(self.config),
-                 "--smtp", f"127.0.0.1:{self.port}"], stdout=log, stderr=log, env=env)
-        if not wait_until(self._answers, 20, 0.1):
-            raise RuntimeError(f"mailgate serve did not start; see {self.log}")
-        return self
-
-    def _answers(self) -> bool:
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def __enter__(self) -> "ServeProcess":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        # A failed test must not leave a gateway running behind it.
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-    def kill9(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(40)

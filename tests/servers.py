@@ -3,48 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from pathlib import Path
-
-import yaml
 
 from mailgate.config import load_config
 from mailgate.gateway import build_gateway
 from mailgate.serve import serve
-
-
-#: What our MTA writes on mail whose DKIM signature it verified (trusted in write_config).
-VERIFIED = "Authentication-Results: mx.example.org; dkim=pass header.d=example.org"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def write_config(path: Path, url: str, api_key: str, **overrides) -> Path:
-    """A config like the demo's, pointed at the given Redmine, with overrides."""
-    data = {
-        "domains": ["example.org"],
-        "redmine": {"url": url, "api_key": api_key, "gateway_user": "gateway",
-                    "notification_address": "redmine@example.org", "timeout": 5},
-        "admins": ["admin@example.org"],
-        # The tests' SMTP client plays our MTA handing mail over from 127.0.0.1.
-        "trust": {"trusted_authserv_ids": ["mx.example.org"], "trusted_relays": ["127.0.0.1"]},
-        "unknown_senders": "accept",
-        "sites": {"site-a": {"tracker": "Support"},
-                  "site-b": {"tracker": "Support", "unknown_senders": "reject"}},
-        "triage": {"project": "triage", "tracker": "Support"},
-        "server": {"hostname": "mailgate.test", "max_message_size": 200_000,
-                   "max_recipients": 3},
-        "spool": {"path": str(path.parent / "spool.db")},
-    }
-    for key, value in overrides.items():
-        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
-    path.write_text(yaml.safe_dump(data))
-    return path
+from support.processes import free_port
 
 
 class RunningGateway:

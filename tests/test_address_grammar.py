@@ -16,8 +16,9 @@ from mailgate.config import load_config
 from mailgate.errors import UnknownAddress
 from mailgate.clients.redmine import RedmineClient
 from mailgate.routing import resolve_recipient
+from support.configs import write_config
 from tests.helpers import DEMO_CONFIG, fixture, run_mailgate
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 # Digits that Unicode calls digits (str.isdigit, regex \d) but a ticket ID is not made of.
 NON_ASCII_DIGITS = {

@@ -12,9 +12,10 @@ import smtplib
 import pytest
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
 from tests.helpers import fixture, run_mailgate, without_marker
 from tests.load import wait_until
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 
 @pytest.fixture

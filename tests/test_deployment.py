@@ -26,9 +26,10 @@ import pytest
 
 from mailgate.clients.redmine import RedmineClient
 from mailgate.mail.message import parse_mail
+from support.configs import write_config
 from tests.helpers import MAIL, run_mailgate
 from tests.load import wait_until
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 from tests.test_notify import relay  # noqa: F401  (the aiosmtpd relay fixture)
 
 #: fixture -> what becomes of it: an outcome kind of the worker, or "refused" at intake

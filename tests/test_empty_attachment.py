@@ -9,8 +9,8 @@ from __future__ import annotations
 from handlers.attachments import AttachmentLimits, apply_limits
 from mailgate.mail.message import parse_mail
 from mailgate.clients.redmine import RedmineClient
+from support.configs import VERIFIED, write_config
 from tests.helpers import run_mailgate
-from tests.servers import VERIFIED, write_config
 
 MAIL = (VERIFIED + """
 From: Olive Owner <owner@example.org>

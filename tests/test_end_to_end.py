@@ -15,8 +15,9 @@ from email.message import EmailMessage
 import pytest
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import VERIFIED, write_config
 from tests.helpers import run_mailgate, without_marker
-from tests.servers import VERIFIED, RunningGateway, write_config
+from tests.servers import RunningGateway
 
 SENDERS = {"owner": ("Olive Owner", "owner@example.org", "owner"),
            "other": ("Sam Support", "support@example.org", "support"),

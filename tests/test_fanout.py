@@ -24,9 +24,9 @@ from mailgate.config import load_config
 from mailgate.facts import GivenFacts
 from mailgate.mail.message import parse_mail
 from mailgate.outcome import Outcome
-from tests.helpers import DEMO_CONFIG, MAIL
-from tests.servers import VERIFIED
+from support.configs import VERIFIED
 from tests.fakes.discord import FakeDiscord
+from tests.helpers import DEMO_CONFIG, MAIL
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "discord.md"
 #: The outage of the fast outage test; the slow one has a real minute.

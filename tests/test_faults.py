@@ -19,10 +19,11 @@ import pytest
 from mailgate.config import load_config
 from mailgate.gateway import Envelope, build_gateway
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
+from support.processes import ServeProcess, child_env, free_port
 from tests.fakes.redmine import Chaos
-from tests.helpers import child_env
-from tests.load import Load, ServeProcess, count_notes, make_mails, wait_until
-from tests.servers import RunningGateway, free_port, write_config
+from tests.load import Load, count_notes, make_mails, wait_until
+from tests.servers import RunningGateway
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_RETRY = {"retry_first_delay": 0.2, "retry_max_delay": 2, "lease_seconds": 5}

@@ -17,8 +17,9 @@ from mailgate.config import load_config
 from mailgate.gateway import Envelope, build_gateway
 from mailgate.clients.redmine import RedmineClient
 from mailgate.worker import Worker
+from support.configs import VERIFIED, write_config
 from tests.helpers import run_mailgate, without_marker
-from tests.servers import VERIFIED, RunningGateway, write_config
+from tests.servers import RunningGateway
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import pytest
 from handlers.attachments import AttachmentLimits, apply_limits
 from mailgate.mail.message import MAX_MIME_DEPTH, parse_mail
 from mailgate.clients.redmine import RedmineClient
+from support.configs import VERIFIED, write_config
 from tests.helpers import run_mailgate
-from tests.servers import VERIFIED, write_config
 
 HEADER = (VERIFIED + "\nFrom: Olive Owner <owner@example.org>\nTo: ticket1@example.org\n"
           "Subject: Re: The router drops the connection\n"

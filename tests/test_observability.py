@@ -9,9 +9,10 @@ import time
 import requests
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
 from tests.helpers import fixture
 from tests.load import wait_until
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 
 def send(server, ticket: int, raw: bytes) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
+from support.processes import free_port
 from tests.helpers import fixture, run_mailgate
-from tests.servers import free_port, write_config
 
 
 @pytest.fixture

@@ -38,9 +38,10 @@ import pytest
 
 from mailgate.errors import RedmineUnavailable
 from mailgate.clients.redmine import RedmineClient
-from tests.helpers import ROOT, child_env, without_marker
+from support.configs import write_config
+from support.processes import child_env, free_port
+from tests.helpers import ROOT, without_marker
 from tests.load import wait_until
-from tests.servers import free_port, write_config
 
 POSTFIX_LOCAL = ROOT / "scripts" / "postfix-local"
 REDMINE_LOCAL = ROOT / "scripts" / "redmine-local"

@@ -4,14 +4,13 @@ test_redmine_contract.py.)"""
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from mailgate.config import RedmineSettings
 from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
                              RedmineUnavailable, TemporaryError, UnknownUser)
 from mailgate.clients.redmine import RedmineClient
+from support.processes import closed_url
 
 
 @pytest.fixture
@@ -25,17 +24,11 @@ def issue_id(client):
     return client.create_issue("site-a", "A ticket", "It broke.", as_user="owner")
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 # ------------------------------------------------------ temporary failures
 
 
 def test_connection_refused_is_unavailable():
-    with RedmineClient(f"http://127.0.0.1:{closed_port()}", "k", connect_timeout=1) as client:
+    with RedmineClient(closed_url(), "k", connect_timeout=1) as client:
         with pytest.raises(RedmineUnavailable, match="cannot reach Redmine"):
             client.current_user()
         # An RCPT check must defer the mail, not say "no such ticket".

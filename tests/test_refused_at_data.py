@@ -10,8 +10,9 @@ import pytest
 
 from mailgate.clients.redmine import RedmineClient
 from mailgate.errors import EX_NOPERM, EX_OK
+from support.configs import write_config
 from tests.helpers import fixture, run_mailgate
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 #: What our MTA (a trusted authserv-id in write_config) writes on the mail it took in.
 PASSED = b"Authentication-Results: mx.example.org; dkim=pass header.d=example.org"

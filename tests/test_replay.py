@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
 from tests.helpers import MAIL, run_mailgate
-from tests.servers import write_config
 
 
 def test_replay_a_directory(fake_redmine, tmp_path):

@@ -21,9 +21,10 @@ from mailgate.outcome import Outcome
 from mailgate.runner import Backoff, Disposition, Runner
 from mailgate.store.spool import SqliteSpool
 from mailgate.worker import SpoolQueue
+from support.configs import write_config
 from tests.helpers import fixture
 from tests.load import wait_until
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 
 APPLIED = Outcome("applied")

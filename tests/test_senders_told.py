@@ -6,9 +6,10 @@ from __future__ import annotations
 import smtplib
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
 from tests.helpers import fixture, run_mailgate
 from tests.load import wait_until
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 from tests.test_notify import relay  # noqa: F401  (the aiosmtpd relay fixture)
 
 

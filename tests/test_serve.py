@@ -7,9 +7,9 @@ import socket
 import sqlite3
 import time
 
+from support.configs import write_config
+from support.processes import ServeProcess, free_port
 from tests.helpers import fixture, run_mailgate
-from tests.load import ServeProcess
-from tests.servers import free_port, write_config
 
 
 def reply(sock_file) -> str:

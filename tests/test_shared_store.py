@@ -18,9 +18,10 @@ import pytest
 
 from mailgate.clients.redmine import RedmineClient
 from mailgate.outbound.fanout import Fanout, FanoutEvent, load_discord_settings
+from support.configs import VERIFIED, write_config
+from support.processes import ServeProcess, free_port
 from tests.helpers import fixture, run_mailgate
-from tests.load import ServeProcess, wait_until
-from tests.servers import VERIFIED, free_port, write_config
+from tests.load import wait_until
 
 
 def event(n: int, ticket: int, kind: str = "reply") -> FanoutEvent:

@@ -8,8 +8,9 @@ import time
 import pytest
 
 from mailgate.clients.redmine import RedmineClient
+from support.configs import write_config
 from tests.helpers import fixture
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 
 @pytest.fixture

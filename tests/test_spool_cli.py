@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from support.configs import write_config
+from support.processes import free_port
 from tests.helpers import fixture, run_mailgate
-from tests.servers import free_port, write_config
 
 
 @pytest.fixture
@@ -67,7 +68,7 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path):
     import sys
 
     from mailgate.store import open_spool
-    from tests.helpers import child_env
+    from support.processes import child_env
 
     config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key")
     store = open_spool(tmp_path / "spool.db")

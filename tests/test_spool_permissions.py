@@ -14,8 +14,8 @@ import stat
 import pytest
 
 from mailgate.store.sqlite import open_durable
+from support.configs import write_config
 from tests.helpers import fixture, run_mailgate
-from tests.servers import write_config
 
 
 @pytest.fixture

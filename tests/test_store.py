@@ -293,7 +293,7 @@ def test_the_sweep_purges_after_keep_done_days(fake_redmine, tmp_path):
     from mailgate.config import load_config
     from mailgate.gateway import build_gateway
     from mailgate.ops.sweep import sweep
-    from tests.servers import write_config
+    from support.configs import write_config
 
     config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
                           spool={"keep_done_days": 2})

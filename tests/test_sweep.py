@@ -10,8 +10,8 @@ from mailgate.config import load_config
 from mailgate.gateway import build_gateway
 from mailgate.clients.redmine import RedmineClient
 from mailgate.ops.sweep import sweep
+from support.configs import write_config
 from tests.helpers import run_mailgate, without_marker
-from tests.servers import write_config
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
 

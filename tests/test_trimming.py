@@ -1,27 +1,21 @@
 """trim_reply: the corpus of real replies, one test per rule, and properties.
 
-The corpus scoring comes from bench/trim_score.py itself, so this test and
-the published score cannot disagree about what "exact" means.
+The corpus and its scoring come from support/trim_corpus.py, as bench/trim_score.py's
+do, so this test and the published score cannot disagree about what "exact" means.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import re
-from pathlib import Path
 
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from mailgate.mail.trimming import Trimmed, trim_reply
+from support import trim_corpus
 
-_BENCH = Path(__file__).resolve().parent.parent / "bench" / "trim_score.py"
-_spec = importlib.util.spec_from_file_location("trim_score", _BENCH)
-trim_score = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(trim_score)
-
-CORPUS = trim_score.load_corpus()
+CORPUS = trim_corpus.load_corpus()
 
 
 def trimmed(text: str) -> str:
@@ -31,29 +25,29 @@ def trimmed(text: str) -> str:
 # --- the corpus ---------------------------------------------------------------------
 
 def test_corpus_is_large_enough_and_documented():
-    sources = (trim_score.CORPUS / "SOURCES.md").read_text(encoding="utf-8")
+    sources = (trim_corpus.CORPUS / "SOURCES.md").read_text(encoding="utf-8")
     assert len(CORPUS) >= 60
     missing = [case.name for case in CORPUS if f"`{case.name}`" not in sources]
     assert missing == []
 
 
 def test_corpus_exact_match_is_at_least_80_percent():
-    result = trim_score.score(trimmed, CORPUS)
+    result = trim_corpus.score(trimmed, CORPUS)
     assert result.percent >= 80.0, result.misses
 
 
 @pytest.mark.parametrize("case", CORPUS, ids=[case.name for case in CORPUS])
 def test_corpus_case_never_loses_real_text(case):
-    assert not trim_score.cuts_real_text(trimmed(case.body), case.expected)
+    assert not trim_corpus.cuts_real_text(trimmed(case.body), case.expected)
 
 
 def test_the_scorer_itself_notices_cut_text_and_misses():
     # The corpus checks are only worth something if the scorer can fail.
-    assert trim_score.cuts_real_text("Hello", "Hello\nSecond line")
-    assert not trim_score.cuts_real_text("Hello  \n\nSecond line\n> q", "Hello\nSecond line")
-    assert not trim_score.is_exact("Hello\n> q", "Hello")
-    assert trim_score.is_exact("\nHello  \n\n", "Hello")
-    assert trim_score.naive("Hi\nOn Mon, Bob wrote:\n> q") == "Hi\n"
+    assert trim_corpus.cuts_real_text("Hello", "Hello\nSecond line")
+    assert not trim_corpus.cuts_real_text("Hello  \n\nSecond line\n> q", "Hello\nSecond line")
+    assert not trim_corpus.is_exact("Hello\n> q", "Hello")
+    assert trim_corpus.is_exact("\nHello  \n\n", "Hello")
+    assert trim_corpus.naive("Hi\nOn Mon, Bob wrote:\n> q") == "Hi\n"
 
 
 # --- attribution lines --------------------------------------------------------------

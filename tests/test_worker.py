@@ -11,8 +11,8 @@ from mailgate.outcome import Outcome
 from mailgate.clients.redmine import RedmineClient
 from mailgate.runner import Backoff
 from mailgate.worker import Worker
+from support.configs import write_config
 from tests.helpers import fixture
-from tests.servers import write_config
 
 
 def gateway_for(fake_redmine, tmp_path, **spool):
