@@ -42,8 +42,9 @@ import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, child_env, free_port, header, ratio, table, write_config  # noqa: E402
+from _common import ROOT, child_env, header, ratio, table, write_config  # noqa: E402
 from _redmine import PrivateRedmine, _bundler_version  # noqa: E402
+from support.processes import free_port  # noqa: E402
 from b_redmine import TICKETS, count_notes, make_mails, open_tickets  # noqa: E402
 
 DOVECOT_LOCAL = ROOT / "scripts" / "dovecot-local"

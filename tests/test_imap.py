@@ -24,9 +24,11 @@ from mailgate.clients.redmine import RedmineClient
 from mailgate.config import load_config
 from mailgate.errors import ConfigError
 from mailgate.store import open_spool
-from tests.helpers import ROOT, child_env, run_mailgate, without_marker
+from support.configs import write_config
+from support.processes import child_env
+from tests.helpers import ROOT, run_mailgate, without_marker
 from tests.load import make_mails, wait_until
-from tests.servers import RunningGateway, write_config
+from tests.servers import RunningGateway
 
 pytestmark = pytest.mark.real_redmine
 
