@@ -16,7 +16,8 @@
 #              :edit_own_issues), Support (:edit_issues), Manager (no members: it only exists
 #              so that admin -- whose allowed transitions are the union of ALL
 #              roles' workflows in Redmine 5 -- may move issues to Expired/Invalid)
-#   fields     discord-thread (bool), discord-thread-id (string); issue fields,
+#   fields     discord-thread (bool), discord-thread-id (string), reporter-email (string)
+#              and participants (text; these two seen by Support and Manager only); issue fields,
 #              all projects, tracker Support, visible
 #   projects   site-a, site-b, triage (public, tracker Support, issue_tracking)
 #   users      admin, owner, support, other, gateway, locked; password 'password123'
@@ -163,16 +164,18 @@ ActiveRecord::Base.transaction do
   allow(manager, support_tracker, statuses, all_pairs)
 
   # ----------------------------------------------------------- custom fields
-  def issue_cf(name, format, tracker)
+  def issue_cf(name, format, tracker, seen_by: nil)
     cf = IssueCustomField.find_or_initialize_by(name: name)
     cf.field_format = format
     cf.is_for_all = true
-    cf.visible = true
+    # seen_by: only these roles (and admins) see the field: a reporter's address is
+    # not for everyone who can read a public project.
+    cf.visible = seen_by.nil?
     cf.is_required = false
     cf.is_filter = true
     cf.searchable = false if cf.respond_to?(:searchable=)
     cf.editable = true if cf.respond_to?(:editable=)
-    cf.role_ids = [] if cf.respond_to?(:role_ids=)
+    cf.role_ids = (seen_by || []).map(&:id) if cf.respond_to?(:role_ids=)
     cf.tracker_ids = [tracker.id]
     cf.edit_tag_style = 'check_box' if format == 'bool' && cf.respond_to?(:edit_tag_style=)
     cf.save!
@@ -180,6 +183,10 @@ ActiveRecord::Base.transaction do
   end
   cf_thread = issue_cf('discord-thread', 'bool', support_tracker)
   cf_thread_id = issue_cf('discord-thread-id', 'string', support_tracker)
+  # The address that opened a ticket when its sender is not a Redmine user, and the
+  # first mail's Cc: (mailgate's redmine.reporter_field / participants_field).
+  issue_cf('reporter-email', 'string', support_tracker, seen_by: [support, manager])
+  issue_cf('participants', 'text', support_tracker, seen_by: [support, manager])
 
   # ---------------------------------------------------------------- projects
   projects = %w[site-a site-b triage].map do |ident|
