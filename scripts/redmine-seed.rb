@@ -13,7 +13,8 @@
 #   statuses   Open, Needs information, Answered, Solved*, Expired*, Invalid*  (*closed)
 #   tracker    Support (default status Open, all statuses, all core fields)
 #   roles      Requester (its status changes only on its own issues:
-#              :edit_own_issues), Support (:edit_issues), Manager (no members: it only exists
+#              :edit_own_issues; the built-in Non member role gets the same, for the
+#              accounts unknown_senders: create makes), Support (:edit_issues), Manager (no members: it only exists
 #              so that admin -- whose allowed transitions are the union of ALL
 #              roles' workflows in Redmine 5 -- may move issues to Expired/Invalid)
 #   fields     discord-thread (bool), discord-thread-id (string), reporter-email (string)
@@ -143,8 +144,13 @@ ActiveRecord::Base.transaction do
                                  author: false, assignee: false)
     end
   end
-  # Nothing -> Expired / Invalid for Requester or Support: only admin may.
-  allow(requester, support_tracker, statuses, [
+  # Accounts mailgate makes for strangers (unknown_senders: create) are members of
+  # no project: Redmine's built-in Non member role gives them the Requester's rights,
+  # so that they may confirm or reopen their own tickets by mail.
+  non_member = Role.non_member
+  non_member.permissions = (non_member.permissions + base_perms + [:edit_own_issues]).uniq
+  non_member.save!
+  requester_pairs = [
     ['Needs information', 'Open'],
     ['Answered', 'Open'],
     ['Expired', 'Open'],
@@ -152,7 +158,10 @@ ActiveRecord::Base.transaction do
     ['Open', 'Solved'],
     ['Needs information', 'Solved'],
     ['Answered', 'Solved'],
-  ])
+  ]
+  allow(non_member, support_tracker, statuses, requester_pairs)
+  # Nothing -> Expired / Invalid for Requester or Support: only admin may.
+  allow(requester, support_tracker, statuses, requester_pairs)
   allow(support, support_tracker, statuses, [
     ['Open', 'Needs information'],
     ['Open', 'Answered'],
