@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from email.utils import getaddresses
+
 from mailgate.config import Config, Site
 from mailgate.mail.message import ParsedMail
 
@@ -25,10 +27,39 @@ def handle(mail: ParsedMail, site: Site, login: str | None, config: Config,
         return who
     attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
     text = "\n\n".join(filter(None, [defused(mail.body), not_attached_line(dropped)]))
-    if who.writer != sender.login:
+    recorded = {}
+    if not who.writes_as(sender):
         # Opened by the gateway's user for them: the ticket is not theirs to steer
         # by mail until they write from an address we can verify.
         text = attributed(text, sender)
+        recorded = _who_it_is_for(mail, config)
     return OpenTicket(site=site, sender=sender, subject=mail.subject or "(no subject)",
                       description=with_marker(text, mark) if mark else text,
-                      attachments=attachments, as_user=who.writer, marker=mark)
+                      attachments=attachments, as_user=who.writer, marker=mark,
+                      new_account=who.account, recorded=recorded)
+
+
+def _who_it_is_for(mail: ParsedMail, config: Config) -> dict[str, str]:
+    """The custom fields that keep the reporter (its owner by mail) and the Cc'd
+    participants on a ticket the gateway's user opens for them."""
+    settings = config.redmine
+    recorded = {}
+    if settings.reporter_field:
+        recorded[settings.reporter_field] = mail.from_address.lower()
+    if settings.participants_field:
+        participants = _participants(mail, config)
+        if participants:
+            recorded[settings.participants_field] = "\n".join(participants)
+    return recorded
+
+
+def _participants(mail: ParsedMail, config: Config) -> list[str]:
+    """The Cc: addresses, without the sender and our own addresses, each once."""
+    ours = set(config.domains)
+    found: list[str] = []
+    for _, address in getaddresses([mail.headers.get("cc", "")]):
+        address = address.lower()
+        if ("@" in address and address != mail.from_address.lower()
+                and address.rpartition("@")[2] not in ours and address not in found):
+            found.append(address)
+    return found

@@ -120,6 +120,10 @@ class MailPlan:
                           to_state=decision.to_state, refused=decision.refused)
         if isinstance(step, (PostNote, OpenTicket)):
             record["as_user"] = step.as_user
+            if step.new_account is not None:
+                record["new_account"] = step.new_account.login
+        if isinstance(step, OpenTicket) and step.recorded:
+            record["recorded"] = dict(step.recorded)
         return {k: v for k, v in record.items() if v is not None}
 
 
@@ -155,10 +159,10 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
                      facts, via_our_mta)
     login = facts.login_for(mail.from_address)
     mark = marker(mail.key, _key_of(route), config.redmine.marker_secret)
-    claimed = role_of(mail.from_address, ticket.owner_address if ticket else None, config)
+    claimed = role_of(mail.from_address, ticket.owners if ticket else (), config)
     # Proof of identity is looked for only where it decides something (saves DNS).
-    verdict = facts.sender_verdict(mail, via_our_mta) if needs_proof(claimed, login) \
-        else NOT_NEEDED
+    verdict = facts.sender_verdict(mail, via_our_mta) \
+        if needs_proof(claimed, login, route.site, config) else NOT_NEEDED
     if ticket is None:
         step = new_ticket.handle(mail, route.site, login, config, mark, verdict)
     else:
@@ -185,7 +189,9 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
         return None
     login = facts.login_for(mail.from_address)
     sender = Sender(mail.from_address, mail.from_name, "other", login)
-    if login is None:
+    if login is None and unknown_policy(site, config) == "reject":
+        if _reporter_of(route, mail, facts, config):
+            return None     # the worker checks their proof, with the ticket
         who = identity(sender, NOT_NEEDED, site, config)
     elif unverified_policy(site, config) == "reject":
         # The role does not matter here: every account needs proof to be written as.
@@ -196,6 +202,16 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
 
 
 # -- the steps ---------------------------------------------------------------------------
+
+def _reporter_of(route: Route, mail: ParsedMail, facts: Facts, config: Config) -> bool:
+    """Whether a stranger's reply comes from the ticket's recorded reporter."""
+    if route.kind != "reply" or not config.redmine.reporter_field:
+        return False
+    try:
+        return mail.from_address.lower() == (facts.ticket(route.ticket).reporter_address or "")
+    except NoSuchTicket:
+        return False
+
 
 def _ticket_for(route: Route, facts: Facts) -> tuple[Route, TicketView | None, Plan | None]:
     """(the route, as it stands; the ticket it replies to; a step, if that decides it)."""

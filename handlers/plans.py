@@ -44,6 +44,30 @@ class TicketView:
     #: Idempotency markers found in the ticket's notes (mailgate.mail.idempotency),
     #: each with the login of the journal's author.
     markers: Mapping[str, str | None] = field(default_factory=dict)
+    #: The address that opened the ticket when the gateway's user wrote it for them
+    #: (``redmine.reporter_field``): its owner, as far as mail is concerned.
+    reporter_address: str | None = None
+    #: The first mail's Cc: addresses (``redmine.participants_field``).
+    participants: tuple[str, ...] = ()
+
+    @property
+    def owners(self) -> tuple[str, ...]:
+        """Every address whose mail has the owner role on this ticket (lower case)."""
+        return tuple(a.lower() for a in (self.owner_address, self.reporter_address) if a)
+
+
+@dataclass(frozen=True)
+class Account:
+    """A Redmine account to make for a sender (``unknown_senders: create``)."""
+
+    login: str
+    #: The login to use when Redmine says ``login`` is taken (by someone else's address).
+    fallback_login: str
+    address: str
+    firstname: str
+    lastname: str
+    #: Redmine mails them their new login (``redmine.account_notice``).
+    tell_them: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +82,8 @@ class PostNote:
     #: The ticket's subject and project, for telling Discord.
     subject: str = ""
     project: str | None = None
+    #: Made first when the sender has no account yet (``unknown_senders: create``).
+    new_account: Account | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,11 @@ class OpenTicket:
     as_user: str | None
     #: The idempotency marker the description carries, to find it after a crash.
     marker: str = ""
+    #: Made first when the sender has no account yet (``unknown_senders: create``).
+    new_account: Account | None = None
+    #: Issue custom fields that record who the ticket is for (field name -> value):
+    #: the reporter's address and the participants, when the gateway's user writes.
+    recorded: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
            config: Config, mark: str = "", verdict: Verdict = NOT_NEEDED) -> Plan:
     """``mark``: the idempotency marker this mail's note carries (see mailgate.mail.idempotency);
     ``verdict``: whether the sender's identity is proven (mailgate.trust)."""
-    role = role_of(mail.from_address, ticket.owner_address, config)
+    role = role_of(mail.from_address, ticket.owners, config)
     sender = sender_of(mail, login, role, verdict)
-    who = identity(sender, verdict, site, config)
+    reporter = mail.from_address.lower() == (ticket.reporter_address or "").lower()
+    who = identity(sender, verdict, site, config, reporter=reporter)
     if isinstance(who, (Refuse, Defer)):
         return who
     if mark and _written_by(ticket.markers.get(mark), who.writer, config):
@@ -36,14 +37,14 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
     decision = _decide(ticket, role, commands, site, config, who)
     if not text and not attachments and not decision.changes_state:
         return Ignore("nothing to post: no text, no attachment, no status change")
-    if who.writer != sender.login:
+    if not who.writes_as(sender):
         # A forged From: must not put words in the real person's Redmine mouth:
         # the gateway's user writes, and names who the mail says it is from.
         text = attributed(text, sender)
     return PostNote(ticket=ticket.id, sender=sender, decision=decision,
                     text=with_marker(text, mark) if mark else text,
                     attachments=attachments, as_user=who.writer, subject=ticket.subject,
-                    project=ticket.project)
+                    project=ticket.project, new_account=who.account)
 
 
 def _written_by(author: str | None, writer: str, config: Config) -> bool:

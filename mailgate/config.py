@@ -38,6 +38,13 @@ class RedmineSettings:
     notification_address: str | None = None
     #: workflow state id -> Redmine status name (defaults: the states' display names).
     statuses: Mapping[str, str] = field(default_factory=dict)
+    #: The issue custom field that records the address which opened a ticket when
+    #: the gateway's user wrote it (docs/reporters.md); None: not recorded.
+    reporter_field: str | None = None
+    #: The issue custom field for the first mail's Cc: addresses, one per line; None: not kept.
+    participants_field: str | None = None
+    #: ``unknown_senders: create``: Redmine mails the new account its login (off by default).
+    account_notice: bool = False
 
     @property
     def marker_secret(self) -> bytes:
@@ -60,6 +67,8 @@ class Site:
     #: Extra issue fields for new tickets (priority_id, custom_fields, ...).
     fields: Mapping[str, Any] = field(default_factory=dict)
     workflow: Workflow | None = None
+    #: Mail from an address Redmine does not know: "reject" (default), "accept" (the
+    #: gateway's user writes it) or "create" (a Redmine account is made for the sender).
     unknown_senders: str = "reject"
     #: Mail whose sender is not verified (DKIM): "comment" (default) or "reject".
     unverified_senders: str = "comment"
@@ -150,6 +159,8 @@ class Config:
 ENV_KEYS = [
     ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
+    ("redmine", "reporter_field"), ("redmine", "participants_field"),
+    ("redmine", "account_notice"),
     ("spool", "path"), ("spool", "url"), ("spool", "lease_seconds"), ("spool", "workers"),
     ("spool", "retry_first_delay"), ("spool", "retry_max_delay"), ("spool", "max_age"),
     ("spool", "keep_done_days"),
@@ -235,7 +246,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
     if not domains:
         raise ConfigError("domains: at least one mail domain is needed")
     workflow = _workflow("workflow", _section(data, "workflow"), None)
-    unknown = _choice(data, "unknown_senders", ("reject", "accept"), "reject")
+    unknown = _choice(data, "unknown_senders", UNKNOWN_SENDER_POLICIES, "reject")
     unverified = _choice(data, "unverified_senders", ("comment", "reject"), "comment")
     sites = {name: _site(name, spec, domains[0], workflow, unknown, unverified)
              for name, spec in _section(data, "sites").items()}
@@ -289,16 +300,21 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
     )
 
 
+UNKNOWN_SENDER_POLICIES = ("reject", "accept", "create")
+
+
 def _check_gateway_user(redmine: RedmineSettings, unknown: str, sites: list[Site]) -> None:
     # Accepting strangers' mail means someone must write it: without a gateway
     # user every such mail would be answered 250 and then refused by the worker.
     if redmine.gateway_user:
         return
-    where = "unknown_senders" if unknown == "accept" else next(
-        (f"sites.{s.name}.unknown_senders" if s.name != "triage" else "triage.unknown_senders"
-         for s in sites if s.unknown_senders == "accept"), None)
+    # "create" needs it too: a stranger whose address nothing proves gets no account
+    # (anyone could claim any address), so the gateway's user writes their comment.
+    where, policy = ("unknown_senders", unknown) if unknown != "reject" else next(
+        ((f"sites.{s.name}.unknown_senders" if s.name != "triage" else "triage.unknown_senders",
+          s.unknown_senders) for s in sites if s.unknown_senders != "reject"), (None, None))
     if where:
-        raise ConfigError(f"{where}: 'accept' needs redmine.gateway_user, the login that"
+        raise ConfigError(f"{where}: {policy!r} needs redmine.gateway_user, the login that"
                           " writes for senders Redmine does not know"
                           f" (or set {env_name('redmine', 'gateway_user')})")
 
@@ -320,7 +336,17 @@ def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
         gateway_user=spec.get("gateway_user"),
         notification_address=(spec.get("notification_address") or "").lower() or None,
         statuses=dict(statuses),
+        reporter_field=spec.get("reporter_field") or None,
+        participants_field=spec.get("participants_field") or None,
+        account_notice=_flag(spec, "account_notice", False, "redmine"),
     )
+
+
+def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    value = data.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
+    return value
 
 
 def _site(name: str, spec: Any, domain: str, workflow: Workflow, unknown: str,
@@ -339,7 +365,7 @@ def _site(name: str, spec: Any, domain: str, workflow: Workflow, unknown: str,
         tracker=spec.get("tracker"),
         fields=dict(fields),
         workflow=_workflow(f"{where}.workflow", spec.get("workflow"), workflow),
-        unknown_senders=_choice(spec, "unknown_senders", ("reject", "accept"), unknown, where),
+        unknown_senders=_choice(spec, "unknown_senders", UNKNOWN_SENDER_POLICIES, unknown, where),
         unverified_senders=_choice(spec, "unverified_senders", ("comment", "reject"),
                                    unverified, where),
     )

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from typing import Mapping
 
-from handlers.plans import Duplicate, Ignore, OpenTicket, Plan, PostNote
+from dataclasses import replace
 
+from handlers.plans import Account, Duplicate, Ignore, OpenTicket, Plan, PostNote
+
+from mailgate.errors import RedmineRejected
 from mailgate.outcome import Outcome
+
+#: What Redmine 5 says (in English, the seed's and the API's language) when a login is in use.
+LOGIN_TAKEN = "Login has already been taken"
 
 
 def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:
     """Carry out a plan's step.  Refuse and Defer never come here: they write
     nothing, and ``mailgate.processing`` turns them into their outcome."""
+    if isinstance(plan, (PostNote, OpenTicket)) and plan.new_account is not None:
+        plan = replace(plan, as_user=_make_account(plan.new_account, client))
     if isinstance(plan, PostNote):
         return _post_note(plan, client, status_ids)
     if isinstance(plan, OpenTicket):
@@ -21,6 +29,26 @@ def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:
     if isinstance(plan, Duplicate):
         return Outcome("duplicate", reason=plan.reason)
     raise TypeError(f"not a plan: {plan!r}")
+
+
+def _make_account(account: Account, client) -> str:
+    """The login the sender writes as: the account made for them now, or the one an
+    earlier try of this same mail made (Redmine knows their address by then)."""
+    existing = client.find_user_by_email(account.address)
+    if existing is not None:
+        return existing.login
+    try:
+        return _create(account, account.login, client)
+    except RedmineRejected as exc:
+        if LOGIN_TAKEN not in exc.messages or account.login == account.fallback_login:
+            raise
+    # Someone else's account has this address as its login: use the other one.
+    return _create(account, account.fallback_login, client)
+
+
+def _create(account: Account, login: str, client) -> str:
+    return client.create_user(login, account.address, account.firstname, account.lastname,
+                              tell_them=account.tell_them).login
 
 
 def _uploads(client, plan) -> list[dict]:
@@ -54,7 +82,8 @@ def _open_ticket(plan: OpenTicket, client) -> Outcome:
             return Outcome("duplicate", ticket=found, reason=f"already ticket #{found}")
     tracker_id = client.tracker_id(site.tracker) if site.tracker else None
     fields = dict(site.fields)
-    custom_fields = fields.pop("custom_fields", None)
+    # The site's own custom_fields stay in ``fields``; create_issue merges both.
+    custom_fields = dict(plan.recorded)
     ticket = client.create_issue(site.project, plan.subject, plan.description,
                                  tracker_id=tracker_id, custom_fields=custom_fields,
                                  uploads=_uploads(client, plan), extra=fields,

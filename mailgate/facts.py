@@ -70,10 +70,12 @@ class RedmineFacts(_Trust):
         # Who wrote each marker: only the gateway's or the writer's own are believed.
         markers = {mark: self.client.user_login(j.user_id)
                    for j in issue.journals for mark in markers_in(j.notes)}
+        reporter, participants = _recorded(issue.custom_fields, self.config)
         return TicketView(id=issue.id, state=states.get(issue.status_id),
                           status_name=issue.status_name, owner_address=issue.author_email,
                           has_answer=has_answer, subject=issue.subject,
-                          markers=markers, project=issue.project_name)
+                          markers=markers, project=issue.project_name,
+                          reporter_address=reporter, participants=participants)
 
     def login_for(self, address: str) -> str | None:
         user = self.client.find_user_by_email(address)
@@ -98,3 +100,19 @@ class GivenFacts(_Trust):
     def login_for(self, address: str) -> str | None:
         # Without Redmine, assume every sender is a Redmine user.
         return address
+
+
+def _recorded(fields: Mapping[str, object], config: Config
+              ) -> tuple[str | None, tuple[str, ...]]:
+    """The reporter and participants the ticket's custom fields record (docs/reporters.md)."""
+    names = config.redmine
+    reporter = _address(fields.get(names.reporter_field)) if names.reporter_field else None
+    lines = str(fields.get(names.participants_field) or "").splitlines() \
+        if names.participants_field else []
+    return reporter, tuple(filter(None, map(_address, lines)))
+
+
+def _address(value) -> str | None:
+    """A recorded address as handlers compare it (a field may hold anything)."""
+    text = str(value or "").strip().lower()
+    return text if "@" in text else None

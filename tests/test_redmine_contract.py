@@ -287,6 +287,45 @@ def test_find_user_by_email(client):
     assert client.find_user_by_email("owner") is None
 
 
+def test_a_new_account_is_found_by_its_address_and_writes_on_its_own_tickets(client, status):
+    """unknown_senders: create.  The made account is a member of no project: the seed
+    gives Redmine's Non member role the Requester's rights, so it may open a ticket,
+    write on it and close it, as the Requester does."""
+    address = f"{uuid.uuid4().hex[:10]}@neighbours.example"
+    made = client.create_user(address, address, "Nina", "Neighbour")
+    assert (made.login, made.email, made.name) == (address, address, "Nina Neighbour")
+    client.clear_caches()
+    assert client.find_user_by_email(address.upper()).login == address
+    issue_id = new_issue(client, as_user=address)
+    assert client.get_issue(issue_id).author_email == address
+    result = client.add_note(issue_id, "It works again.", status_id=status["solved"],
+                             as_user=address)
+    assert result.status_applied and result.journal_id is not None
+
+
+def test_an_account_redmine_refuses_says_why(client):
+    address = f"{uuid.uuid4().hex[:10]}@neighbours.example"
+    with pytest.raises(RedmineRejected) as taken:
+        client.create_user("owner", address, "Nina", "Neighbour")
+    assert "Login has already been taken" in taken.value.messages
+    with pytest.raises(RedmineRejected) as used:
+        client.create_user(uuid.uuid4().hex[:10], "OWNER@example.org", "Nina", "Neighbour")
+    assert "Email has already been taken" in used.value.messages
+    with pytest.raises(RedmineRejected) as invalid:
+        client.create_user("not a login!", address, "Nina", "Neighbour")
+    assert "Login is invalid" in invalid.value.messages
+
+
+def test_the_reporter_fields_are_kept_on_a_new_ticket(client):
+    issue_id = new_issue(client, as_user="gateway", custom_fields={
+        "reporter-email": "nina@neighbours.example",
+        "participants": "a@neighbours.example\nb@neighbours.example"})
+    fields = client.get_issue(issue_id).custom_fields
+    assert fields["reporter-email"] == "nina@neighbours.example"
+    assert fields["participants"].splitlines() == ["a@neighbours.example",
+                                                   "b@neighbours.example"]
+
+
 def test_set_custom_field_by_name(client):
     issue_id = new_issue(client)
     client.set_custom_field(issue_id, "discord-thread", True)

@@ -414,6 +414,22 @@ class RedmineClient:
             journal and journal.status_change and journal.status_change[1] == status_id)
         return NoteResult(journal.id if journal else None, status_id, applied, issue)
 
+    def create_user(self, login: str, mail: str, firstname: str, lastname: str, *,
+                    tell_them: bool = False) -> User:
+        """Make an active account, as Redmine's ``unknown_user=create`` does: a password
+        nobody knows (``generate_password``), mail about their own issues only, and
+        Redmine's "your account" mail only when ``tell_them``.  Needs an admin key.
+        A refusal (a login or address already taken) is RedmineRejected, with
+        Redmine's messages."""
+        body = {"user": {"login": login, "mail": mail, "firstname": firstname,
+                         "lastname": lastname, "generate_password": True,
+                         "mail_notification": "only_my_events"},
+                "send_information": tell_them}
+        created = _user(_json(self._write("POST", "/users.json", body), "POST /users.json")
+                        ["user"])
+        self._by_email.put(mail.lower(), created)
+        return created
+
     def set_custom_field(self, issue_id: int, name: str, value: Any) -> None:
         """Set one custom field by name, and check that Redmine kept it."""
         values = self._custom_field_values({name: value})

@@ -51,7 +51,8 @@ PRIORITY = {"id": 2, "name": "Normal"}
 #: project id -> identifier (the name is the identifier too)
 PROJECTS = {1: "site-a", 2: "site-b", 3: "triage"}
 #: custom field id -> (name, format)
-CUSTOM_FIELDS = {1: ("discord-thread", "bool"), 2: ("discord-thread-id", "string")}
+CUSTOM_FIELDS = {1: ("discord-thread", "bool"), 2: ("discord-thread-id", "string"),
+                 3: ("reporter-email", "string"), 4: ("participants", "text")}
 
 _BASE = {"view_issues", "add_issues", "add_issue_notes", "view_issue_watchers"}
 #: role -> permissions
@@ -61,6 +62,8 @@ PERMISSIONS = {
                         "add_issue_watchers"},
     "Manager": _BASE | {"edit_issues", "set_notes_private", "view_private_notes",
                         "add_issue_watchers", "delete_issues", "manage_members"},
+    # Built in: users who are members of no project (the accounts mailgate makes).
+    "Non member": _BASE | {"edit_own_issues"},
 }
 #: role -> allowed (from, to) status names.  Manager has no members: it is
 #: there so that admin (who gets every role's transitions) may do anything.
@@ -72,6 +75,7 @@ WORKFLOWS = {
                 ("Needs information", "Answered"), ("Answered", "Needs information")},
     "Manager": {(a, b) for a, _ in STATUSES.values() for b, _ in STATUSES.values() if a != b},
 }
+WORKFLOWS["Non member"] = WORKFLOWS["Requester"]
 
 
 @dataclass(frozen=True)
@@ -273,6 +277,8 @@ class FakeRedmine:
             self.delay = 0.0
             self.chaos: Chaos | None = None
             self.requests: list[Seen] = []
+            #: The seed's users, then any made over the API (POST /users.json).
+            self.users: list[SeedUser] = list(USERS)
 
     # ---------------------------------------------------- test hooks & peeks
 
@@ -343,10 +349,10 @@ class FakeRedmine:
 
     def _authenticate(self, request: Request) -> SeedUser | None:
         key = request.header("X-Redmine-API-Key") or request.query.get("key")
-        user = next((u for u in USERS if key and u.key == key and u.active), None)
+        user = next((u for u in self.users if key and u.key == key and u.active), None)
         login = request.header("X-Redmine-Switch-User")
         if user and user.admin and login:
-            switched = USERS_BY_LOGIN.get(login)
+            switched = next((u for u in self.users if u.login == login), None)
             if switched is None or not switched.active:
                 raise HTTPError(412)
             user = switched
@@ -362,18 +368,44 @@ class FakeRedmine:
         _admin_only(request)
         wanted = request.query.get("name", "").lower()
         status = request.query.get("status", "1")
-        users = [u for u in sorted(USERS, key=lambda u: u.login)
+        users = [u for u in sorted(self.users, key=lambda u: u.login)
                  if (not status or int(status) == (1 if u.active else 3))
                  and (not wanted or any(wanted in s.lower() for s in
                                         (u.login, u.firstname, u.lastname, u.mail, u.name)))]
         return _page(request, "users", [_user_json(u, request.user) for u in users], 25)
 
     def show_user(self, request: Request, user_id: str) -> Response:
-        user = next((u for u in USERS if str(u.id) == user_id), None)
+        user = next((u for u in self.users if str(u.id) == user_id), None)
         viewer = request.user
         if user is None or not (user.active or (viewer and viewer.admin)):
             raise HTTPError(404)
         return Response(200, {"user": _user_json(user, viewer)})
+
+    def create_user(self, request: Request, *_: str) -> Response:
+        """POST /users.json (admin only), with Redmine's validations of a new account."""
+        _admin_only(request)
+        attrs = _json_body(request).get("user") or {}
+        login, mail = str(attrs.get("login") or ""), str(attrs.get("mail") or "")
+        errors = []
+        if not login:
+            errors.append("Login cannot be blank")
+        elif not _LOGIN.fullmatch(login):
+            errors.append("Login is invalid")
+        elif any(u.login.lower() == login.lower() for u in self.users):
+            errors.append("Login has already been taken")
+        if not _EMAIL.fullmatch(mail):
+            errors.append("Email is invalid")
+        elif any(u.mail.lower() == mail.lower() for u in self.users):
+            errors.append("Email has already been taken")
+        for name in ("firstname", "lastname"):
+            if not str(attrs.get(name) or "").strip():
+                errors.append(f"{name.capitalize().replace('name', ' name')} cannot be blank")
+        if errors:
+            raise _unprocessable(*errors)
+        user = SeedUser(max(u.id for u in self.users) + 1, login, str(attrs["firstname"]),
+                        str(attrs["lastname"]), mail, roles=("Non member",))
+        self.users.append(user)
+        return Response(201, {"user": _user_json(user, request.user)})
 
     def list_statuses(self, request: Request) -> Response:
         return Response(200, {"issue_statuses": [
@@ -587,6 +619,7 @@ ROUTES: list[tuple[str, re.Pattern, Callable]] = [
     ("GET", re.compile(r"/users/current\.json"), FakeRedmine.current_user),
     ("GET", re.compile(r"/users\.json"), FakeRedmine.list_users),
     ("GET", re.compile(r"/users/(\d+)\.json"), FakeRedmine.show_user),
+    ("POST", re.compile(r"/users\.json"), FakeRedmine.create_user),
     ("GET", re.compile(r"/issue_statuses\.json"), FakeRedmine.list_statuses),
     ("GET", re.compile(r"/trackers\.json"), FakeRedmine.list_trackers),
     ("GET", re.compile(r"/custom_fields\.json"), FakeRedmine.list_custom_fields),
@@ -634,6 +667,20 @@ def _allowed_statuses(user: SeedUser, current: int) -> set[int]:
     name = STATUSES[current][0]
     allowed = {_status_id(b) for r in roles for a, b in WORKFLOWS[r] if a == name}
     return allowed | {current} if allowed else allowed
+
+
+#: Redmine 5's User validations (app/models/user.rb: LOGIN_LENGTH_LIMIT, the login
+#: format; the address format of lib/redmine/... is stricter than this, never looser).
+_LOGIN = re.compile(r"[a-z0-9_\-@.]{1,60}", re.IGNORECASE)
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _json_body(request: Request) -> dict:
+    try:
+        params = json.loads(request.body or b"{}")
+    except ValueError:
+        raise HTTPError(400, b"", "text/html; charset=utf-8") from None
+    return params if isinstance(params, dict) else {}
 
 
 def _issue_params(request: Request) -> dict:
