@@ -43,6 +43,8 @@ OUTCOMES = {
     "html-only-answer.eml": "applied",
     "latin1-owner-reply.eml": "applied",
     "list-mail.eml": "ignored",
+    "neighbour-opens-ticket.eml": "created",          # the gateway user writes, records them
+    "neighbour-writes-to-triage.eml": "created",      # triage makes them an account
     "out-of-office-reply.eml": "ignored",
     "outlook-reply-with-suppress-header.eml": "applied",
     "own-loop.eml": "ignored",
@@ -93,6 +95,8 @@ def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: 
         limits={"per_sender": {"mails": 1000, "per_seconds": 60}},
         sweep={"remind_after_hours": 24, "interval": 3600},
         attachments={"max_size": 1_000_000},
+        redmine={"reporter_field": "reporter-email", "participants_field": "participants"},
+        triage={"unknown_senders": "create"},
         **imap,
     )
 
@@ -235,6 +239,17 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
     assert len(names) == len(set(names)) and names
     [conversation] = [t for t in fake_discord.threads() if t.name.startswith(f"#{both} ")]
     assert len(conversation.messages) == 2
+    # Reporters who are not Redmine users: recorded, or given an account (issue 13).
+    opened = [i for i in fake_redmine.issues.values()
+              if i.subject == "No connection since this morning"]
+    assert len(opened) == len(SOURCES)
+    assert all((i.author.login, i.custom_fields.get(3), i.custom_fields.get(4)) ==
+               ("gateway", "nina@elsewhere.test", "fred@elsewhere.test") for i in opened)
+    [nils] = [u for u in fake_redmine.users if u.mail == "nils@elsewhere.test"]
+    # Replay is not our MTA: nothing proves the address there, so no account acts.
+    authors = sorted(i.author.login for i in fake_redmine.issues.values()
+                     if i.subject == "Which site am I on?")
+    assert authors == ["gateway"] + [nils.login] * (len(SOURCES) - 1), authors
     # The one refused command was told to its sender, once a day.
     notices = [m for m in relay.messages() if "was not carried out" in
                " ".join(m.get_content().split())]
