@@ -72,7 +72,7 @@ def _mail_commands(commands) -> None:
                          help="how the mail reached us, which decides whose"
                               " Authentication-Results count: pipe or lmtp (from our MTA;"
                               " the default), 'smtp ADDRESS', replay")
-    explain.add_argument("files", nargs="+", metavar="FILE")
+    explain.add_argument("files", nargs="+", metavar="FILE|DIR|MBOX")
     explain.set_defaults(run=_explain)
 
     replay = commands.add_parser("replay", help="deliver saved mail (files, dirs, mboxes)")
@@ -184,9 +184,13 @@ def _gateway(args: argparse.Namespace):
 def _serve(args: argparse.Namespace) -> int:
     import asyncio
 
+    from mailgate.config import parse_listen
     from mailgate.serve import check_startup, serve
 
     _setup_logging()
+    for option in ("smtp", "lmtp", "metrics"):
+        if getattr(args, option):
+            parse_listen(getattr(args, option), f"--{option}")
     gateway = _gateway(args)
     smtp = args.smtp or gateway.config.smtp_listen
     lmtp = args.lmtp or gateway.config.lmtp_listen
@@ -289,9 +293,10 @@ def _explain(args: argparse.Namespace) -> int:
         from mailgate.clients.redmine import RedmineClient
 
         facts = RedmineFacts(RedmineClient.from_settings(config.redmine), config)
-    for name in args.files:
-        result = explain(name, Path(name).read_bytes(), config, facts, args.recipient,
-                         via=args.via)
+    from mailgate.intake.replay import messages
+
+    for name, raw in messages(args.files):
+        result = explain(name, raw, config, facts, args.recipient, via=args.via)
         print(json.dumps(result.data, ensure_ascii=False) if args.json else result.text())
     return EX_OK
 

@@ -179,6 +179,17 @@ ENV_KEYS = [
 ]
 
 
+def parse_listen(value: Any, where: str) -> tuple[str, int]:
+    """``HOST:PORT`` (or ``:PORT``, meaning 127.0.0.1) as the listeners take it; anything
+    else is a ConfigError naming ``where`` (a config key, or a command-line option)."""
+    host, colon, port = str(value).strip().rpartition(":")
+    host = host.strip("[]")     # [::1]:25
+    if not colon or not port.isdigit() or not 0 <= int(port) < 65536 or any(
+            c.isspace() for c in host):
+        raise ConfigError(f"{where}: {value!r} is not HOST:PORT (a port from 0 to 65535)")
+    return host or "127.0.0.1", int(port)
+
+
 def env_name(section: str | None, key: str) -> str:
     return f"MAILGATE_{section + '_' if section else ''}{key}".upper().replace("-", "_")
 
@@ -255,6 +266,9 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
               if triage_spec else None)
     server = _section(data, "server")
     listen = _section(data, "listen")
+    for key in ("smtp", "lmtp", "metrics"):
+        if listen.get(key):
+            parse_listen(listen[key], f"listen.{key}")
     spool = _section(data, "spool")
     redmine = _redmine(_section(data, "redmine"), need_redmine)
     _check_gateway_user(redmine, unknown, [*sites.values(), *([triage] if triage else [])])

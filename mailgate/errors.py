@@ -8,6 +8,7 @@
     │   ├── SpoolBusy             the spool database is locked
     │   ├── MailboxUnavailable    an IMAP mailbox cannot be reached or read now
     │   └── MailTakenElsewhere    another process took this mail from its mailbox first
+    │   └── ListenFailed          serve cannot listen where it was told (the port is in use)
     ├── PermanentError            do not retry this mail: SMTP 5xx, exit 65/67/77
     │   ├── BadMessage            empty or unparseable input (554 5.6.0, exit 65)
     │   ├── MessageTooBig         over the configured size (552 5.3.4, exit 65)
@@ -17,8 +18,9 @@
     │   ├── UnknownUser           Redmine has no active user by that login (412)
     │   ├── Forbidden             Redmine refused this ticket to this user (403)
     │   └── RedmineRejected       Redmine refused the write with messages (422)
-    └── ConfigError               the operator must fix something: exit 78; SMTP 451 4.3.5
-        └── MailboxLoginFailed    an IMAP server refused our login (password, token)
+    ├── ConfigError               the operator must fix something: exit 78; SMTP 451 4.3.5
+    │   └── MailboxLoginFailed    an IMAP server refused our login (password, token)
+    └── NoInput                   a file or directory named on the command line: exit 66
 
 Only the edges (the SMTP/LMTP handler, the pipe command, the CLI) turn these into reply
 codes or exit codes, reading the class attributes below.  "Ignored" and "duplicate" are
@@ -31,6 +33,7 @@ from __future__ import annotations
 EX_OK = 0
 EX_USAGE = 64
 EX_DATAERR = 65
+EX_NOINPUT = 66
 EX_NOUSER = 67
 EX_SOFTWARE = 70
 EX_TEMPFAIL = 75
@@ -152,3 +155,17 @@ class ConfigError(MailgateError):
 class MailboxLoginFailed(ConfigError):
     """An IMAP server refused the login: a wrong password or token, or a locked account.
     ``fetch`` exits 78; ``serve`` tries again with backoff, and /healthz turns red."""
+
+
+class ListenFailed(TemporaryError):
+    """``serve`` cannot listen on an address: it is in use (another gateway not yet
+    gone), or not this host's.  Exit 75: a restart a little later may well work."""
+
+    tells_client = False
+
+
+class NoInput(MailgateError):
+    """A file or directory named on the command line (``replay``, ``explain``) is not
+    there or cannot be read: exit 66 (EX_NOINPUT)."""
+
+    exit_code = EX_NOINPUT

@@ -16,7 +16,8 @@ import signal
 import threading
 import time
 
-from mailgate.errors import RedmineUnavailable
+from mailgate.config import parse_listen
+from mailgate.errors import ListenFailed, RedmineUnavailable
 from mailgate.gateway import Gateway
 from mailgate.ops.httpd import start_http
 from mailgate.intake.ratelimit import StoreRateLimiter
@@ -24,11 +25,6 @@ from mailgate.intake.smtp import GatewayHandler, smtp_factory
 
 log = logging.getLogger("mailgate.serve")
 SHUTDOWN_GRACE = 30.0
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return host or "127.0.0.1", int(port)
 
 
 def check_startup(gateway: Gateway) -> None:
@@ -64,13 +60,18 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
             continue
         handler = GatewayHandler(gateway, lmtp=lmtp_mode, on_spooled=gateway.worker.wake.set,
                                  sender_limit=sender_limit)
-        host, port = parse_listen(listen)
+        host, port = parse_listen(listen, "--lmtp" if lmtp_mode else "--smtp")
         factory = smtp_factory(handler, gateway.config.hostname,
                                gateway.config.max_message_size, loop)
-        server = await loop.create_server(factory, host, port)
+        try:
+            server = await loop.create_server(factory, host, port)
+        except OSError as exc:
+            raise ListenFailed(f"cannot listen on {host}:{port}: {exc.strerror}") from None
         handlers.append(handler)
         servers.append(server)
         log.info("%s listening on %s:%d", "LMTP" if lmtp_mode else "SMTP", host, port)
+    # Every address is bound before any thread starts: a port in use ends serve here.
+    http = start_http(gateway, metrics) if metrics else None
     if run_worker:
         start_runners(gateway, worker_stop)
     # The IMAP mailboxes: a source, like the listeners (mailgate.intake.imap_watch).
@@ -78,7 +79,6 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         watcher.start(worker_stop)
         log.info("IMAP: watching %s (%s@%s)", watcher.box.name, watcher.box.user,
                  watcher.box.host)
-    http = start_http(gateway, metrics) if metrics else None
     if ready:
         ready.set()
     await stop.wait()

@@ -8,21 +8,34 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from mailgate.errors import MailgateError, TemporaryError
+from mailgate.errors import MailgateError, NoInput, TemporaryError
 from mailgate.gateway import Gateway
 from mailgate.outcome import Outcome
 
 
 def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(name, raw bytes) for every mail in the given files, directories and mboxes."""
+    """(name, raw bytes) for every mail in the given files, directories and mboxes.
+    A path that is not there or cannot be read is NoInput, before any mail is taken."""
+    for path in map(Path, paths):
+        if not path.exists():
+            raise NoInput(f"{path}: no such file or directory")
     for path in map(Path, paths):
         if path.is_dir():
             yield from messages([str(p) for p in sorted(path.rglob("*")) if p.is_file()])
-        elif path.read_bytes()[:5] == b"From ":
+            continue
+        raw = _read(path)
+        if raw[:5] == b"From ":
             for index, message in enumerate(mailbox.mbox(path)):
                 yield f"{path}[{index}]", message.as_bytes()
         else:
-            yield str(path), path.read_bytes()
+            yield str(path), raw
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise NoInput(f"{path}: cannot read: {exc.strerror}") from None
 
 
 def replay(gateway: Gateway, paths: list[str], recipient: str | None, via: str,

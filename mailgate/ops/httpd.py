@@ -8,14 +8,19 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mailgate.config import parse_listen
+from mailgate.errors import ListenFailed
 from mailgate.ops.metrics import health
 
 log = logging.getLogger("mailgate.http")
 
 
 def start_http(gateway, listen: str) -> ThreadingHTTPServer:
-    host, _, port = listen.rpartition(":")
-    server = ThreadingHTTPServer((host or "127.0.0.1", int(port)), _handler(gateway))
+    host, port = parse_listen(listen, "--metrics")
+    try:
+        server = ThreadingHTTPServer((host, port), _handler(gateway))
+    except OSError as exc:
+        raise ListenFailed(f"cannot serve /metrics on {host}:{port}: {exc.strerror}") from None
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
     log.info("metrics and health on http://%s:%d/", *server.server_address[:2])
