@@ -228,7 +228,11 @@ def _ticket_for(route: Route, facts: Facts) -> tuple[Route, TicketView | None, P
 
 
 def _duplicate(earlier: dict | None) -> Duplicate | None:
-    return None if earlier is None else Duplicate(f"already applied: {earlier.get('kind')}")
+    if earlier is None:
+        return None
+    ticket = earlier.get("ticket")
+    return Duplicate(f"already on ticket #{ticket} ({earlier.get('kind')})" if ticket
+                     else f"already applied: {earlier.get('kind')}")
 
 
 def _key_of(route: Route) -> str:

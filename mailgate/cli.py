@@ -295,10 +295,21 @@ def _explain(args: argparse.Namespace) -> int:
         facts = RedmineFacts(RedmineClient.from_settings(config.redmine), config)
     from mailgate.intake.replay import messages
 
+    seen = _spool_record(config) if not given else (lambda key, route: None)
     for name, raw in messages(args.files):
-        result = explain(name, raw, config, facts, args.recipient, via=args.via)
+        result = explain(name, raw, config, facts, args.recipient, via=args.via, seen=seen)
         print(json.dumps(result.data, ensure_ascii=False) if args.json else result.text())
     return EX_OK
+
+
+def _spool_record(config):
+    """What the spool says was applied already, when there is a spool to ask (explain
+    creates none: it writes nothing)."""
+    if config.spool_url is None and not config.spool_path.exists():
+        return lambda key, route: None
+    from mailgate.store import open_spool
+
+    return open_spool(config.store).seen
 
 
 def _replay(args: argparse.Namespace) -> int:

@@ -177,3 +177,30 @@ def test_an_unverified_other_is_only_a_comment_too():
     assert (result["sender"]["role"], result["action"]) == ("other", "comment")
     assert result["plan"]["as_user"] == "gateway"
     assert result["refused"].startswith("the sender could not be verified")
+
+
+@pytest.mark.real_redmine
+def test_a_mail_already_applied_is_explained_as_a_duplicate(real_redmine, tmp_path):
+    """explain reads the spool's record: the mail the pipe applied is a duplicate of the
+    note on its ticket, not a plan without a role (issue 17, point 3)."""
+    import uuid
+
+    from mailgate.clients.redmine import RedmineClient
+    from support.configs import write_config
+    from support.mails import verified_reply
+
+    config = write_config(tmp_path / "m.yaml", real_redmine.url, real_redmine.admin_key)
+    client = RedmineClient(real_redmine.url, real_redmine.admin_key)
+    ticket = client.create_issue("site-a", f"explain {uuid.uuid4().hex[:8]}", "x",
+                                 as_user="owner")
+    mail = tmp_path / "reply.eml"
+    mail.write_bytes(verified_reply(ticket, "owner@example.org", "Olive Owner", "Re: x",
+                                    f"<{uuid.uuid4().hex}@example.org>", "More detail."))
+    before = run_mailgate("explain", "--config", str(config), str(mail))
+    assert "give-info: open -> open" in before.stdout.decode(), before.stderr.decode()
+    piped = run_mailgate("pipe", "--config", str(config), stdin=mail.read_bytes())
+    assert piped.returncode == 0, piped.stderr.decode()
+    after = run_mailgate("explain", "--config", str(config), str(mail))
+    text = after.stdout.decode()
+    assert f"{mail}: duplicate" in text and f"already on ticket #{ticket}" in text, text
+    assert "role None" not in text

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from handlers.planning import MailPlan, plan_mail
+from handlers.planning import MailPlan, Seen, plan_mail
 from handlers.plans import Defer, Duplicate, Ignore, OpenTicket, PostNote, Refuse
 
 from mailgate.config import Config
@@ -32,7 +32,9 @@ class Explanation:
         lines = [f"{d['file']}: {where}"]
         if d["sender"]["address"]:
             s = d["sender"]
-            lines.append(f"  from {s['name']} <{s['address']}>, role {s['role']}")
+            # No role for mail the plan stopped before looking at its sender.
+            role = f", role {s['role']}" if s["role"] else ""
+            lines.append(f"  from {s['name']} <{s['address']}>{role}")
         if d["action"] == "open":
             lines.append("  opens a new ticket")
         elif d["action"]:
@@ -46,9 +48,11 @@ class Explanation:
 
 
 def explain(name: str, raw: bytes, config: Config, facts: Facts,
-            recipient: str | None = None, via: str = "pipe") -> Explanation:
+            recipient: str | None = None, via: str = "pipe",
+            seen: Seen = lambda key, route: None) -> Explanation:
     """``via``: how the mail reached us, as the spool would record it (the default:
-    handed over by our MTA, whose Authentication-Results then count)."""
+    handed over by our MTA, whose Authentication-Results then count); ``seen``: the
+    spool's record of mail already applied (a duplicate is said to be one)."""
     data: dict[str, Any] = {
         "file": name, "route": {"kind": "rejected", "ticket": None, "site": None},
         "sender": {"address": None, "name": None, "role": None, "verified": False},
@@ -60,7 +64,7 @@ def explain(name: str, raw: bytes, config: Config, facts: Facts,
         _describe_mail(data, mail)
         address = recipient or recipient_from_headers(mail, config)
         plan = plan_mail(mail, address, facts, config,
-                         via_our_mta=config.trust.through_our_mta(via))
+                         via_our_mta=config.trust.through_our_mta(via), seen=seen)
     except MailgateError as exc:
         data["reason"] = str(exc)
         return Explanation(data)
