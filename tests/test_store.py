@@ -20,6 +20,7 @@ from mailgate.store.migrations import migrate, version
 from mailgate.store.notices import NoticeStore, utc_day
 from mailgate.store.ratebuckets import RateBuckets
 from mailgate.store.spool import SqliteSpool
+from mailgate.store.watch import WatchStore
 
 T0 = 1_795_000_000.0            # 2026-11-18, mid-morning UTC
 DAY = 86400.0
@@ -213,6 +214,7 @@ def test_retention_purges_what_finished_and_keeps_dead_mail(where, opened):
     spool = opened(open_spool(where))
     queue = opened(PostQueue(where))
     notices = opened(NoticeStore(where))
+    watch = opened(WatchStore(where))
     now = time.time()
     old, recent = now - 40 * DAY, now - 5 * DAY
     old_done, old_dead, new_done, waiting = spool.add(
@@ -241,15 +243,24 @@ def test_retention_purges_what_finished_and_keeps_dead_mail(where, opened):
             notices.bury(item, "550", old)
         else:
             notices.defer(item, "421", old)
+    for journal, end, when in ((1, "done", old), (2, "done", recent), (3, "dead", old)):
+        watch.add(journal, 7, {"journal": journal}, old)
+        watch.claim(old, lease=60)
+        (watch.done if end == "done" else watch.bury)(
+            journal, {"told": []} if end == "done" else "crash", when)
 
-    assert spool.purge(now - 30 * DAY) == {"mails": 1, "bodies": 0, "posts": 1, "notices": 2}
+    assert spool.purge(now - 30 * DAY) == {"mails": 1, "bodies": 0, "posts": 1, "notices": 2,
+                                           "journals": 1}
     assert spool.get(old_done) is None
     assert spool.counts() == {"dead": 1, "done": 1, "queued": 1}
     assert spool.get(waiting).raw == b"the mail"         # its body is still pointed at
     assert (queue.counts()["sent"], queue.counts()["dead"]) == (1, 1)
     assert queue.thread("site-a", 0) == "thread0"         # a ticket keeps its thread
     assert notices.counts() == {"queued": 1, "sent": 1}
-    assert spool.purge(now - 30 * DAY) == {"mails": 0, "bodies": 0, "posts": 0, "notices": 0}
+    assert watch.counts() == {"queued": 0, "done": 1, "dead": 1}   # dead is kept, as mail
+    assert not watch.add(2, 7, {}, now)                   # a journal told is never found again
+    assert spool.purge(now - 30 * DAY) == {"mails": 0, "bodies": 0, "posts": 0, "notices": 0,
+                                           "journals": 0}
 
 
 def test_retention_deletes_a_body_with_the_last_row_that_uses_it(tmp_path, opened):
@@ -261,7 +272,7 @@ def test_retention_deletes_a_body_with_the_last_row_that_uses_it(tmp_path, opene
         spool.finish(mail, {"kind": "applied"})
     _backdate(spool, [mine, shared_a], 40 * DAY)
     assert spool.purge(time.time() - 30 * DAY) == {"mails": 2, "bodies": 1, "posts": 0,
-                                                   "notices": 0}
+                                                   "notices": 0, "journals": 0}
     db = sqlite3.connect(tmp_path / "spool.db")
     assert db.execute("SELECT raw FROM bodies").fetchall() == [(b"shared",)]
     assert spool.get(shared_b).raw == b"shared"

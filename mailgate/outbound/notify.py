@@ -412,8 +412,9 @@ class Notifier:
         with smtplib.SMTP(s.relay_host, s.relay_port, local_hostname=s.loop_id,
                           timeout=s.timeout) as smtp:
             options = [] if item.recipient.isascii() else ["SMTPUTF8"]
-            # The null reverse path (RFC 3834 §3.3): nothing answers a notice.
-            smtp.sendmail("", [item.recipient], item.message, mail_options=options)
+            # A notice: the null reverse path (RFC 3834 §3.3), nothing answers it.  An
+            # answer (mailgate.outbound.answers): the ticket's address, for its bounces.
+            smtp.sendmail(item.mail_from, [item.recipient], item.message, mail_options=options)
 
     def _forget_old(self, now: float) -> None:
         today = utc_day(now)

@@ -2,7 +2,9 @@
 
 * done mails, and their bodies once no recipient's row points at them;
 * sent Discord posts (the thread registry stays: a ticket keeps its thread);
-* sent and dead notices (their once-a-day record is the notifier's, kept a week).
+* sent and dead notices (their once-a-day record is the notifier's, kept a week);
+* journals the Redmine watcher has told (a poll never finds them again: it
+  looks only at journals written since its watermark).
 
 Dead mail is kept whatever its age: an operator must look at it
 (``mailgate spool list --state dead``), and dead Discord posts likewise.  The
@@ -30,6 +32,7 @@ class _PurgeSQL:
     mails: str
     posts: str
     notices: str
+    journals: str
     #: Takes (body, body); None where bodies are kept in their rows.
     orphan_body: str | None
 
@@ -44,6 +47,9 @@ SQLITE = _PurgeSQL(
           " WHERE state = 'sent' AND finished_at < ? LIMIT ?) RETURNING id",
     notices="DELETE FROM notice_outbox WHERE id IN (SELECT id FROM notice_outbox"
             " WHERE state IN ('sent', 'dead') AND finished_at < ? LIMIT ?) RETURNING id",
+    journals="DELETE FROM watch_journals WHERE journal_id IN (SELECT journal_id FROM"
+             " watch_journals WHERE state = 'done' AND finished_at < ? LIMIT ?)"
+             " RETURNING journal_id",
     orphan_body=SQLITE_ORPHAN_BODY,
 )
 
@@ -54,6 +60,9 @@ POSTGRES = _PurgeSQL(
           " WHERE state = 'sent' AND finished_at < %s LIMIT %s) RETURNING id",
     notices="DELETE FROM notice_outbox WHERE id IN (SELECT id FROM notice_outbox"
             " WHERE state IN ('sent', 'dead') AND finished_at < %s LIMIT %s) RETURNING id",
+    journals="DELETE FROM watch_journals WHERE journal_id IN (SELECT journal_id FROM"
+             " watch_journals WHERE state = 'done' AND finished_at < %s LIMIT %s)"
+             " RETURNING journal_id",
     # PostgreSQL keeps the mail in its messages row.
     orphan_body=None,
 )
@@ -62,9 +71,9 @@ POSTGRES = _PurgeSQL(
 def purge(db: Database, before: float, batch: int = BATCH) -> dict[str, int]:
     """Delete what finished before ``before`` (time.time()); returns how many of each."""
     sql = SQLITE if db.backend == "sqlite" else POSTGRES
-    purged = {"mails": 0, "bodies": 0, "posts": 0, "notices": 0}
+    purged = {"mails": 0, "bodies": 0, "posts": 0, "notices": 0, "journals": 0}
     for kind, statement in (("mails", sql.mails), ("posts", sql.posts),
-                            ("notices", sql.notices)):
+                            ("notices", sql.notices), ("journals", sql.journals)):
         while True:
             with db.transaction() as cur:
                 deleted = cur.execute(statement, (before, batch)).fetchall()

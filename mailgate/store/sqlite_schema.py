@@ -126,6 +126,33 @@ _RECEIPTS = """CREATE TABLE receipts (
     PRIMARY KEY (source, uidvalidity, uid)
 )"""
 
+# mailgate.store.watch: the Redmine watcher's watermark, and each journal it found.
+_WATCH_STATE = """CREATE TABLE watch_state (
+    name TEXT PRIMARY KEY,              -- what is watched: 'redmine'
+    watermark TEXT,                     -- Redmine's updated_on polled up to (NULL: not yet)
+    started TEXT,                       -- the first watermark: older journals are history
+    handled TEXT NOT NULL DEFAULT '{}', -- JSON {issue id: updated_on} near the watermark
+    next_poll_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0, -- polls failed in a row
+    last_error TEXT,
+    polled_at REAL                      -- when a poll last succeeded
+)"""
+
+_WATCH_JOURNALS = """CREATE TABLE watch_journals (
+    journal_id INTEGER PRIMARY KEY,     -- Redmine's: each journal becomes events once
+    ticket INTEGER NOT NULL,
+    snapshot TEXT NOT NULL,             -- JSON: the journal and its issue, as polled
+    state TEXT NOT NULL DEFAULT 'queued', -- queued, done, dead
+    created_at REAL NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    outcome TEXT,                       -- JSON: what was told, to whom
+    finished_at REAL
+)"""
+
 MIGRATIONS = check_order([
     Migration(1, "the tables as before versions", [
         _MESSAGES, _BODIES, _PROCESSED, _add_missing_columns,
@@ -156,6 +183,14 @@ MIGRATIONS = check_order([
     Migration(5, "receipts: the mail taken from IMAP mailboxes, by UID and by key", [
         _RECEIPTS,
         "CREATE INDEX receipts_key ON receipts (source, mail_key)",
+    ]),
+    Migration(6, "the Redmine watcher; answers sent from their own envelope sender", [
+        _WATCH_STATE, _WATCH_JOURNALS,
+        "CREATE INDEX watch_journals_due ON watch_journals (state, next_attempt_at)",
+        "CREATE INDEX watch_journals_finished ON watch_journals (state, finished_at)",
+        # Notices go from the null reverse path; answers from the ticket's address, so
+        # that their bounces come back and are recorded.
+        "ALTER TABLE notice_outbox ADD COLUMN mail_from TEXT NOT NULL DEFAULT ''",
     ]),
 ])
 
