@@ -75,6 +75,22 @@ class Site:
 
 
 @dataclass(frozen=True)
+class WatchSettings:
+    """The Redmine watcher (mailgate.watcher): what changed in Redmine, told onwards."""
+
+    #: Seconds between two polls of Redmine (one request each when nothing changed).
+    poll_interval: float = 60.0
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """Answers mailed back to reporters who are not Redmine users (service-desk mode)."""
+
+    #: At most this many answers an hour to one address; more are recorded, not sent.
+    max_per_hour: int = 10
+
+
+@dataclass(frozen=True)
 class Config:
     redmine: RedmineSettings
     domains: tuple[str, ...]
@@ -129,6 +145,10 @@ class Config:
     spool_stuck_alarm: float = 3600.0
     #: IMAP mailboxes to take mail from (mailgate.intake.imap_settings), or None.
     imap: Any = None
+    #: The Redmine watcher, or None (not run).
+    watch: WatchSettings | None = None
+    #: Answers mailed to reporters (needs ``watch`` and ``notify``), or None.
+    answers: AnswerSettings | None = None
 
     @property
     def store(self) -> Location:
@@ -175,6 +195,7 @@ ENV_KEYS = [
     # Every mailbox's defaults (a mailbox's own setting wins).
     ("imap", "login_alarm"), ("imap", "poll_interval"), ("imap", "idle"),
     ("imap", "batch_size"), ("imap", "timeout"),
+    ("watch", "poll_interval"), ("answers", "max_per_hour"),
     (None, "unknown_senders"), (None, "unverified_senders"), (None, "attach_original"),
 ]
 
@@ -265,6 +286,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
     triage = (_site("triage", triage_spec, domains[0], workflow, unknown, unverified)
               if triage_spec else None)
     server = _section(data, "server")
+    notify = _notify(data, str(server.get("hostname", "mailgate.localhost")))
     listen = _section(data, "listen")
     for key in ("smtp", "lmtp", "metrics"):
         if listen.get(key):
@@ -299,7 +321,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
                                 "when-trimmed"),
         attachment_limits=_attachment_limits(_section(data, "attachments")),
-        notify=_notify(data, str(server.get("hostname", "mailgate.localhost"))),
+        notify=notify,
         limits=load_limits(_section(data, "limits")),
         trust=load_trust_settings(data.get("trust")),
         unverified_senders=unverified,
@@ -311,6 +333,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         spool_stuck_alarm=_number(server, "spool_stuck_alarm", 3600.0, "server"),
         imap=_imap(data.get("imap"), {**sites, **({"triage": triage} if triage else {})},
                    base),
+        watch=_watch(data),
+        answers=_answers(data, notify),
     )
 
 
@@ -448,6 +472,34 @@ def _imap(section: Any, sites: Mapping[str, Site], base: Path):
     from mailgate.intake.imap_settings import load_imap_settings
 
     return load_imap_settings(section, sites=sites, base=base)
+
+
+def _watch(data: Mapping[str, Any]) -> WatchSettings | None:
+    if "watch" not in data:
+        return None
+    spec = _section(data, "watch")
+    _known("watch", spec, {"poll_interval"})
+    return WatchSettings(poll_interval=_number(spec, "poll_interval", 60.0, "watch"))
+
+
+def _answers(data: Mapping[str, Any], notify: Any) -> AnswerSettings | None:
+    if "answers" not in data:
+        return None
+    spec = _section(data, "answers")
+    _known("answers", spec, {"max_per_hour"})
+    # Answers are found by the watcher and sent through the notices' relay.
+    if "watch" not in data or notify is None:
+        raise ConfigError("answers: needs a watch: section and an enabled notify: section"
+                          " (answers are found by the Redmine watcher and sent through the"
+                          " notices' relay)")
+    return AnswerSettings(max_per_hour=_int(spec, "max_per_hour", 10, "answers"))
+
+
+def _known(where: str, spec: Mapping[str, Any], keys: set[str]) -> None:
+    unknown = sorted(str(k) for k in spec if k not in keys)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown setting"
+                          f" (known: {', '.join(sorted(keys))})")
 
 
 def _attachment_limits(spec: Mapping[str, Any]):

@@ -75,6 +75,8 @@ class Journal:
     status_change: tuple[int | None, int | None] | None
     #: Everything else the journal changed, as Redmine lists it.
     details: tuple[Mapping[str, Any], ...] = ()
+    #: A private note: only roles allowed to see private notes read it.
+    private: bool = False
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,14 @@ class Issue:
     updated_on: str
     attachments: tuple[Attachment, ...] = ()
     status_closed: bool = False
+
+
+@dataclass(frozen=True)
+class Change:
+    """An issue in the list of what changed: which, and when it last did."""
+
+    id: int
+    updated_on: str
 
 
 @dataclass(frozen=True)
@@ -290,6 +300,35 @@ class RedmineClient:
         pages = self._pages("/issues.json", "issues", params, _no_project(project))
         return [self._issue(raw) for raw in pages]
 
+    def changed_since(self, since: str, offset: int = 0) -> tuple[list[Change], int]:
+        """One page of the issues updated at or after ``since`` (Redmine's ISO time, to the
+        second), any status, oldest update first; and how many there are in all.
+
+        Redmine reads ``>=`` as "after the second before": an issue updated in that
+        second (shown as the second before) is listed too."""
+        params = {"updated_on": ">=" + since, "status_id": "*", "sort": "updated_on",
+                  "limit": PAGE_SIZE, "offset": offset}
+        data = self._get("/issues.json", params=params)
+        return ([Change(raw["id"], raw["updated_on"]) for raw in data["issues"]],
+                data.get("total_count", 0))
+
+    def latest_update(self) -> str | None:
+        """When the most recently updated issue was updated (None: there are no issues)."""
+        params = {"status_id": "*", "sort": "updated_on:desc", "limit": 1}
+        issues = self._get("/issues.json", params=params)["issues"]
+        return issues[0]["updated_on"] if issues else None
+
+    def issue_journals(self, issue_id: int) -> Issue:
+        """The issue with its journals, in one request (its author's address is not
+        looked up: ``author_email`` is None)."""
+        data = self._get(f"/issues/{int(issue_id)}.json", params={"include": "journals"},
+                         missing=_no_ticket(issue_id))
+        return _issue(data["issue"], None)
+
+    def status_names(self) -> dict[int, str]:
+        """Redmine's issue statuses: id -> name."""
+        return {s["id"]: s["name"] for s in self._get("/issue_statuses.json")["issue_statuses"]}
+
     def find_issue_with_text(self, project: str, text: str) -> int | None:
         """The id of an issue in ``project`` whose description contains ``text``, if any."""
         params = {"project_id": project, "status_id": "*", "description": "~" + text,
@@ -313,6 +352,10 @@ class RedmineClient:
             if (raw.get("mail") or "").lower() == email:
                 return _user(raw)
         return None
+
+    def user(self, user_id: int) -> User | None:
+        """A user by id, with their address (None: not visible), remembered for a while."""
+        return self._user(user_id)
 
     def user_login(self, user_id: int) -> str | None:
         """The login of a user by id (None: not visible), remembered for a while."""
@@ -555,7 +598,8 @@ def _journal(raw: Mapping[str, Any]) -> Journal:
     details = tuple(raw.get("details") or ())
     return Journal(id=raw["id"], user_id=raw["user"]["id"], user_name=raw["user"]["name"],
                    notes=raw.get("notes") or "", created_on=raw["created_on"],
-                   status_change=_status_change(details), details=details)
+                   status_change=_status_change(details), details=details,
+                   private=bool(raw.get("private_notes")))
 
 
 def _status_change(details: Sequence[Mapping[str, Any]]) -> tuple[int | None, int | None] | None:

@@ -82,12 +82,18 @@ class Fanout:
     def enqueue(self, event: FanoutEvent) -> None:
         """Queue the post for ``event`` durably; never raises (the mail is already applied)."""
         try:
-            self._enqueue(event)
+            self.queue_event(event)
         except Exception:
             # Losing a Discord post is bad; failing a mail Redmine already has is worse.
             self._counts["enqueue_errors"] += 1
             log.error("discord: could not queue the post of %s for #%d:\n%s", event.mail_key,
                       event.ticket, traceback.format_exc())
+        self.wake.set()
+
+    def queue_event(self, event: FanoutEvent) -> None:
+        """Queue the post for ``event`` durably (once per event key and channel); raises
+        what the store raises, for a caller that retries (the Redmine watcher)."""
+        self._enqueue(event)
         self.wake.set()
 
     def _enqueue(self, event: FanoutEvent) -> None:
