@@ -3,7 +3,7 @@
 * ``intake`` (mailgate.intake.receive): what every source calls before answering;
 * ``processor`` (mailgate.processing): plans and applies one spooled mail;
 * the durable queues and their runners (mailgate.runner): the spool, the
-  Discord fan-out, the notice outbox.
+  Redmine watcher (with ``watch:``), the Discord fan-out, the notice outbox.
 
 ``build_gateway`` makes it from the configuration, once; nothing else reads
 the configuration file.
@@ -71,10 +71,19 @@ class Gateway:
 
         return Worker(self)
 
+    @cached_property
+    def watcher(self):
+        """The Redmine watcher (mailgate.watcher), or None without ``watch:``."""
+        from mailgate.watcher import build_watcher
+
+        return build_watcher(self)
+
     def runners(self) -> list:
-        """Every queue runner of this gateway: the spool first."""
+        """Every queue runner of this gateway: the spool first, then what queues posts
+        and mails (the watcher), then what delivers them."""
         runners = [self.worker.runner]
-        runners += [side.runner for side in (self.fanout, self.notifier) if side is not None]
+        runners += [side.runner for side in (self.watcher, self.fanout, self.notifier)
+                    if side is not None]
         return runners
 
     @cached_property
@@ -116,9 +125,13 @@ class Gateway:
 
     def drain(self) -> None:
         """Work every queue until nothing is due (the one-shot ``mailgate worker``):
-        the spool first, since applying mail queues posts and notices."""
+        the spool first, since applying mail queues posts and notices; the watcher
+        polls Redmine once."""
         for runner in self.runners():
-            runner.drain()
+            if self.watcher is not None and runner is self.watcher.runner:
+                self.watcher.drain()
+            else:
+                runner.drain()
 
 
 def build_gateway(config: Config) -> Gateway:

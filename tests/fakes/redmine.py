@@ -133,6 +133,7 @@ class FakeJournal:
     notes: str
     created_on: datetime
     details: list[dict]
+    private: bool = False
 
 
 @dataclass
@@ -433,20 +434,29 @@ class FakeRedmine:
                 raise HTTPError(404)
             issues = [i for i in issues if i.project_id == project]
         issues = [i for i in issues if _status_matches(i.status_id, q.get("status_id", "open"))]
-        if "updated_on" in q:
+        if q.get("updated_on", "").startswith(">="):
+            # Redmine reads ">=T" as "after the second before T" (Query#date_clause).
+            after = _updated_bound("<=" + q["updated_on"][2:]) - timedelta(seconds=1)
+            issues = [i for i in issues if i.updated_on > after]
+        elif "updated_on" in q:
             bound = _updated_bound(q["updated_on"])
             issues = [i for i in issues if i.updated_on <= bound]
         if q.get("description", "").startswith("~"):
             # Redmine's "contains" operator, case-insensitive.
             wanted = q["description"][1:].lower()
             issues = [i for i in issues if wanted in (i.description or "").lower()]
-        issues.sort(key=lambda i: i.id, reverse=q.get("sort", "id:desc") != "id")
+        order = q.get("sort", "id:desc")
+        column = "updated_on" if order.startswith("updated_on") else "id"
+        # Redmine breaks ties in any sort by id, newest first.
+        issues.sort(key=lambda i: -i.id)
+        issues.sort(key=lambda i: getattr(i, column), reverse=order.endswith(":desc")
+                    or order not in ("id", "updated_on"))
         return _page(request, "issues", [self._issue_json(i, set()) for i in issues], 25)
 
     def show_issue(self, request: Request, issue_id: str) -> Response:
         issue = self._find_issue(issue_id)
         include = set(request.query.get("include", "").split(","))
-        return Response(200, {"issue": self._issue_json(issue, include)})
+        return Response(200, {"issue": self._issue_json(issue, include, request.user)})
 
     def create_issue(self, request: Request) -> Response:
         user = _logged_in(request)
@@ -495,7 +505,9 @@ class FakeRedmine:
         attachments = self._attachments(attrs.get("uploads"), user, errors)
         if errors:
             raise _unprocessable(*errors)
-        self._save(issue, user, str(attrs.get("notes") or ""), details, attachments)
+        private = str(attrs.get("private_notes", "")).lower() in ("1", "true") and \
+            _allowed(user, "set_notes_private")
+        self._save(issue, user, str(attrs.get("notes") or ""), details, attachments, private)
         return Response(204)
 
     def upload(self, request: Request) -> Response:
@@ -533,7 +545,7 @@ class FakeRedmine:
         return details
 
     def _save(self, issue: FakeIssue, user: SeedUser, notes: str, details: list[dict],
-              attachments: list[dict]) -> None:
+              attachments: list[dict], private: bool = False) -> None:
         now = _now()
         for d in details:
             if d["property"] == "attr" and d["name"] == "status_id":
@@ -549,7 +561,8 @@ class FakeRedmine:
         issue.attachments += attachments
         if notes or details:
             self._ids["journal"] += 1
-            issue.journals.append(FakeJournal(self._ids["journal"], user, notes, now, details))
+            issue.journals.append(FakeJournal(self._ids["journal"], user, notes, now, details,
+                                              private=private and bool(notes)))
         # Redmine saves (and touches) the issue even when nothing changed.
         issue.updated_on = now
         issue.lock_version += 1
@@ -577,7 +590,8 @@ class FakeRedmine:
             raise HTTPError(404)
         return issue
 
-    def _issue_json(self, issue: FakeIssue, include: set[str]) -> dict:
+    def _issue_json(self, issue: FakeIssue, include: set[str],
+                    viewer: SeedUser | None = None) -> dict:
         status, closed = STATUSES[issue.status_id]
         data = {
             "id": issue.id, "project": {"id": issue.project_id,
@@ -598,10 +612,13 @@ class FakeRedmine:
         if "attachments" in include:
             data["attachments"] = [self._attachment_json(a) for a in issue.attachments]
         if "journals" in include:
+            # A private note is shown only to those who may see private notes.
+            sees_private = viewer is not None and _allowed(viewer, "view_private_notes")
             data["journals"] = [
                 {"id": j.id, "user": {"id": j.user.id, "name": j.user.name}, "notes": j.notes,
-                 "created_on": _ts(j.created_on), "private_notes": False,
-                 "details": [dict(d) for d in j.details]} for j in issue.journals]
+                 "created_on": _ts(j.created_on), "private_notes": j.private,
+                 "details": [dict(d) for d in j.details]} for j in issue.journals
+                if sees_private or not j.private]
         return data
 
     def _attachment_json(self, a: dict) -> dict:
