@@ -108,3 +108,31 @@ def test_reminders_in_discord_once_per_period(fake_redmine, tmp_path):
         # The idle ticket's second reminder, and now the other one's first (idle 27 h).
         assert sorted(p.split("**")[1] for p in later) == [f"Reminder: #{idle}",
                                                             f"Reminder: #{busy}"]
+
+
+def test_an_expiry_is_told_in_the_tickets_discord_thread(fake_redmine, tmp_path):
+    """Its note carries mailgate's marker, so the Redmine watcher leaves it alone: the
+    sweep tells Discord itself, as it tells reminders (issue 13, point 4)."""
+    from tests.fakes.discord import FakeDiscord
+
+    with FakeDiscord() as discord:
+        hook = discord.add_webhook(forum=True)
+        config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                              sweep={"expire_after_days": 15},
+                              discord={"api_base": discord.api_base,
+                                       "channels": {"site-a": hook}, "triage": hook})
+        gateway = build_gateway(load_config(config, environ={}))
+        client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+        n = client.create_issue("site-a", "Printer on fire", "x", as_user="owner")
+        fake_redmine.set_updated_on(n, NOW - timedelta(days=20))
+
+        sweep(gateway, now=NOW)
+        sweep(gateway, now=NOW + timedelta(hours=1))        # nothing more to tell
+        while gateway.fanout.run_once():
+            pass
+        [thread] = discord.threads()
+        assert thread.name == f"#{n} Printer on fire"
+        [post] = [m["content"] for m in thread.messages]
+        assert post.startswith(f"**#{n}** expire (Open → Expired): Printer on fire\n")
+        assert "> This ticket has expired: nobody wrote on it for 15 days." in post
+        assert "(mailgate:" not in post

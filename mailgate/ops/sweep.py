@@ -112,12 +112,29 @@ def _expire(gateway, issue, state: str, days: float, dry_run: bool) -> SweepActi
     if dry_run:
         return SweepAction(issue.id, "expire", state, decision.to_state, False)
     # Keyed on the last activity: a ticket that expires again later gets a new note.
-    mark = marker(f"expire:{issue.id}:{issue.updated_on}", f"ticket:{issue.id}",
-                  gateway.config.redmine.marker_secret)
+    key = f"expire:{issue.id}:{issue.updated_on}"
+    mark = marker(key, f"ticket:{issue.id}", gateway.config.redmine.marker_secret)
     result = gateway.client.add_note(issue.id, with_marker(expiry_note(days), mark),
                                      status_id=gateway.facts.status_ids[decision.to_state])
     done = result.status_applied
     reason = "" if done else "status change refused by Redmine's workflow"
     log.info("sweep: expired #%s (%s -> %s)%s", issue.id, state, decision.to_state,
              f": {reason}" if reason else "")
+    _tell_expiry(gateway, issue, key, state, decision.to_state if done else state, days)
     return SweepAction(issue.id, "expire", state, decision.to_state, done, reason)
+
+
+def _tell_expiry(gateway, issue, key: str, state: str, to_state: str, days: float) -> None:
+    """The expiry in the ticket's Discord thread.  Its note carries our marker, so the
+    Redmine watcher (mailgate.watcher) leaves it to us, as it does mail we applied."""
+    if gateway.fanout is None:
+        return
+    config = gateway.config
+    names = {s: config.redmine.statuses.get(s, title)
+             for s, title in config.workflow.table.states.items()}
+    site = config.site_for_project(issue.project_name)
+    gateway.fanout.enqueue(FanoutEvent(
+        mail_key=key, kind="reply", ticket=issue.id, site=site.name if site else None,
+        subject=issue.subject, sender_name="mailgate (expiry)", sender_address="",
+        action="expire", from_state=names[state], to_state=names[to_state],
+        excerpt=expiry_note(days), url=f"{config.redmine.url}/issues/{issue.id}"))
