@@ -102,7 +102,7 @@ class JournalPlan:
     left_out: tuple[tuple[str, str], ...] = field(default=())
 
     def record(self) -> dict:
-        record = {"discord": self.announce is not None, "mailed": list(self.answer_to),
+        record = {"discord": self.announce is not None, "mailed": list(self.answer_to) or None,
                   "not_mailed": self.not_mailed,
                   "left_out": [f"{a}: {why}" for a, why in self.left_out] or None}
         return {k: v for k, v in record.items() if v is not None}

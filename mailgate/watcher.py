@@ -87,7 +87,8 @@ class Watcher:
     name = "watch"
 
     def __init__(self, config, client, store: Location, *, fanout=None, notifier=None,
-                 metrics=None, clock: Callable[[], float] = time.time):
+                 metrics: Callable[[], Any] | None = None,
+                 clock: Callable[[], float] = time.time):
         self.config = config
         self.settings = config.watch
         self.client = client
@@ -95,6 +96,8 @@ class Watcher:
         self.fanout = fanout
         #: The notices' notifier: answers go through its outbox (None: no answers).
         self.notifier = notifier if config.answers is not None else None
+        #: The gateway's metrics (mailgate.ops.metrics), asked for when needed: they
+        #: watch every runner, this one too, so they cannot exist before it.
         self.metrics = metrics
         self.clock = clock
         #: The next claim takes the poll whenever no other process holds it.
@@ -169,14 +172,15 @@ class Watcher:
     # -- the work ------------------------------------------------------------------------
 
     def _work(self, item) -> Any:
+        metrics = self.metrics() if self.metrics is not None else None
         try:
             result = self.poll(item.state) if isinstance(item, _Poll) else self.tell(item)
         except RedmineUnavailable as exc:
-            if self.metrics is not None:
-                self.metrics.redmine_failed(exc)
+            if metrics is not None:
+                metrics.redmine_failed(exc)     # /healthz: Redmine unreachable for ...
             raise
-        if self.metrics is not None:
-            self.metrics.redmine_ok()
+        if metrics is not None:
+            metrics.redmine_ok()
         return result
 
     def poll(self, state: PollState) -> Polled:
@@ -328,4 +332,4 @@ def build_watcher(gateway) -> Watcher | None:
     if config.watch is None:
         return None
     return Watcher(config, gateway.client, config.store, fanout=gateway.fanout,
-                   notifier=gateway.notifier, metrics=gateway.metrics)
+                   notifier=gateway.notifier, metrics=lambda: gateway.metrics)

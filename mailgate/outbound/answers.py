@@ -69,8 +69,10 @@ def message_id(answer: AnswerMail) -> str:
 
 
 def body(answer: AnswerMail) -> str:
+    # Redmine keeps what the web UI sends, CRLF and all; the mail's lines are ours to end.
+    text = "\n".join(answer.text.splitlines())
     parts = [f"{answer.writer_name or 'The support team'} wrote on ticket #{answer.ticket}:",
-             answer.text]
+             text]
     if answer.new_status:
         parts.append(f"The ticket's status is now: {answer.new_status}.")
     footer = _wrap(FOOTER.format(ticket=answer.ticket))
