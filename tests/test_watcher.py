@@ -321,3 +321,53 @@ def test_the_reporters_reply_to_the_answer_lands_on_the_same_ticket(real_redmine
     assert dsn.outcome["kind"] == "ignored"
     assert "automatic" in dsn.outcome["reason"]
     assert len(client.issue_journals(ticket).journals) == 2   # the answer and the reply
+
+
+# --- what a poll costs, and how far it reads (the fake Redmine counts requests) -------------
+
+def test_a_poll_costs_one_request_when_nothing_changed(fake_redmine, relay, desk,  # noqa: F811
+                                                       tmp_path):
+    reporter = reporter_address()
+    gateway = desk(desk_config(tmp_path, fake_redmine, relay))
+    gateway.drain()
+    ticket = stranger_ticket(fake_redmine, reporter)
+    support_note(fake_redmine, ticket, "Please restart the router.")
+    gateway.drain()
+    assert len(mails_to(relay, reporter)) == 1
+
+    before = len(fake_redmine.requests)
+    gateway.drain()
+    [poll] = fake_redmine.requests[before:]
+    assert (poll.method, poll.path) == ("GET", "/issues.json")
+    assert poll.query["updated_on"].startswith(">=") and poll.query["sort"] == "updated_on"
+    assert poll.query["status_id"] == "*"
+
+
+def test_a_poll_reads_every_page_of_what_changed(fake_redmine, relay, desk,  # noqa: F811
+                                                 tmp_path):
+    gateway = desk(desk_config(tmp_path, fake_redmine, relay))
+    gateway.drain()
+    admin = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    support = RedmineClient(fake_redmine.url, fake_redmine.key("support"))
+    # More than a page (100), most of them updated within the same second.
+    tickets = [admin.create_issue("site-a", f"Ticket {n}", "x", as_user="owner")
+               for n in range(130)]
+    for ticket in tickets:
+        support.add_note(ticket, f"Answer to {ticket}.")
+    gateway.drain()
+    assert gateway.watcher.store.counts() == {"queued": 0, "done": 130, "dead": 0}
+
+
+def test_answers_to_one_address_are_limited_per_hour(fake_redmine, relay, desk,  # noqa: F811
+                                                     tmp_path):
+    reporter = reporter_address()
+    config = desk_config(tmp_path, fake_redmine, relay)
+    config.write_text(config.read_text().replace("max_per_hour: 10", "max_per_hour: 2"))
+    gateway = desk(config)
+    gateway.drain()
+    ticket = stranger_ticket(fake_redmine, reporter)
+    notes = [support_note(fake_redmine, ticket, f"Note {n}.") for n in range(3)]
+    gateway.drain()
+    assert len(mails_to(relay, reporter)) == 2
+    assert gateway.watcher.store.journal(notes[2])["outcome"]["mailed"] == {
+        reporter: "rate limited"}
