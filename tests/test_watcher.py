@@ -371,3 +371,24 @@ def test_answers_to_one_address_are_limited_per_hour(fake_redmine, relay, desk, 
     assert len(mails_to(relay, reporter)) == 2
     assert gateway.watcher.store.journal(notes[2])["outcome"]["mailed"] == {
         reporter: "rate limited"}
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_watcher_shows_in_metrics_and_healthz_says_when_it_stopped(
+        fake_redmine, relay, tmp_path):  # noqa: F811
+    config = desk_config(tmp_path, fake_redmine, relay)
+    with RunningGateway(config, lmtp=False, metrics=True) as server:
+        base = f"http://127.0.0.1:{server.metrics_port}"
+        watcher = server.gateway.watcher
+        assert wait_until(lambda: watcher.store.state()["polled_at"], 10, 0.1)
+        assert 'mailgate_runner_up{queue="watch"} 1.0' in requests.get(
+            f"{base}/metrics", timeout=5).text
+        assert requests.get(f"{base}/healthz", timeout=5).text == "ok\n"
+
+        def gone(*args):
+            raise SystemExit("the watcher's thread ends")     # past the runner's guard
+
+        watcher.store.claim = gone
+        assert wait_until(lambda: not watcher.runner.alive, 10, 0.1)
+        answer = requests.get(f"{base}/healthz", timeout=5)
+        assert (answer.status_code, answer.text) == (503, "watch runner is not running\n")
