@@ -5,6 +5,7 @@ versioned migrations that open a spool written by the previous layout in place."
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from types import SimpleNamespace
 
@@ -497,3 +498,56 @@ def test_a_location_is_a_path_or_a_postgresql_url_and_never_shows_a_password():
     url = "postgresql://mailgate:secret@db.example.org:5433/mailgate?sslmode=require"
     assert Location.of(url).url == url and Location.configured("x.db", url).url == url
     assert str(Location.of(url)) == "postgresql://mailgate@db.example.org:5433/mailgate"
+
+
+# ---------------------------------------------------------------- the Redmine watcher
+
+
+def test_the_watchers_poll_is_leased_and_its_watermark_moves_only_when_it_went_through(
+        where, opened):
+    from mailgate.store.watch import PollState
+
+    first, second = opened(WatchStore(where)), opened(WatchStore(where))
+    now = 1000.0
+    assert first.claim_poll(now, lease=60) == PollState(None, None, {}, 0)
+    # Held: another host neither polls nor forces a poll meanwhile.
+    assert second.claim_poll(now, lease=60) is None
+    assert second.claim_poll(now, lease=60, force=True) is None
+    first.polled("2026-12-04T05:00:00Z", {7: "2026-12-04T04:59:59Z"}, now + 30, now)
+    assert second.claim_poll(now + 1, lease=60) is None            # not due yet
+    state = second.claim_poll(now + 1, lease=60, force=True)       # the one-shot worker
+    assert (state.watermark, state.handled) == ("2026-12-04T05:00:00Z",
+                                                {7: "2026-12-04T04:59:59Z"})
+    second.poll_failed("RedmineUnavailable: down", now + 100)
+    held = first.state()
+    assert (held["watermark"], held["started"], held["failures"]) == (
+        "2026-12-04T05:00:00Z", "2026-12-04T05:00:00Z", 1)
+    assert first.next_due() == now + 100
+    first.claim_poll(now + 100, lease=60)
+    first.polled("2026-12-04T06:00:00Z", {}, now + 130, now + 100)
+    # The first watermark stays where history ends.
+    assert (first.state()["started"], first.state()["failures"]) == ("2026-12-04T05:00:00Z", 0)
+
+
+def test_each_journal_is_queued_once_and_claimed_by_one_host(where, opened):
+    hosts = [opened(WatchStore(where)) for _ in range(4)]
+    now = time.time()
+    found = [host.add(n, n % 3, {"n": n}, now) for n in range(20) for host in hosts]
+    assert found.count(True) == 20
+    claimed: list[int] = []
+    lock = threading.Lock()
+
+    def work(host):
+        while (item := host.claim(time.time(), lease=60)) is not None:
+            with lock:
+                claimed.append(item.id)
+            host.done(item.id, {"told": item.snapshot["n"]}, time.time())
+
+    threads = [threading.Thread(target=work, args=(host,)) for host in hosts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == list(range(20))
+    assert hosts[0].counts() == {"queued": 0, "done": 20, "dead": 0}
+    assert hosts[0].journal(7)["outcome"] == {"told": 7}
