@@ -5,13 +5,15 @@ Every feature works alone; a deployment turns them all on at once, and that is
 where the first round's defects were (Discord + an out-of-office reply crashed
 the worker).  Here: the Discord fan-out (the fake Discord), notices (a real
 SMTP relay on 127.0.0.1), per-sender limits, reminders, trust (our MTA's
-Authentication-Results), unknown senders accepted, through SMTP, LMTP, the
+Authentication-Results), unknown senders accepted, the Redmine watcher with
+answers mailed to reporters who are not Redmine users, through SMTP, LMTP, the
 pipe (a child process beside `serve`, as an MTA runs it), replay, and an IMAP
 mailbox on the real Dovecot that `serve` watches with IDLE.
 
 Invariants: no traceback anywhere; every mail's outcome is the one the
 single-feature tests give it (OUTCOMES); no dead letter; each ticket has one
-Discord thread; the refused command is told to its sender.
+Discord thread; the refused command is told to its sender; a note typed in
+Redmine reaches the stranger who asked, once, and the ticket's thread.
 A new feature adds its mail kinds to fixtures/mail and OUTCOMES, and its
 settings to ``deployment_config``.
 """
@@ -23,6 +25,7 @@ import smtplib
 from pathlib import Path
 
 import pytest
+import requests
 
 from mailgate.clients.redmine import RedmineClient
 from mailgate.mail.message import parse_mail
@@ -65,6 +68,8 @@ OUTCOMES = {
 SOURCES = ("smtp", "lmtp", "pipe", "replay", "imap")
 #: Our MTA's hostname: own-loop.eml carries it as X-Loop.
 HOSTNAME = "mailgate.example.org"
+#: A reporter who is not a Redmine user (the ticket's reporter-email).
+STRANGER = "neighbour@elsewhere.test"
 
 
 def test_every_fixture_has_an_expected_outcome():
@@ -97,6 +102,8 @@ def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: 
         attachments={"max_size": 1_000_000},
         redmine={"reporter_field": "reporter-email", "participants_field": "participants"},
         triage={"unknown_senders": "create"},
+        watch={"poll_interval": 0.3},
+        answers={"max_per_hour": 20},
         **imap,
     )
 
@@ -169,6 +176,16 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
     replay_dir.mkdir()
     imap_names = []
     with caplog.at_level(logging.INFO), RunningGateway(config, lmtp=True) as server:
+        # A stranger's ticket, answered in Redmine (REST, as support): once the watcher
+        # has taken its first look, so that the answer is news to it.
+        assert wait_until(lambda: server.gateway.watcher.store.state()["watermark"], 10, 0.1)
+        stranger = tickets.client.create_issue(
+            "site-a", "Typed in Redmine", "Deployment test.", as_user="gateway",
+            custom_fields={"reporter-email": STRANGER})
+        typed = requests.put(f"{fake_redmine.url}/issues/{stranger}.json",
+                             json={"issue": {"notes": "Answered in the web UI."}},
+                             headers={"X-Redmine-API-Key": fake_redmine.key("support")})
+        assert typed.status_code == 204
         for name in sorted(OUTCOMES):
             for source in ("smtp", "lmtp"):
                 port = server.lmtp_port if source == "lmtp" else server.smtp_port
@@ -213,6 +230,8 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
             gateway.spool.counts()
         assert wait_until(lambda: gateway.fanout.stats().get("queued", 0) == 0, 30, 0.2)
         assert wait_until(lambda: relay.received, 15, 0.1)
+        assert wait_until(lambda: [m for m in relay.messages() if m["To"] == STRANGER], 15, 0.1)
+        assert wait_until(lambda: not gateway.watcher.counts()["queued"], 15, 0.1)
         runners = gateway.runners()
         assert all(r.alive for r in runners)
 
@@ -255,3 +274,12 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
                " ".join(m.get_content().split())]
     assert len(notices) == 1 and notices[0]["To"] == "owner@example.org", \
         [(m["To"], m["Subject"], m["Date"]) for m in notices]
+    # The note typed in Redmine: mailed once to the stranger, posted once in the thread;
+    # nobody else was answered (every other ticket's author is a Redmine user).
+    [answer] = [m for m in relay.messages() if m["To"] == STRANGER]
+    assert "Answered in the web UI." in answer.get_content()
+    assert [m["To"] for m in relay.messages() if m["Reply-To"]] == [STRANGER]
+    [thread] = [t for t in fake_discord.threads() if t.name.startswith(f"#{stranger} ")]
+    assert [m["content"].split("\n")[0] for m in thread.messages] == [
+        f"**#{stranger}** note: Typed in Redmine"]
+    assert gateway.watcher.counts()["dead"] == 0
