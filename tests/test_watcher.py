@@ -392,3 +392,19 @@ def test_the_watcher_shows_in_metrics_and_healthz_says_when_it_stopped(
         assert wait_until(lambda: not watcher.runner.alive, 10, 0.1)
         answer = requests.get(f"{base}/healthz", timeout=5)
         assert (answer.status_code, answer.text) == (503, "watch runner is not running\n")
+
+
+def test_the_one_shot_worker_polls_once(real_redmine, relay, tmp_path):  # noqa: F811
+    from tests.helpers import run_mailgate
+
+    reporter = reporter_address()
+    config = desk_config(tmp_path, real_redmine, relay, poll=3600)
+    first = run_mailgate("worker", "--config", str(config))          # history
+    assert first.returncode == 0, first.stderr.decode()
+    ticket = stranger_ticket(real_redmine, reporter)
+    support_note(real_redmine, ticket, "Please restart the router.")
+    # Due or not (the interval is an hour), each run of the cron form polls once.
+    second = run_mailgate("worker", "--config", str(config))
+    assert second.returncode == 0, second.stderr.decode()
+    assert len(mails_to(relay, reporter)) == 1
+    assert b"Traceback" not in first.stderr + second.stderr
