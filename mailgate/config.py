@@ -334,7 +334,7 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         imap=_imap(data.get("imap"), {**sites, **({"triage": triage} if triage else {})},
                    base),
         watch=_watch(data),
-        answers=_answers(data, notify),
+        answers=_answers(data, notify, redmine),
     )
 
 
@@ -482,7 +482,8 @@ def _watch(data: Mapping[str, Any]) -> WatchSettings | None:
     return WatchSettings(poll_interval=_number(spec, "poll_interval", 60.0, "watch"))
 
 
-def _answers(data: Mapping[str, Any], notify: Any) -> AnswerSettings | None:
+def _answers(data: Mapping[str, Any], notify: Any,
+             redmine: RedmineSettings) -> AnswerSettings | None:
     if "answers" not in data:
         return None
     spec = _section(data, "answers")
@@ -492,6 +493,10 @@ def _answers(data: Mapping[str, Any], notify: Any) -> AnswerSettings | None:
         raise ConfigError("answers: needs a watch: section and an enabled notify: section"
                           " (answers are found by the Redmine watcher and sent through the"
                           " notices' relay)")
+    if not redmine.reporter_field:
+        raise ConfigError("answers: needs redmine.reporter_field, the issue field that"
+                          " records whom to answer (or set"
+                          f" {env_name('redmine', 'reporter_field')})")
     return AnswerSettings(max_per_hour=_int(spec, "max_per_hour", 10, "answers"))
 
 

@@ -31,7 +31,8 @@ def _config(tmp_path, **top):
     path.write_text(yaml.safe_dump({
         "domains": ["example.org"],
         "redmine": {"url": "http://127.0.0.1:9", "api_key": "x", "gateway_user": "gateway",
-                    "notification_address": "redmine@example.org"},
+                    "notification_address": "redmine@example.org",
+                    "reporter_field": "reporter-email", "participants_field": "participants"},
         "sites": {"site-a": {}},
         "notify": {"relay": "127.0.0.1:25", "from": "mailgate@example.org"},
         "watch": {"poll_interval": 30},
@@ -151,12 +152,14 @@ def test_answers_need_the_watcher_and_the_relay(tmp_path):
         _config(tmp_path, watch={"poll_intervall": 5})
     assert _config(tmp_path, watch={}).watch.poll_interval == 60.0
     assert _config(tmp_path).answers.max_per_hour == 10
-    assert _config(tmp_path).redmine.reporter_field == "reporter-email"
+    with pytest.raises(ConfigError, match="answers: needs redmine.reporter_field"):
+        _config(tmp_path, redmine={"url": "http://x", "api_key": "x"})
 
 
 def _config_without(tmp_path, section: str):
     path = tmp_path / "m.yaml"
-    data = {"domains": ["example.org"], "redmine": {"url": "http://x", "api_key": "x"},
+    data = {"domains": ["example.org"],
+            "redmine": {"url": "http://x", "api_key": "x", "reporter_field": "reporter-email"},
             "notify": {"from": "m@example.org"}, "watch": {}, "answers": {}}
     del data[section]
     path.write_text(yaml.safe_dump(data))

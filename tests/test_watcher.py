@@ -52,6 +52,7 @@ def desk_config(tmp_path, redmine, relay, *, discord=None, spool=None,  # noqa: 
                             "retry": {"first_delay": 0.1, "max_delay": 0.5}}
     return write_config(
         tmp_path / name, url or redmine.url, redmine.admin_key,
+        redmine={"reporter_field": "reporter-email", "participants_field": "participants"},
         server={"hostname": HOST},
         spool=spool or {"path": str(tmp_path / "spool.db")},
         notify={"relay": f"127.0.0.1:{relay.controller.port}", "from": "mailgate@example.org"},
