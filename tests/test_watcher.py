@@ -291,13 +291,16 @@ def test_the_reporters_reply_to_the_answer_lands_on_the_same_ticket(real_redmine
         assert wait_until(lambda: mails_to(relay, reporter), 30, 0.2)
         [(_, answer)] = mails_to(relay, reporter)
 
-        # The neighbour answers from their own mail program: Reply-To, In-Reply-To.
-        reply = (f"From: Nina Neighbour <{reporter}>\r\nTo: {answer['Reply-To']}\r\n"
+        # The neighbour answers from their own mail program (Reply-To, In-Reply-To), as
+        # the footer says; our MTA verified their domain's DKIM signature.
+        reply = ("Authentication-Results: mx.example.org; dkim=pass header.d=elsewhere.test"
+                 f"\r\nFrom: Nina Neighbour <{reporter}>\r\nTo: {answer['Reply-To']}\r\n"
                  f"Subject: {answer['Subject']}\r\n"
                  f"Message-ID: <reply-{uuid.uuid4().hex}@elsewhere.test>\r\n"
                  f"In-Reply-To: {answer['Message-ID']}\r\n"
                  f"References: {answer['References']} {answer['Message-ID']}\r\n\r\n"
-                 "It works again, thank you!\r\n\r\n> Please restart the router.\r\n")
+                 "Status: solved\r\n\r\nIt works again, thank you!\r\n\r\n"
+                 "> Please restart the router.\r\n")
         with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
             smtp.sendmail(reporter, [answer["Reply-To"]], reply.encode())
         assert wait_until(lambda: any("It works again, thank you!" in j.notes
@@ -322,6 +325,8 @@ def test_the_reporters_reply_to_the_answer_lands_on_the_same_ticket(real_redmine
     assert dsn.outcome["kind"] == "ignored"
     assert "automatic" in dsn.outcome["reason"]
     assert len(client.issue_journals(ticket).journals) == 2   # the answer and the reply
+    # The reporter is the ticket's owner: their "Status: solved" confirmed the answer.
+    assert client.issue_journals(ticket).status_name == "Solved"
 
 
 # --- what a poll costs, and how far it reads (the fake Redmine counts requests) -------------
