@@ -164,3 +164,20 @@ def _config_without(tmp_path, section: str):
     del data[section]
     path.write_text(yaml.safe_dump(data))
     return load_config(path, environ={})
+
+
+def test_the_configuration_in_docs_reporters_md_loads(tmp_path):
+    import re
+    from pathlib import Path
+
+    doc = Path(__file__).resolve().parent.parent / "docs" / "reporters.md"
+    blocks = re.findall(r"```yaml\n(.*?)```", doc.read_text(), re.S)
+    assert blocks
+    for block in blocks:
+        data = {"domains": ["example.org"], "sites": {"site-a": {}},
+                "spool": {"path": str(tmp_path / "spool.db")}, **yaml.safe_load(block)}
+        data["redmine"] = {"url": "http://x", "api_key": "x", **data.get("redmine", {})}
+        path = tmp_path / "doc.yaml"
+        path.write_text(yaml.safe_dump(data))
+        config = load_config(path, environ={})
+        assert config.watch is not None
