@@ -2,7 +2,10 @@
 
 Starts `mailgate serve` against the local real Redmine, sends each mail over
 SMTP as a person would, and prints the ticket's timeline as Redmine has it,
-then the ticket's Discord thread.  Discord itself cannot be reached from here,
+then the ticket's Discord thread.  Then a second story: a neighbour who is not
+a Redmine user writes to the site, support answers in Redmine, and the answer
+reaches the neighbour by mail (an SMTP relay on 127.0.0.1 stands in for their
+mailbox); their reply to it closes the ticket.  Discord itself cannot be reached from here,
 so the demo runs the test suite's fake Discord on 127.0.0.1 (a real HTTP
 server that enforces Discord's shapes and limits) and shows what it received.
 Run it through scripts/demo, which installs and starts everything first.
@@ -11,6 +14,8 @@ Run it through scripts/demo, which installs and starts everything first.
 from __future__ import annotations
 
 import json
+import email
+import email.policy
 import os
 import signal
 import sqlite3
@@ -27,6 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+
+from aiosmtpd.controller import Controller  # noqa: E402
 
 from mailgate.clients.redmine import RedmineClient  # noqa: E402
 from tests.fakes.discord import FakeDiscord  # noqa: E402
@@ -48,6 +55,10 @@ STORY = [
     ("owner", "ticket", "Status: Solved\n\nThat did it, thank you!"),
     ("owner", "ticket", "Thanks again, you are great."),
 ]
+
+
+#: The neighbour: no Redmine account; their mail provider signs with DKIM.
+NEIGHBOUR = "Nina Neighbour <nina@neighbours.example>"
 
 
 def free_port() -> int:
@@ -88,12 +99,29 @@ def wait_for(predicate, timeout: float = 30.0):
     raise SystemExit("demo: timed out waiting for mailgate to process a mail")
 
 
-def demo_config(discord: FakeDiscord, hooks: dict[str, str]) -> Path:
-    """demo.yaml, with the Discord section pointed at the fake Discord."""
+class Mailbox:
+    """An SMTP server on 127.0.0.1 that keeps what it is sent: the relay mailgate's
+    answers go through, standing in for the neighbour's mailbox."""
+
+    def __init__(self):
+        self.received: list[email.message.EmailMessage] = []
+        self.controller = Controller(self, hostname="127.0.0.1", port=free_port())
+
+    async def handle_DATA(self, server, session, envelope):
+        self.received.append(email.message_from_bytes(envelope.content,
+                                                      policy=email.policy.default))
+        return "250 OK"
+
+
+def demo_config(discord: FakeDiscord, hooks: dict[str, str], relay: int) -> Path:
+    """demo.yaml, with the Discord section pointed at the fake Discord, and the
+    answers to reporters who are not Redmine users going through ``relay``."""
     data = yaml.safe_load(CONFIG.read_text())
     data["spool"]["path"] = str((CONFIG.parent / data["spool"]["path"]).resolve())
     data["discord"] = {"api_base": discord.api_base, "channels": {"site-a": hooks["site-a"]},
                        "triage": hooks["triage"], "redmine_fields": True}
+    data["notify"] = {**data.get("notify", {}), "relay": f"127.0.0.1:{relay}"}
+    data["watch"] = {"poll_interval": 1}
     path = ROOT / "var" / "demo-with-discord.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(data))
@@ -104,10 +132,12 @@ def main() -> int:
     client = RedmineClient(os.environ["MAILGATE_REDMINE_URL"],
                            os.environ["MAILGATE_REDMINE_API_KEY"])
     port = free_port()
+    mailbox = Mailbox()
+    mailbox.controller.start()
     with FakeDiscord() as discord:
         hooks = {"site-a": discord.add_webhook(forum=True),
                  "triage": discord.add_webhook(forum=True)}
-        config = demo_config(discord, hooks)
+        config = demo_config(discord, hooks, mailbox.controller.port)
         server = subprocess.Popen([sys.executable, "-m", "mailgate", "serve", "--config",
                                    str(config), "--smtp", f"127.0.0.1:{port}"],
                                   env={**os.environ, "MAILGATE_LOG_LEVEL": "WARNING"})
@@ -115,9 +145,11 @@ def main() -> int:
             wait_for(lambda: _answers(port))
             ticket = tell_story(client, port)
             print_thread(client, discord, discord.webhook_channel(hooks["site-a"]), ticket)
+            tell_neighbours_story(client, port, mailbox)
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(40)
+            mailbox.controller.stop()
     return 0
 
 
@@ -162,6 +194,52 @@ def tell_story(client: RedmineClient, port: int) -> int:
     return ticket
 
 
+def tell_neighbours_story(client: RedmineClient, port: int, mailbox: Mailbox) -> None:
+    """A reporter who is not a Redmine user: the answer typed in Redmine reaches them
+    by mail, and their reply to it lands on the same ticket."""
+    subject = f"No internet since this morning ({uuid.uuid4().hex[:6]})"
+    print(f"\n\nA neighbour who is not a Redmine user writes to site-a@\n")
+    first = neighbour_mail(subject, "site-a@example.org",
+                           "The light on my router is red and nothing loads.")
+    send(port, first)
+    ticket = wait_for(lambda: _find_ticket(client, subject))
+    print(f"  {NEIGHBOUR} -> site-a@example.org: ticket #{ticket}, reporter-email ="
+          f" {client.get_issue(ticket).custom_fields.get('reporter-email')}")
+    answer = "Please unplug the router for ten seconds; the red light means it lost its line."
+    answered = client.status_ids({"answered": "Answered"})["answered"]
+    client.add_note(ticket, answer, status_id=answered, as_user="support")
+    print(f"  Sam Support answers in Redmine (as in its web interface): {answer[:40]}...")
+    mail = wait_for(lambda: next((m for m in mailbox.received
+                                  if f"#{ticket}]" in str(m["Subject"])), None), 60)
+    print("\nThe neighbour's mailbox receives:\n")
+    for name in ("From", "To", "Reply-To", "Subject", "Message-ID", "In-Reply-To"):
+        print(f"  {name}: {mail[name]}")
+    print("  | " + "\n  | ".join(mail.get_content().rstrip().splitlines()))
+    reply = neighbour_mail(f"Re: {subject}", str(mail["Reply-To"]),
+                           "Status: solved\n\nUnplugging it did it, thank you!")
+    reply["In-Reply-To"] = mail["Message-ID"]
+    send(port, reply)
+    wait_for(lambda: client.get_issue(ticket).status_name == "Solved")
+    print(f"\n  {NEIGHBOUR} replies to it: 'Status: solved'")
+    print_timeline(client, ticket)
+
+
+def neighbour_mail(subject: str, to: str, body: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["Authentication-Results"] = "mx.example.org; dkim=pass header.d=neighbours.example"
+    msg["From"] = NEIGHBOUR
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Message-ID"] = f"<{uuid.uuid4().hex}@neighbours.example>"
+    msg.set_content(body)
+    return msg
+
+
+def send(port: int, msg: EmailMessage) -> None:
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        smtp.send_message(msg)
+
+
 def _find_ticket(client: RedmineClient, subject: str) -> int | None:
     for issue in client.issues(project="site-a"):
         if issue.subject == subject:
@@ -173,18 +251,22 @@ def _has_note(client: RedmineClient, ticket: int, line: str) -> bool:
     return any(line in j.notes for j in client.get_issue(ticket).journals)
 
 
-def actions_taken(ticket: int) -> list[str]:
-    """The action mailgate chose for each mail on this ticket, from its spool."""
+def actions_taken(ticket: int) -> dict[int | None, str]:
+    """The action mailgate chose for each mail on this ticket, from its spool, by the
+    journal it wrote (None: the mail that opened the ticket)."""
     from mailgate.config import load_config
 
     path = load_config(ROOT / "var" / "demo-with-discord.yaml").spool_path
     rows = sqlite3.connect(path).execute(
         "SELECT outcome FROM messages WHERE state = 'done' ORDER BY id").fetchall()
     outcomes = [json.loads(row[0]) for row in rows]
-    return [o.get("action", o["kind"]) for o in outcomes if o.get("ticket") == ticket]
+    return {o.get("journal_id"): o.get("action", o["kind"])
+            for o in outcomes if o.get("ticket") == ticket}
 
 
 def print_timeline(client: RedmineClient, ticket: int) -> None:
+    """One row per journal with its own author, action and status; a journal that
+    only set a field (the Discord thread's id) is no part of the story."""
     issue = client.get_issue(ticket)
     actions = actions_taken(ticket)
     names = {v: k for k, v in client.status_ids(
@@ -193,13 +275,20 @@ def print_timeline(client: RedmineClient, ticket: int) -> None:
     print(f"\nTicket #{ticket} in Redmine ({url}/issues/{ticket}): {issue.subject}\n")
     print(f"  {'who':13} {'action':14} {'status after':18} note")
     state = "Open"
-    print(f"  {issue.author_name:13} {actions[0]:14} {state:18} {issue.description[:40]}")
-    for journal, action in zip(issue.journals, actions[1:]):
+    opened = actions.get(None, "open")
+    print(f"  {issue.author_name:13} {opened:14} {state:18} {_first(issue.description)}")
+    for journal in issue.journals:
+        if not journal.notes.strip() and not journal.status_change:
+            continue
         if journal.status_change:
             state = names.get(journal.status_change[1], str(journal.status_change[1]))
-        first = (journal.notes.splitlines() or [""])[0]
-        print(f"  {journal.user_name:13} {action:14} {state:18} {first[:40]}")
+        action = actions.get(journal.id, "(in Redmine)")
+        print(f"  {journal.user_name:13} {action:14} {state:18} {_first(journal.notes)}")
     print(f"\nFinal status: {issue.status_name}")
+
+
+def _first(text: str) -> str:
+    return (text.strip().splitlines() or [""])[0][:40]
 
 
 if __name__ == "__main__":
