@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from mailgate.errors import EX_OK, EX_TEMPFAIL, MailgateError
+from mailgate.errors import EX_OK, EX_TEMPFAIL, ConfigError, MailgateError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -135,10 +135,11 @@ def _table(args: argparse.Namespace):
         return load_default_table()
     from mailgate.config import load_config
 
-    config = load_config(args.config)
+    # The workflow is all it needs: no Redmine, so no secrets.
+    config = load_config(args.config, need_redmine=False)
     site = config.sites.get(args.site) if args.site else None
     if args.site and site is None:
-        raise SystemExit(f"mailgate: no site {args.site!r} in {args.config}")
+        raise ConfigError(f"--site: no site {args.site!r} in {args.config}")
     return config.workflow_for(site).table
 
 

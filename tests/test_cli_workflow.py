@@ -22,9 +22,30 @@ def test_show_prints_the_table():
 def test_graph_dot_and_mermaid():
     dot = mailgate("workflow", "graph", "--format", "dot")
     assert dot.returncode == 0 and dot.stdout.startswith("digraph workflow {")
-    assert '"answered" -> "solved" [label="confirm"];' in dot.stdout
-    mermaid = mailgate("workflow", "graph", "--format", "mermaid")
-    assert "needs_info --> answered : answer" in mermaid.stdout
+    # Who may take each move; a move only a command takes is dashed.
+    assert '"answered" -> "solved" [label="confirm (owner, by command)", style=dashed];' \
+        in dot.stdout
+    assert '"answered" -> "open" [label="reopen (owner)"];' in dot.stdout
+    mermaid = mailgate("workflow", "graph", "--format", "mermaid").stdout
+    assert "needs_info --> answered : answer (other, admin)" in mermaid
+    assert "open --> expired : expire (the sweep)" in mermaid
+
+
+def test_the_graph_has_every_move_the_table_allows():
+    """Self-loops and the admin's any-to-any override were left out, so Invalid looked
+    terminal (issue 17, point 4)."""
+    from workflow import load_default_table
+
+    table = load_default_table()
+    mermaid = mailgate("workflow", "graph", "--format", "mermaid").stdout
+    assert "answered --> answered : answer (other, admin)" in mermaid
+    assert "solved --> solved : comment (owner, other, admin, system)" in mermaid
+    node = {sid: sid.replace("-", "_") for sid in table.states}
+    for source in table.states:
+        for dest in table.states:
+            if dest != source:
+                assert f"{node[source]} --> {node[dest]} : set-status (admin, by command)" \
+                    in mermaid, (source, dest)
 
 
 def test_show_with_a_site_override(tmp_path):
@@ -35,6 +56,17 @@ def test_show_with_a_site_override(tmp_path):
     result = mailgate("workflow", "show", "--config", str(config), "--site", "site-b")
     assert result.returncode == 0, result.stderr
     assert "reopen -> open      reopen -> open" in result.stdout
+
+
+def test_show_with_a_config_needs_no_redmine_secrets(tmp_path):
+    import os
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+    result = mailgate("workflow", "show", "--config", str(FIXTURES / "config/demo.yaml"),
+                      env=env)
+    assert result.returncode == 0, result.stderr
+    unknown = mailgate("workflow", "show", "--config", str(FIXTURES / "config/demo.yaml"),
+                       "--site", "site-z", env=env)
+    assert unknown.returncode == 78 and "--site: no site 'site-z'" in unknown.stderr
 
 
 def test_check_config_names_the_bad_key(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .table import ANY_STATE, WorkflowTable
 
 
@@ -33,21 +35,59 @@ def _move(source: str, dest: str) -> str:
     return source if dest == source else f"{source} -> {dest}"
 
 
-def _edges(table: WorkflowTable) -> dict[tuple[str, str], list[str]]:
-    """(source, dest) -> action ids; "any state" actions and self-loops left out."""
-    edges: dict[tuple[str, str], list[str]] = {}
+@dataclass(frozen=True)
+class Edge:
+    """One move of the diagram: from ``source`` to ``dest`` by ``action``, for ``roles``."""
+
+    source: str
+    dest: str
+    action: str
+    roles: tuple[str, ...]
+    #: True when no role gets this move by default: only a command at the top of a
+    #: mail (``Status:``, ``Action:``) takes it.
+    command_only: bool
+
+    @property
+    def label(self) -> str:
+        if self.roles == ("system",):
+            return f"{self.action} (the sweep)"
+        mark = ", by command" if self.command_only else ""
+        return f"{self.action} ({', '.join(self.roles)}{mark})"
+
+
+def edges(table: WorkflowTable) -> list[Edge]:
+    """Every move the table allows: self-loops (a comment, an answer on an answered
+    ticket), the admin's move to any other state, each with who may take it."""
+    found = []
     for action in table.actions.values():
-        for source, dest in action.transitions.items():
-            if dest not in (ANY_STATE, source):
-                edges.setdefault((source, dest), []).append(action.id)
-    return edges
+        roles = tuple(r for r in table.roles if r in action.roles)
+        for source in table.states:
+            for dest in _destinations(table, action.transitions, source):
+                by_default = any(table.defaults.get(role, {}).get(source) == action.id
+                                 for role in roles)
+                # The system's moves (expiry) are the sweep's, never a mail's command.
+                command_only = not by_default and roles != ("system",)
+                found.append(Edge(source, dest, action.id, roles, command_only))
+    return found
+
+
+def _destinations(table: WorkflowTable, transitions, source: str) -> list[str]:
+    dest = transitions.get(source)
+    if dest is None:
+        return []
+    if dest == ANY_STATE:
+        return [state for state in table.states if state != source]
+    return [dest]
 
 
 def graph_dot(table: WorkflowTable) -> str:
-    lines = ["digraph workflow {", "  rankdir=LR;", '  node [shape=box, style=rounded];']
+    """Command-only moves are dashed."""
+    lines = ["digraph workflow {", "  rankdir=LR;", '  node [shape=box, style=rounded];',
+             f'  start [shape=point]; start -> "{table.initial}";']
     lines += [f'  "{sid}" [label="{name}"];' for sid, name in table.states.items()]
-    for (source, dest), actions in _edges(table).items():
-        lines.append(f'  "{source}" -> "{dest}" [label="{", ".join(actions)}"];')
+    for edge in edges(table):
+        style = ", style=dashed" if edge.command_only else ""
+        lines.append(f'  "{edge.source}" -> "{edge.dest}" [label="{edge.label}"{style}];')
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -58,6 +98,6 @@ def graph_mermaid(table: WorkflowTable) -> str:
 
     lines = ["stateDiagram-v2", f"  [*] --> {node(table.initial)}"]
     lines += [f"  {node(sid)} : {name}" for sid, name in table.states.items()]
-    for (source, dest), actions in _edges(table).items():
-        lines.append(f"  {node(source)} --> {node(dest)} : {', '.join(actions)}")
+    for edge in edges(table):
+        lines.append(f"  {node(edge.source)} --> {node(edge.dest)} : {edge.label}")
     return "\n".join(lines) + "\n"
