@@ -231,7 +231,7 @@ def _duplicate(earlier: dict | None) -> Duplicate | None:
     if earlier is None:
         return None
     ticket = earlier.get("ticket")
-    return Duplicate(f"already on ticket #{ticket} ({earlier.get('kind')})" if ticket
+    return Duplicate(f"already on ticket #{ticket}" if ticket
                      else f"already applied: {earlier.get('kind')}")
 
 
