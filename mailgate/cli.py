@@ -198,9 +198,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not (smtp or lmtp or gateway.config.imap):
         raise SystemExit("mailgate serve: give --smtp and/or --lmtp (or listen: or imap:"
                          " in the config)")
-    check_startup(gateway)
+    reached = check_startup(gateway)
     metrics = args.metrics or gateway.config.metrics_listen
-    asyncio.run(serve(gateway, smtp, lmtp, metrics=metrics))
+    asyncio.run(serve(gateway, smtp, lmtp, metrics=metrics, redmine_reached=reached))
     return EX_OK
 
 

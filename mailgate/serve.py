@@ -27,20 +27,56 @@ log = logging.getLogger("mailgate.serve")
 SHUTDOWN_GRACE = 30.0
 
 
-def check_startup(gateway: Gateway) -> None:
-    """Fail fast on configuration errors; a Redmine that is down is only a warning."""
+def check_startup(gateway: Gateway) -> bool:
+    """Fail fast on configuration errors; a Redmine that is down is only a warning
+    (and /healthz is red until it is reached).  Says where everything is."""
+    config = gateway.config
+    store = config.store
+    log.info("spool: %s", f"PostgreSQL {_without_password(store.url)}" if store.url
+             else f"SQLite {store.path}")
+    log.info("Redmine: %s", config.redmine.url)
     try:
         user = gateway.client.current_user()
         gateway.facts.status_ids
     except RedmineUnavailable as exc:
         log.warning("Redmine is unreachable at start-up (mail will be spooled): %s", exc)
-        return
+        gateway.metrics.redmine_unreached(exc)
+        return False
     log.info("Redmine ok: acting with the key of %s", user.login)
+    return True
+
+
+def reach_redmine(gateway: Gateway, stop: threading.Event, every: float = 15.0) -> None:
+    """After a start-up that could not reach Redmine: try again until it answers, so
+    /healthz turns green without waiting for a mail to prove it."""
+    while not stop.wait(every):
+        try:
+            gateway.client.current_user()
+        except RedmineUnavailable:
+            continue
+        except Exception:   # noqa: BLE001 - a probe; the worker reports real errors
+            log.exception("Redmine check failed")
+            continue
+        gateway.metrics.redmine_ok()
+        log.info("Redmine reached")
+        return
+
+
+def _without_password(url: str) -> str:
+    """A PostgreSQL URL fit for a log line."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
                 ready: threading.Event | None = None, stop: asyncio.Event | None = None,
-                run_worker: bool = True, metrics: str | None = None) -> None:
+                run_worker: bool = True, metrics: str | None = None,
+                redmine_reached: bool = True) -> None:
     loop = asyncio.get_running_loop()
     stop = stop or asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -74,6 +110,9 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     http = start_http(gateway, metrics) if metrics else None
     if run_worker:
         start_runners(gateway, worker_stop)
+    if not redmine_reached:
+        threading.Thread(target=reach_redmine, args=(gateway, worker_stop), name="redmine-check",
+                         daemon=True).start()
     # The IMAP mailboxes: a source, like the listeners (mailgate.intake.imap_watch).
     for watcher in gateway.mailbox_watchers:
         watcher.start(worker_stop)

@@ -83,3 +83,30 @@ def test_explain_takes_directories_and_mboxes_like_replay(config, tmp_path):
     assert f"{tmp_path / 'saved.mbox'}[0]" in out and f"{tmp_path / 'saved.mbox'}[1]" in out
     assert f"{folder / 'one.eml'}" in out
     assert "give-info" in out and "answer" in out
+
+
+def test_serve_says_where_it_is_and_is_red_at_once_without_redmine(tmp_path, fake_redmine):
+    """/healthz is red from the start when Redmine cannot be reached (not only after the
+    ten-minute alarm), and green once it answers; the log says which spool and which
+    Redmine (issue 17, point 3)."""
+    import requests
+
+    from support.processes import ServeProcess, free_port, wait_port
+
+    down = write_config(tmp_path / "down.yaml", closed_url(), "key")
+    smtp, http = free_port(), free_port()
+    with ServeProcess(down, smtp, tmp_path / "down.log", "--metrics",
+                      f"127.0.0.1:{http}") as server:
+        wait_port(http)
+        answer = requests.get(f"http://127.0.0.1:{http}/healthz", timeout=5)
+        assert answer.status_code == 503
+        assert answer.text.startswith("Redmine not reached since start-up:"), answer.text
+        server.stop()
+    log = (tmp_path / "down.log").read_text()
+    assert f"spool: SQLite {tmp_path / 'spool.db'}" in log and "Redmine: http://127.0.0.1:" in log
+
+    up = write_config(tmp_path / "up.yaml", fake_redmine.url, fake_redmine.admin_key)
+    with ServeProcess(up, smtp, tmp_path / "up.log", "--metrics", f"127.0.0.1:{http}") as server:
+        wait_port(http)
+        assert requests.get(f"http://127.0.0.1:{http}/healthz", timeout=5).text == "ok\n"
+        server.stop()

@@ -45,6 +45,8 @@ class Metrics:
                                    registry=self.registry)
         #: When Redmine last failed us with no success since (time.time()), or None.
         self.redmine_down_since: float | None = None
+        #: Why start-up could not reach Redmine, until it is reached.
+        self.redmine_never_reached: str | None = None
 
     def watch_redmine(self, client) -> None:
         """Time every Redmine answer (a requests response hook: no patching)."""
@@ -67,6 +69,13 @@ class Metrics:
 
     def redmine_ok(self) -> None:
         self.redmine_down_since = None
+        self.redmine_never_reached = None
+
+    def redmine_unreached(self, error: Exception) -> None:
+        """Start-up could not reach Redmine: /healthz is red at once, not after the
+        alarm's delay (a gateway that never reached it may be pointed at the wrong place)."""
+        self.redmine_failed(error)
+        self.redmine_never_reached = str(error)
 
     def watch_runners(self, gateway) -> None:
         self.registry.register(_QueueCollector(gateway))
@@ -109,7 +118,9 @@ def health(metrics: Metrics, spool, *, redmine_alarm: float, stuck_alarm: float,
     now = time.time() if now is None else now
     problems = [p for p in (r.health(now, stall_after) for r in runners) if p]
     down = metrics.redmine_down_since
-    if down is not None and now - down > redmine_alarm:
+    if metrics.redmine_never_reached:
+        problems.append(f"Redmine not reached since start-up: {metrics.redmine_never_reached}")
+    elif down is not None and now - down > redmine_alarm:
         problems.append(f"Redmine unreachable for {now - down:.0f} s")
     try:
         oldest = spool.oldest_queued()
