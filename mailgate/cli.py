@@ -316,8 +316,12 @@ def _spool_record(config):
 def _replay(args: argparse.Namespace) -> int:
     from mailgate.intake.replay import replay
 
-    summary = replay(_gateway(args), args.paths, args.recipient, args.via,
-                     lambda line: print(line, file=sys.stderr, flush=True))
+    def progress(line: str, done: int, total: int) -> None:
+        # "n of m" where a person watches; the plain lines where a log collects them.
+        prefix = f"[{done} of {total}] " if sys.stderr.isatty() else ""
+        print(prefix + line, file=sys.stderr, flush=True)
+
+    summary = replay(_gateway(args), args.paths, args.recipient, args.via, progress)
     print(", ".join(f"{count} {kind}" for kind, count in sorted(summary.items())) or "no mail")
     return EX_OK
 

@@ -42,3 +42,38 @@ def test_saved_mail_s_authentication_results_are_not_believed_by_default(fake_re
     assert result.returncode == 0, result.stderr
     # Nothing says the saved mail came through our MTA: the admin is not verified.
     assert b"comment" in result.stderr and client.get_issue(ticket).status_name == "Open"
+
+
+def test_replay_counts_n_of_m_on_a_terminal(fake_redmine, tmp_path):
+    """Progress a person can follow: "[n of m]" when stderr is a terminal (issue 17)."""
+    import mailbox
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from support.processes import child_env
+
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key)
+    box = tmp_path / "saved.mbox"
+    saved = mailbox.mbox(box)
+    for name in ("unknown-address.eml", "empty.eml", "garbage.eml"):
+        saved.add((MAIL / name).read_bytes() or b"Subject: x\n\n")
+    saved.flush()
+    controller, terminal = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "mailgate", "replay", "--config",
+                                str(config), str(box)], stdout=subprocess.PIPE,
+                               stderr=terminal, env=child_env())
+    os.close(terminal)
+    process.communicate(timeout=60)
+    said = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        said += chunk
+    lines = said.decode().splitlines()
+    assert [line.split("]")[0] for line in lines] == ["[1 of 3", "[2 of 3", "[3 of 3"], lines

@@ -80,3 +80,16 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path):
     result = subprocess.run(["bash", "-c", shell], capture_output=True, env=child_env())
     assert result.stdout.decode().splitlines()[-1] == "status=0", result.stderr.decode()
     assert b"internal error" not in result.stderr and b"Traceback" not in result.stderr
+
+
+def test_a_list_of_none_waiting_says_how_many_are_dead(stuck):
+    """'0 mail(s)' read as all is well while mail lay dead-lettered (issue 17, point 3)."""
+    from mailgate.config import load_config
+    from mailgate.store import open_spool
+
+    store = open_spool(load_config(stuck, need_redmine=False).store)
+    for mail in store.mails("queued"):
+        store.bury(mail.id, "refused for the test")
+    status, out = spool(stuck, "list")
+    assert status == 0 and out.splitlines()[-2:] == [
+        "0 mail(s)", "and 2 dead: mailgate spool list --state dead"]

@@ -44,11 +44,25 @@ def replay(gateway: Gateway, paths: list[str], recipient: str | None, via: str,
     of its Authentication-Results are believed) or "pipe" (the operator vouches that
     it came through ours)."""
     summary: Counter = Counter()
-    for name, raw in messages(paths):
+    total = count(paths)
+    for done, (name, raw) in enumerate(messages(paths), 1):
         kind, said = _deliver(gateway, raw, recipient, via)
         summary[kind] += 1
-        progress(f"{name}: {kind}: {said}")
+        progress(f"{name}: {kind}: {said}", done, total)
     return summary
+
+
+def count(paths: list[str]) -> int:
+    """How many mails ``messages`` will give (an mbox is indexed, not parsed)."""
+    total = 0
+    for path in map(Path, paths):
+        if path.is_dir():
+            total += count([str(p) for p in path.rglob("*") if p.is_file()])
+        elif path.is_file():
+            with path.open("rb") as file:
+                is_mbox = file.read(5) == b"From "
+            total += len(mailbox.mbox(path)) if is_mbox else 1
+    return total
 
 
 def _deliver(gateway: Gateway, raw: bytes, recipient: str | None, via: str):

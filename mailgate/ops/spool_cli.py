@@ -36,6 +36,10 @@ def list_mails(spool: Spool, state: str | None, out: TextIO, now: float | None =
               f"tries {mail.attempts:<2} {waiting:13} <{mail.rcpt}> {_summary(mail)}"
               + (f"\n{'':>14}{mail.last_error}" if mail.last_error else ""), file=out)
     print(f"{len(mails)} mail(s)", file=out)
+    dead = spool.counts().get("dead", 0) if state not in ("dead", "all") else 0
+    if dead:
+        # "0 mail(s)" must not read as "all is well" while mail is dead-lettered.
+        print(f"and {dead} dead: mailgate spool list --state dead", file=out)
     return 0
 
 
