@@ -186,6 +186,7 @@ class Runner(Generic[Item]):
             reason = disposition.reason if disposition.kind == "bury" else \
                 f"gave up after {failures} attempts: {disposition.reason}"
             if reason.startswith("crash:"):
+                self.counts["crashes"] += 1
                 log.error("%s: item %s dead-lettered after a crash:\n%s", self.name, item.id,
                           "".join(traceback.format_exception(exc)))
             else:

@@ -76,3 +76,27 @@ def test_discord_latency_and_queue_in_metrics(fake_redmine, tmp_path):
     assert 'mailgate_queue_items{kind="sent",queue="discord"} 1.0' in metrics
     assert 'mailgate_queue_items{kind="done",queue="spool"}' in metrics
     assert 'mailgate_runner_up{queue="discord"} 1.0' in metrics
+
+
+def test_refusals_are_counted(fake_redmine, tmp_path):
+    """What the gateway turned away at the door is in /metrics, by stage and error
+    (issue 17, point 3)."""
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          server={"max_recipients": 1},
+                          limits={"per_sender": {"mails": 1, "per_seconds": 3600}})
+    with RunningGateway(config, lmtp=False, metrics=True) as server:
+        base = f"http://127.0.0.1:{server.metrics_port}"
+        with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+            smtp.ehlo()
+            assert smtp.mail("flood@example.org")[0] == 250
+            assert smtp.rcpt("nobody@example.org")[0] == 550
+            assert smtp.rcpt("site-a@example.org")[0] == 250
+            assert smtp.rcpt("site-b@example.org")[0] == 452
+            smtp.rset()
+            assert smtp.mail("flood@example.org")[0] == 450
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+    for stage, error in (("rcpt", "UnknownAddress"), ("rcpt", "TooManyRecipients"),
+                         ("mail", "RateLimited")):
+        assert f'mailgate_smtp_refusals_total{{error="{error}",stage="{stage}"}} 1.0' in \
+            metrics, metrics
+

@@ -75,6 +75,8 @@ def test_a_crash_is_one_item_s_dead_letter_with_its_traceback(tmp_path, caplog):
         assert runner.drain(max_wait=0) and len(seen) == 2
     assert spool.get(seen[0]).last_error.startswith("crash: KeyError")
     assert "Traceback" in caplog.text
+    # Counted apart from other dead letters (/metrics: run_crashes).
+    assert (runner.counts["crashes"], runner.counts["dead"]) == (1, 1)
 
 
 def test_a_wait_is_not_a_failure_and_can_hold_the_whole_queue(tmp_path):

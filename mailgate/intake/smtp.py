@@ -107,6 +107,7 @@ class GatewayHandler:
             if not await asyncio.to_thread(self.sender_limit.allow, key):
                 # 4xx: a flood is slowed down, and nothing in it is lost.
                 log.info("MAIL <%s> deferred: rate limit", key)
+                self._count("mail", "RateLimited")
                 return refusal(key).smtp_reply
         envelope.mail_from = address
         envelope.mail_options.extend(mail_options)
@@ -114,11 +115,13 @@ class GatewayHandler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         if len(envelope.rcpt_tos) >= self.gateway.config.max_recipients:
+            self._count("rcpt", "TooManyRecipients")
             return S452_TOO_MANY
         try:
             await asyncio.to_thread(self.gateway.check_recipient, address)
         except MailgateError as exc:
             log.info("RCPT <%s> refused: %s", shown(address), exc)
+            self._count("rcpt", type(exc).__name__)
             return self._refused_recipient(server, session, exc)
         envelope.rcpt_tos.append(address)
         return S250_RCPT_OK
@@ -150,6 +153,7 @@ class GatewayHandler:
                 self.gateway.receive, mail, all_or_nothing=not self.lmtp)
         except MailgateError as exc:
             log.info("DATA refused: %s", exc)
+            self._count("data", type(exc).__name__)
             count = len(mail.recipients) if self.lmtp else 1
             return "\r\n".join([exc.smtp_reply] * count)
         self.on_spooled()
@@ -161,7 +165,11 @@ class GatewayHandler:
     async def handle_exception(self, error):
         # Never aiosmtpd's default "500 Error: (Exc)": a crash must not bounce mail.
         log.error("internal error in the SMTP session", exc_info=error)
+        self._count("session", "crash")
         return S451_INTERNAL
+
+    def _count(self, stage: str, error: str) -> None:
+        self.gateway.metrics.refusals.labels(stage, error).inc()
 
 
 def _via(session, lmtp: bool) -> str:

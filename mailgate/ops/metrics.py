@@ -43,6 +43,10 @@ class Metrics:
                                    "IMAP connections that failed or were lost, by mailbox and"
                                    " stage (connect, connection)", ["mailbox", "stage"],
                                    registry=self.registry)
+        self.refusals = Counter("mailgate_smtp_refusals", "SMTP and LMTP answers that refused"
+                                " or deferred, by stage (mail: the rate limit, rcpt, data,"
+                                " session: a crash) and error", ["stage", "error"],
+                                registry=self.registry)
         #: When Redmine last failed us with no success since (time.time()), or None.
         self.redmine_down_since: float | None = None
         #: Why start-up could not reach Redmine, until it is reached.
