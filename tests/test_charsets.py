@@ -97,3 +97,31 @@ def test_pure_jis_x_0208_still_goes_through_the_standard_codec():
 def _jis_of(character: str) -> tuple[int, int]:
     row, cell = sjis_to_kuten(*character.encode("cp932"))
     return 0x20 + row, 0x20 + cell
+
+
+# -- one decoding path for headers and bodies, and mislabelled UTF-8 (issue 17, point 6) --
+
+def test_an_encoded_word_subject_gets_the_bodys_supersets():
+    """The NEC row in an =?iso-2022-jp?B?...?= Subject stayed encoded while the same
+    bytes in a body decoded."""
+    import base64
+
+    from mailgate.mail.message import parse_mail
+
+    jis = "\x1b$B-!-\"\x1b(B".encode("ascii")       # ① ② (NEC row 13)
+    word = base64.b64encode(jis).decode()
+    raw = (f"From: a@example.org\nSubject: =?iso-2022-jp?B?{word}?= =?utf-8?q?caf=C3=A9?="
+           f" ok\n\n" + "body").encode()
+    assert parse_mail(raw).subject == "①②café ok"
+    assert decode_text(jis, "iso-2022-jp") == "①②"
+
+
+@pytest.mark.parametrize("data, text", [
+    (b"caf\xe9 cr\xe8me", "café crème"),          # the local 8-bit charset, labelled UTF-8
+    (b"\x93quoted\x94", "\u201cquoted\u201d"),     # Windows-1252 quotes
+    (b"caf\xc3\xa9 \xff", "café \ufffd"),          # UTF-8 with one broken byte stays UTF-8
+    (b"plain", "plain"),
+])
+def test_text_labelled_utf8_that_is_not_reads_as_unlabelled_text_does(data, text):
+    assert decode_text(data, "utf-8") == text
+    assert decode_text(data, "UTF8") == text

@@ -77,3 +77,23 @@ def test_replay_counts_n_of_m_on_a_terminal(fake_redmine, tmp_path):
         said += chunk
     lines = said.decode().splitlines()
     assert [line.split("]")[0] for line in lines] == ["[1 of 3", "[2 of 3", "[3 of 3"], lines
+
+
+def test_an_mbox_s_escaped_from_lines_are_unescaped_before_anything_reads_them(tmp_path):
+    """mbox writers escape a body line "From ..." as ">From ..."; trimming then took it
+    for a quote and cut it (issue 17, point 6)."""
+    import json
+    import mailbox
+
+    box = mailbox.mbox(tmp_path / "saved.mbox")
+    box.add(b"From: owner@example.org\nTo: ticket1@example.org\nSubject: x\n\n"
+            b"From the start it dropped.\nNow it is fine.\n")
+    box.flush()
+    assert b"\n>From the start" in (tmp_path / "saved.mbox").read_bytes()
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key")
+    result = run_mailgate("explain", "--config", str(config), "--json", "--ticket-state",
+                          "open", "--ticket-owner", "owner@example.org",
+                          str(tmp_path / "saved.mbox"))
+    assert result.returncode == 0, result.stderr.decode()
+    body = json.loads(result.stdout)["body"]
+    assert "\n\nFrom the start it dropped.\nNow it is fine." in body, body

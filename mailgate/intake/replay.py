@@ -4,6 +4,7 @@ intake as SMTP and the pipe, and process it at once."""
 from __future__ import annotations
 
 import mailbox
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Iterator
@@ -26,9 +27,19 @@ def messages(paths: list[str]) -> Iterator[tuple[str, bytes]]:
         raw = _read(path)
         if raw[:5] == b"From ":
             for index, message in enumerate(mailbox.mbox(path)):
-                yield f"{path}[{index}]", message.as_bytes()
+                yield f"{path}[{index}]", _unescaped(message.as_bytes())
         else:
             yield str(path), raw
+
+
+#: A line an mbox writer escaped: ">From " (and, in mboxrd, ">>From " for ">From ").
+_ESCAPED_FROM = re.compile(rb"^>(>*From )", re.MULTILINE)
+
+
+def _unescaped(raw: bytes) -> bytes:
+    """The mail as it was before it went into the mbox: one ">" off each escaped From
+    line, before anything reads the text (trimming took ">From " for a quote)."""
+    return _ESCAPED_FROM.sub(rb"\1", raw)
 
 
 def _read(path: Path) -> bytes:

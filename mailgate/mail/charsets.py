@@ -35,11 +35,31 @@ def decode_text(data: bytes, label: str | None) -> str:
         return _guess(data)
     codec = SUPERSETS.get(name, name) or "utf-8"
     try:
-        codecs.lookup(codec)
+        info = codecs.lookup(codec)
     except LookupError:
         return _guess(data)
+    if info.name == "utf-8":
+        return _utf8(data)
     # Broken bytes in a labelled charset become U+FFFD; the rest is kept.
     return data.decode(codec, errors="replace")
+
+
+#: A well-formed UTF-8 sequence of more than one byte.
+_UTF8_MULTIBYTE = re.compile(rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}"
+                             rb"|[\xf0-\xf4][\x80-\xbf]{3}")
+
+
+def _utf8(data: bytes) -> str:
+    """Text labelled UTF-8.  A mailer that labels everything UTF-8 but writes its local
+    8-bit charset (caf\xe9) has no UTF-8 sequence in it at all: that reads as unlabelled
+    text does.  Text that is UTF-8 with a few broken bytes keeps its UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    if _UTF8_MULTIBYTE.search(data) is None:
+        return data.decode("cp1252", errors="replace")
+    return data.decode("utf-8", errors="replace")
 
 
 def _guess(data: bytes) -> str:

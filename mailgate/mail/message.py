@@ -25,7 +25,7 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 from email.errors import HeaderParseError
-from email.header import decode_header, make_header
+from email.header import decode_header
 from email.message import Message
 from email.feedparser import BytesFeedParser
 from email.parser import BytesHeaderParser
@@ -224,12 +224,17 @@ def _big_leaves(raw: bytes, start: int = 0, end: int | None = None,
 
 
 def decoded_header(value) -> str:
-    """A header value with RFC 2047 encoded words decoded and folding undone."""
+    """A header value with RFC 2047 encoded words decoded and folding undone.  Each
+    word's bytes go through the body's decoding (``charsets.decode_text``), so a
+    Subject gets the same supersets as the text (ISO-2022-JP's NEC row: ①)."""
     text = str(value)
     try:
-        text = str(make_header(decode_header(text)))
+        words = decode_header(text)
     except (HeaderParseError, LookupError, UnicodeError, ValueError):
-        pass
+        words = [(text, None)]
+    if any(isinstance(word, bytes) for word, _ in words):
+        text = "".join(word if isinstance(word, str) else decode_text(word, charset)
+                       for word, charset in words)
     # NULs and control characters have no place in a subject or a name.
     return " ".join(re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text).split())
 
