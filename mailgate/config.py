@@ -19,7 +19,8 @@ import yaml
 
 from workflow import Workflow, WorkflowError, load_default_table
 
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, unknown_key
+from mailgate.mail.addresses import TICKET_LOCAL
 from mailgate.intake.ratelimit import Limits, load_limits
 from mailgate.store.database import Location
 from mailgate.trust import TrustSettings, load_trust_settings
@@ -273,10 +274,41 @@ def _section(data: Mapping[str, Any], name: str) -> Mapping[str, Any]:
     return value
 
 
+#: The keys each part of the file may have.  A key not here is refused with the
+#: nearest one named: a misspelling must never silently become a default (``admin:``
+#: for ``admins:`` would leave the gateway with no admins).  The sections below
+#: that have their own loader (trust, notify, limits, discord, imap) check their keys
+#: there, with the same helper.
+TOP_KEYS = {"domains", "redmine", "admins", "workflow", "sites", "triage", "server",
+            "listen", "spool", "sweep", "unknown_senders", "unverified_senders",
+            "attach_original", "attachments", "notify", "limits", "trust", "discord",
+            "imap", "watch", "answers"}
+SECTION_KEYS = {
+    "server": {"hostname", "max_message_size", "max_recipients", "max_failed_recipients",
+               "redmine_down_alarm", "spool_stuck_alarm"},
+    "listen": {"smtp", "lmtp", "metrics"},
+    "spool": {"path", "url", "lease_seconds", "keep_done_days", "workers",
+              "retry_first_delay", "retry_max_delay", "max_age"},
+    "sweep": {"expire_after_days", "interval", "remind_after_hours"},
+}
+SITE_KEYS = {"address", "project", "tracker", "fields", "workflow", "unknown_senders",
+             "unverified_senders"}
+
+
+def _check_keys(data: Mapping[str, Any]) -> None:
+    _known("", data, TOP_KEYS)
+    for section, keys in SECTION_KEYS.items():
+        _known(section, _section(data, section), keys)
+    for name, spec in _section(data, "sites").items():
+        if isinstance(spec, Mapping):
+            _known(f"sites.{name}", spec, SITE_KEYS)
+    if isinstance(data.get("triage"), Mapping):
+        _known("triage", data["triage"], SITE_KEYS)
+
+
 def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
-    domains = tuple(d.lower() for d in _list(data, "domains"))
-    if not domains:
-        raise ConfigError("domains: at least one mail domain is needed")
+    _check_keys(data)
+    domains = _domains(data)
     workflow = _workflow("workflow", _section(data, "workflow"), None)
     unknown = _choice(data, "unknown_senders", UNKNOWN_SENDER_POLICIES, "reject")
     unverified = _choice(data, "unverified_senders", ("comment", "reject"), "comment")
@@ -294,6 +326,9 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
     spool = _section(data, "spool")
     redmine = _redmine(_section(data, "redmine"), need_redmine)
     _check_gateway_user(redmine, unknown, [*sites.values(), *([triage] if triage else [])])
+    _check_addresses([*sites.values(), *([triage] if triage else [])], domains)
+    _check_notice_sender(notify, [*sites.values(), *([triage] if triage else [])], redmine,
+                         domains)
     return Config(
         redmine=redmine,
         domains=domains,
@@ -341,6 +376,42 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
 UNKNOWN_SENDER_POLICIES = ("reject", "accept", "create")
 
 
+def _check_addresses(sites: list[Site], domains: tuple[str, ...]) -> None:
+    """Every site's address reachable, and only by it."""
+    seen: dict[str, str] = {}
+    for site in sites:
+        where = "triage.address" if site.name == "triage" else f"sites.{site.name}.address"
+        local, _, domain = site.address.rpartition("@")
+        if not local or domain not in domains:
+            raise ConfigError(f"{where}: {site.address!r} is not in a served domain"
+                              f" ({', '.join(domains)}): no mail would reach it")
+        if TICKET_LOCAL.fullmatch(local):
+            raise ConfigError(f"{where}: {site.address!r} is a ticket's address"
+                              " (ticket<N>@): mail to it goes to that ticket")
+        if site.address in seen:
+            raise ConfigError(f"{where}: {site.address!r} is also {seen[site.address]}'s"
+                              " address")
+        seen[site.address] = where.rsplit(".", 1)[0]
+
+
+def _check_notice_sender(notify, config_sites: list[Site], redmine: RedmineSettings,
+                         domains: tuple[str, ...]) -> None:
+    """Notices come from an address nobody routes back to us: a reply or a bounce to a
+    routed address would come back as mail on a ticket or a new one."""
+    if notify is None:
+        return
+    from email.utils import parseaddr
+
+    address = parseaddr(notify.from_address)[1].lower()
+    local, _, domain = address.rpartition("@")
+    routed = (domain in domains and TICKET_LOCAL.fullmatch(local)) or address in {
+        s.address for s in config_sites} or address == redmine.notification_address
+    if routed:
+        raise ConfigError(f"notify.from: {address!r} is routed by this gateway (a ticket,"
+                          " a site, or Redmine's notification address): use an address"
+                          " nothing routes back here")
+
+
 def _check_gateway_user(redmine: RedmineSettings, unknown: str, sites: list[Site]) -> None:
     # Accepting strangers' mail means someone must write it: without a gateway
     # user every such mail would be answered 250 and then refused by the worker.
@@ -364,10 +435,7 @@ def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
     statuses = spec.get("statuses") or {}
     if not isinstance(statuses, Mapping):
         raise ConfigError("redmine.statuses: expected a mapping of state to status name")
-    try:
-        timeout = float(spec.get("timeout", 10))
-    except ValueError:
-        raise ConfigError(f"redmine.timeout: not a number: {spec['timeout']!r}") from None
+    timeout = _number(spec, "timeout", 10.0, "redmine")
     return RedmineSettings(
         url=str(spec.get("url", "")).rstrip("/"), api_key=str(spec.get("api_key", "")),
         timeout=timeout,
@@ -503,8 +571,16 @@ def _answers(data: Mapping[str, Any], notify: Any,
 def _known(where: str, spec: Mapping[str, Any], keys: set[str]) -> None:
     unknown = sorted(str(k) for k in spec if k not in keys)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting"
-                          f" (known: {', '.join(sorted(keys))})")
+        raise unknown_key(where, unknown[0], keys)
+
+
+def _domains(data: Mapping[str, Any]) -> tuple[str, ...]:
+    value = data.get("domains")
+    # A plain string would be accepted letter by letter by anything that iterates it.
+    if not isinstance(value, list) or not value or not all(
+            isinstance(d, str) and "." in d and "@" not in d for d in value):
+        raise ConfigError("domains: expected a list of mail domains, like [example.org]")
+    return tuple(d.strip().lower() for d in value)
 
 
 def _attachment_limits(spec: Mapping[str, Any]):
@@ -533,6 +609,6 @@ def _number(data: Mapping[str, Any], key: str, default: float, where: str) -> fl
         number = float(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}.{key}: expected a number of seconds, got {value!r}") from None
-    if number <= 0:
+    if not 0 < number < float("inf"):     # NaN and infinity too: nobody waits forever
         raise ConfigError(f"{where}.{key}: must be positive, got {value!r}")
     return number

@@ -152,6 +152,18 @@ class ConfigError(MailgateError):
     tells_client = False
 
 
+def unknown_key(where: str, key: object, known) -> ConfigError:
+    """A misspelt setting, named by its full path with the nearest valid key, so that
+    ``admin:`` for ``admins:`` is never silently a config with no admins."""
+    import difflib
+
+    path = f"{where}.{key}" if where else str(key)
+    near = difflib.get_close_matches(str(key), sorted(map(str, known)), n=1, cutoff=0.6)
+    hint = f"; did you mean {near[0]!r}?" if near else \
+        f" (known: {', '.join(sorted(map(str, known)))})"
+    return ConfigError(f"{path}: unknown key{hint}")
+
+
 class MailboxLoginFailed(ConfigError):
     """An IMAP server refused the login: a wrong password or token, or a locked account.
     ``fetch`` exits 78; ``serve`` tries again with backoff, and /healthz turns red."""

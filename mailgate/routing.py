@@ -19,12 +19,9 @@ from dataclasses import dataclass
 from mailgate.mail.addresses import check_recipient, shown
 from mailgate.config import Config, Site
 from mailgate.errors import UnknownAddress
+from mailgate.mail.addresses import TICKET_LOCAL
 from mailgate.mail.message import ParsedMail
 
-# ASCII digits only: \d would also take "١" or "１", which no MTA sends for a ticket
-# ID and SMTP could not carry (we offer no SMTPUTF8); fullmatch, as "$" would let
-# a final newline through.
-_TICKET_LOCAL = re.compile(r"ticket([0-9]{1,9})", re.IGNORECASE | re.ASCII)
 # "[#12]", "[site-a - Support #12]", "[Bug #12] ..." (Redmine's subject tag).
 _SUBJECT_TAG = re.compile(r"\[(?:[^\[\]]*?\s)?#(\d{1,9})\]")
 # Redmine's notification Message-IDs: <redmine.issue-12.20240101123456.1@host>,
@@ -65,7 +62,7 @@ def resolve_recipient(address: str, config: Config) -> Recipient:
     local, _, domain = address.rpartition("@")
     if not local:
         raise UnknownAddress(f"<{address}>: not a mail address")
-    ticket = _TICKET_LOCAL.fullmatch(local)
+    ticket = TICKET_LOCAL.fullmatch(local)
     if ticket and domain in config.domains:
         return Recipient(address, "ticket", ticket=int(ticket.group(1)))
     site = config.site_for_address(address)

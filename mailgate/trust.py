@@ -27,7 +27,7 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, unknown_key
 
 if TYPE_CHECKING:  # only for annotations: the modules themselves are imported late
     import dkim
@@ -93,9 +93,10 @@ def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
     if not isinstance(section, Mapping):
         raise ConfigError("trust: expected a mapping")
     # A misspelt key would silently leave the MTA's results unused.
+    known = ("trusted_authserv_ids", "dns_timeout", "verify_dkim", "trusted_relays")
     for key in section:
-        if key not in ("trusted_authserv_ids", "dns_timeout", "verify_dkim", "trusted_relays"):
-            raise ConfigError(f"trust.{key}: unknown setting")
+        if key not in known:
+            raise unknown_key("trust", key, known)
     relays = section.get("trusted_relays") or []
     if isinstance(relays, str):
         relays = [relays]

@@ -117,7 +117,12 @@ def demo_config(discord: FakeDiscord, hooks: dict[str, str], relay: int) -> Path
     """demo.yaml, with the Discord section pointed at the fake Discord, and the
     answers to reporters who are not Redmine users going through ``relay``."""
     data = yaml.safe_load(CONFIG.read_text())
-    data["spool"]["path"] = str((CONFIG.parent / data["spool"]["path"]).resolve())
+    # A fresh spool each run, as a new deployment has: the Discord fake is new each
+    # run too, and the Redmine watcher starts from now, not from a previous run's
+    # watermark (it would catch up on everything since, the test suite's tickets too).
+    spool = (CONFIG.parent / data["spool"]["path"]).resolve()
+    spool = spool.with_name(f"{spool.stem}-{os.getpid()}{spool.suffix}")
+    data["spool"]["path"] = str(spool)
     data["discord"] = {"api_base": discord.api_base, "channels": {"site-a": hooks["site-a"]},
                        "triage": hooks["triage"], "redmine_fields": True}
     data["notify"] = {**data.get("notify", {}), "relay": f"127.0.0.1:{relay}"}
@@ -150,6 +155,9 @@ def main() -> int:
             server.send_signal(signal.SIGTERM)
             server.wait(40)
             mailbox.controller.stop()
+            spool = Path(yaml.safe_load(config.read_text())["spool"]["path"])
+            for path in spool.parent.glob(spool.name + "*"):
+                path.unlink()
     return 0
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, unknown_key
 
 TLS_MODES = ("implicit", "starttls", "none")
 AFTER = ("move", "seen")
@@ -221,8 +221,7 @@ def _text(spec: Mapping[str, Any], key: str, where: str) -> str:
 def _only(spec: Mapping, allowed: set[str], where: str) -> None:
     unknown = sorted(str(k) for k in spec if k not in allowed)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting"
-                          f" (known: {', '.join(sorted(allowed))})")
+        raise unknown_key(where, unknown[0], allowed)
 
 
 def _bool(spec: Mapping, key: str, default: bool, where: str) -> bool:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mailgate.errors import ConfigError, TemporaryError
+from mailgate.errors import ConfigError, TemporaryError, unknown_key
 from mailgate.store.database import Location
 from mailgate.store.ratebuckets import RateBuckets
 
@@ -176,7 +176,7 @@ def load_limits(section: Mapping[str, Any] | None) -> Limits:
         raise ConfigError("limits: expected a mapping")
     unknown = sorted(str(k) for k in section if k not in ("per_sender", "per_client"))
     if unknown:
-        raise ConfigError(f"limits.{unknown[0]}: unknown setting (known: per_client, per_sender)")
+        raise unknown_key("limits", unknown[0], ("per_client", "per_sender"))
     return Limits(per_sender=load_rate_limit(section.get("per_sender"), "limits.per_sender"),
                   per_client=load_rate_limit(section.get("per_client"), "limits.per_client"))
 
@@ -190,7 +190,7 @@ def load_rate_limit(section: Mapping[str, Any] | None,
         raise ConfigError(f"{where}: expected a mapping like {{mails: 30, per_seconds: 600}}")
     unknown = sorted(str(k) for k in section if k not in ("mails", "per_seconds"))
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting (known: mails, per_seconds)")
+        raise unknown_key(where, unknown[0], ("mails", "per_seconds"))
     for key in ("mails", "per_seconds"):
         if key not in section:
             raise ConfigError(f"{where}.{key}: missing")

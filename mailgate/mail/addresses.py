@@ -16,6 +16,10 @@ from mailgate.errors import EX_DATAERR, PermanentError, UnknownAddress
 
 # C0 controls (NUL, CR, LF, TAB, ...) and DEL: never part of a mailbox (RFC 5321 4.1.2).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# The local part of a ticket's address, ticket<ID>.  ASCII digits only: \d would also
+# take "١" or "１", which no MTA sends for a ticket ID and SMTP could not carry (we
+# offer no SMTPUTF8); fullmatch, as "$" would let a final newline through.
+TICKET_LOCAL = re.compile(r"ticket([0-9]{1,9})", re.IGNORECASE | re.ASCII)
 
 
 class BadSenderAddress(PermanentError):

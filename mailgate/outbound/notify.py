@@ -50,7 +50,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, unknown_key
 from mailgate.store.database import Location
 from mailgate.store.notices import NoticeStore, Outgoing, utc_day
 
@@ -201,8 +201,7 @@ def load_notify_settings(section: Mapping[str, Any] | None, *,
         raise ConfigError("notify: expected a mapping")
     unknown = sorted(str(k) for k in section if k not in _KEYS)
     if unknown:
-        raise ConfigError(f"notify.{unknown[0]}: unknown setting"
-                          f" (known: {', '.join(sorted(_KEYS))})")
+        raise unknown_key("notify", unknown[0], _KEYS)
     if not _bool(section.get("enabled", True), "notify.enabled"):
         return None
     sender = str(section.get("from") or "")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from mailgate.clients.discord import DEFAULT_API_BASE, Webhook
-from mailgate.errors import ConfigError
+from mailgate.errors import ConfigError, unknown_key
 
 TRIAGE = "triage"
 
@@ -163,8 +163,7 @@ def _destination(where: str, name: str, spec: Any, mode: str) -> Destination:
 def _only(spec: Mapping, allowed: set[str], where: str) -> None:
     unknown = sorted(str(k) for k in spec if k not in allowed)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown setting"
-                          f" (known: {', '.join(sorted(allowed))})")
+        raise unknown_key(where, unknown[0], allowed)
 
 
 def _bool(spec: Mapping, key: str, default: bool, where: str) -> bool:
