@@ -118,7 +118,7 @@ def test_no_section_or_enabled_false_is_no_discord():
 
 
 @pytest.mark.parametrize("spec, key", [
-    ({"show_adresses": True}, "discord.show_adresses: unknown setting"),
+    ({"show_adresses": True}, "discord.show_adresses: unknown key; did you mean 'show_addresses'?"),
     ({"mode": "irc"}, "discord.mode: 'irc' is not one of webhook, bot"),
     ({"channels": {"site-a": "https://discord.com/api/webhooks/12/secret-tok/extra"}},
      "discord.channels.site-a: not a Discord webhook URL"),

@@ -339,7 +339,7 @@ def test_a_25_mb_mail_is_spooled_with_peak_rss_under_3x_its_size(tmp_path, real_
     ({"password_env": "X"}, "give exactly one of password_env, password_file"),
     ({"after": "delete"}, "after: 'delete' is not one of move, seen"),
     ({"site": "site-z"}, "site: no such site 'site-z'"),
-    ({"folders": "x"}, "folders: unknown setting"),
+    ({"folders": "x"}, "folders: unknown key; did you mean .folder.?"),
 ])
 def test_the_imap_section_names_what_is_wrong(tmp_path, box, error):
     (tmp_path / "pw").write_text("secret\n")

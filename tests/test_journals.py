@@ -148,7 +148,7 @@ def test_answers_need_the_watcher_and_the_relay(tmp_path):
         _config_without(tmp_path, "watch")
     with pytest.raises(ConfigError, match="answers: needs"):
         _config_without(tmp_path, "notify")
-    with pytest.raises(ConfigError, match=r"watch\.poll_intervall: unknown setting"):
+    with pytest.raises(ConfigError, match=r"watch\.poll_intervall: unknown key; did you mean .poll_interval.\?"):
         _config(tmp_path, watch={"poll_intervall": 5})
     assert _config(tmp_path, watch={}).watch.poll_interval == 60.0
     assert _config(tmp_path).answers.max_per_hour == 10
