@@ -125,6 +125,15 @@ def test_an_empty_subject_is_rejected_with_redmines_message(client):
     assert refused.value.messages == ["Subject cannot be blank"]
 
 
+def test_a_subject_over_255_characters_is_rejected_with_redmines_message(client):
+    # Characters, not bytes: 255 accented letters are 510 bytes and pass.
+    assert client.get_issue(client.create_issue("site-a", "é" * 254 + unique()[-1], "long",
+                                                as_user="owner")).subject.startswith("é")
+    with pytest.raises(RedmineRejected) as refused:
+        client.create_issue("site-a", "x" * 256, "too long", as_user="owner")
+    assert refused.value.messages == ["Subject is too long (maximum is 255 characters)"]
+
+
 def test_an_unknown_project_is_rejected_with_redmines_messages(client):
     with pytest.raises(RedmineRejected) as refused:
         client.create_issue("no-such-project", unique(), "where?", as_user="owner")
@@ -158,6 +167,16 @@ def test_an_upload_is_attached_with_a_note(client):
     [journal] = result.issue.journals
     assert {"property": "attachment", "name": str(attachment.id), "old_value": None,
             "new_value": "log.txt"} in journal.details
+
+
+def test_an_upload_over_redmines_attachment_max_size_is_rejected_with_its_message(client):
+    # Redmine's default attachment_max_size: 5120 kB, the limit itself allowed.
+    assert client.upload(b"x" * (5 * 1024 * 1024), "at-the-limit.bin",
+                         "application/octet-stream")["token"]
+    with pytest.raises(RedmineRejected) as refused:
+        client.upload(b"x" * (5 * 1024 * 1024 + 1), "over.bin", "application/octet-stream")
+    assert refused.value.messages == ["This file cannot be uploaded because it exceeds the"
+                                      " maximum allowed file size (5242880)"]
 
 
 # ------------------------------------------------------------------- notes

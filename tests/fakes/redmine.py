@@ -12,7 +12,9 @@ tests against both:
   unknown or not active is 412;
 * a body that is not JSON (by its Content-Type) is ignored: a PUT answers 204
   and writes nothing; JSON that does not parse is 400;
-* an upload that is not ``application/octet-stream`` is 406;
+* an upload that is not ``application/octet-stream`` is 406; one over Redmine's
+  default ``attachment_max_size`` (5120 kB) is 422 with Redmine's message;
+* a subject over 255 characters is 422 ("Subject is too long ...");
 * a status change the user's roles and workflow do not allow is dropped and
   the rest of the write is kept (204); a new issue always starts in its
   tracker's default status (the seed has no "new issue" transitions);
@@ -76,6 +78,10 @@ WORKFLOWS = {
     "Manager": {(a, b) for a, _ in STATUSES.values() for b, _ in STATUSES.values() if a != b},
 }
 WORKFLOWS["Non member"] = WORKFLOWS["Requester"]
+
+
+#: Redmine's default Setting.attachment_max_size (5120 kB), in bytes.
+ATTACHMENT_MAX_SIZE = 5120 * 1024
 
 
 @dataclass(frozen=True)
@@ -467,6 +473,8 @@ class FakeRedmine:
         errors = []
         if not str(attrs.get("subject") or "").strip():
             errors.append("Subject cannot be blank")
+        elif len(str(attrs["subject"])) > 255:
+            errors.append("Subject is too long (maximum is 255 characters)")
         if project is None:
             errors += ["Project cannot be blank", "Tracker cannot be blank",
                        "Status cannot be blank"]
@@ -515,6 +523,9 @@ class FakeRedmine:
         if (request.header("Content-Type") or "").split(";")[0].strip() \
                 != "application/octet-stream":
             raise HTTPError(406)
+        if len(request.body) > ATTACHMENT_MAX_SIZE:
+            raise _unprocessable("This file cannot be uploaded because it exceeds the maximum"
+                                 f" allowed file size ({ATTACHMENT_MAX_SIZE})")
         self._ids["upload"] += 1
         upload_id = self._ids["upload"]
         token = f"{upload_id}.{hashlib.sha256(request.body).hexdigest()}"
