@@ -1,10 +1,11 @@
 """Which attachments go to Redmine, and which are left out (and said so in the note).
 
-Limits come from the config: a size per file, a count per mail, and blocked
-types and extensions (executables that a ticket tracker should not serve to
-the next person who clicks).  Nothing is dropped silently: each file left
-out is named in the note with the reason, and the whole mail stays in the
-spool for an operator.
+Limits come from the config: a size per file (ours, and Redmine's own upload
+limit, whichever is lower), a count per mail, and blocked types and
+extensions (executables that a ticket tracker should not serve to the next
+person who clicks).  Nothing is dropped silently: each file left out is named
+in the note with the reason, and the whole mail stays in the spool for an
+operator.
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ class AttachmentLimits:
     max_count: int = 20
     blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
     blocked_types: tuple[str, ...] = ("application/x-msdownload", "application/x-dosexec")
+    #: The most of a mail's text a note or a description takes; the rest goes in a file
+    #: (handlers.posted).  Far below what Redmine stores (16 MB) and still quick to show.
+    max_note_chars: int = 60_000
+    #: Redmine's own upload limit (``redmine.max_attachment_size``, 5120 kB by default).
+    redmine_max_size: int = 5120 * 1024
 
 
 def apply_limits(attachments: tuple[Attachment, ...],
@@ -54,10 +60,22 @@ def _why_not(attachment: Attachment, limits: AttachmentLimits, count: int) -> st
     if attachment.content_type in limits.blocked_types or \
             any(lower.endswith(ext) for ext in limits.blocked_extensions):
         return "blocked type"
-    if attachment.size > limits.max_size:
-        return f"larger than {_human(limits.max_size)}"
+    too_large = size_problem(attachment, limits)
+    if too_large:
+        return too_large
     if count >= limits.max_count:
         return f"more than {limits.max_count} files"
+    return None
+
+
+def size_problem(attachment: Attachment, limits: AttachmentLimits) -> str | None:
+    """Why ``attachment`` is too large to send, or None."""
+    if attachment.size > limits.redmine_max_size and \
+            limits.redmine_max_size <= limits.max_size:
+        # Redmine would answer 422 for the whole write: leave it out here instead.
+        return f"larger than {_human(limits.redmine_max_size)}, Redmine's limit"
+    if attachment.size > limits.max_size:
+        return f"larger than {_human(limits.max_size)}"
     return None
 
 

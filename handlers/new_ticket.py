@@ -5,18 +5,21 @@ from __future__ import annotations
 from email.utils import getaddresses
 
 from mailgate.config import Config, Site
+from mailgate.mail.idempotency import defused
 from mailgate.mail.message import ParsedMail
-
-from mailgate.mail.idempotency import defused, with_marker
-
-from .attachments import apply_limits, not_attached_line
+from mailgate.mail.shorten import shortened
 from mailgate.trust import Verdict
 
 from .plans import Defer, OpenTicket, Plan, Refuse
-from .senders import NOT_NEEDED, attributed, identity, sender_of
+from .posted import compose
+from .senders import NOT_NEEDED, identity, sender_of
 
 name = "new-ticket"
 description = "Mail to a site address: a new ticket in the site's project, by the sender."
+
+#: Redmine's longest subject (Issue: validates_length_of :subject, maximum: 255).
+SUBJECT_LENGTH = 255
+NO_SUBJECT = "(no subject)"
 
 
 def handle(mail: ParsedMail, site: Site, login: str | None, config: Config,
@@ -25,18 +28,26 @@ def handle(mail: ParsedMail, site: Site, login: str | None, config: Config,
     who = identity(sender, verdict, site, config)
     if isinstance(who, (Refuse, Defer)):
         return who
-    attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
-    text = "\n\n".join(filter(None, [defused(mail.body), not_attached_line(dropped)]))
-    recorded = {}
-    if not who.writes_as(sender):
-        # Opened by the gateway's user for them: the ticket is not theirs to steer
-        # by mail until they write from an address we can verify.
-        text = attributed(text, sender)
-        recorded = _who_it_is_for(mail, config)
-    return OpenTicket(site=site, sender=sender, subject=mail.subject or "(no subject)",
-                      description=with_marker(text, mark) if mark else text,
-                      attachments=attachments, as_user=who.writer, marker=mark,
-                      new_account=who.account, recorded=recorded)
+    # Opened by the gateway's user for them: the ticket is not theirs to steer by
+    # mail until they write from an address we can verify.
+    for_them = not who.writes_as(sender)
+    # A subject Redmine cannot keep whole is kept whole in the description.
+    whole_subject = len(mail.subject) > SUBJECT_LENGTH
+    body = "\n\n".join(filter(None, [f"Subject: {defused(mail.subject)}" if whole_subject
+                                      else "", defused(mail.body)]))
+    posted = compose(body, mail.attachments, config, mark=mark,
+                     sender=sender if for_them else None)
+    return OpenTicket(site=site, sender=sender, subject=ticket_subject(mail.subject),
+                      description=posted.text, attachments=posted.attachments,
+                      as_user=who.writer, marker=mark, new_account=who.account,
+                      recorded=_who_it_is_for(mail, config) if for_them else {},
+                      excerpt=posted.excerpt, formatting=config.redmine.text_formatting)
+
+
+def ticket_subject(subject: str) -> str:
+    """The subject as Redmine takes it: at most 255 characters, cut on a character
+    with an ellipsis (Redmine refuses a longer one, and with it the ticket)."""
+    return shortened(subject or NO_SUBJECT, SUBJECT_LENGTH)
 
 
 def _who_it_is_for(mail: ParsedMail, config: Config) -> dict[str, str]:

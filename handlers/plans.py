@@ -75,6 +75,8 @@ class PostNote:
     ticket: int
     sender: Sender
     decision: Decision
+    #: The note as Redmine is given it (``handlers.posted``): escaped for its text
+    #: formatting, the idempotency marker last.
     text: str
     attachments: tuple[Attachment, ...]
     #: Who writes in Redmine: the sender's login, or the gateway's own user.
@@ -84,13 +86,19 @@ class PostNote:
     project: str | None = None
     #: Made first when the sender has no account yet (``unknown_senders: create``).
     new_account: Account | None = None
+    #: The note as the mail has it (no escapes, no marker), for Discord.
+    excerpt: str = ""
+    #: The text formatting ``text`` is escaped for: a line added later is escaped alike.
+    formatting: str = "textile"
 
 
 @dataclass(frozen=True)
 class OpenTicket:
     site: Site
     sender: Sender
+    #: At most Redmine's 255 characters (the whole subject is then in the description).
     subject: str
+    #: As ``PostNote.text``: escaped for Redmine's text formatting, the marker last.
     description: str
     attachments: tuple[Attachment, ...]
     as_user: str | None
@@ -101,6 +109,9 @@ class OpenTicket:
     #: Issue custom fields that record who the ticket is for (field name -> value):
     #: the reporter's address and the participants, when the gateway's user writes.
     recorded: Mapping[str, str] = field(default_factory=dict)
+    #: As ``PostNote``: the description as the mail has it, and its text formatting.
+    excerpt: str = ""
+    formatting: str = "textile"
 
 
 @dataclass(frozen=True)

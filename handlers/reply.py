@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from mailgate.config import Config, Site
-from mailgate.mail.idempotency import defused, with_marker
+from mailgate.mail.idempotency import defused
 from mailgate.mail.message import Attachment, ParsedMail
 from mailgate.mail.trimming import trim_reply
 from mailgate.trust import Verdict
 from workflow import Decision, TicketFacts, parse_commands
 
-from .attachments import apply_limits, not_attached_line
-from .plans import Defer, Duplicate, Ignore, Plan, PostNote, Refuse, TicketView
-from .senders import NOT_NEEDED, Identity, attributed, identity, role_of, sender_of
+from .plans import Defer, Duplicate, Ignore, Plan, PostNote, Refuse, Sender, TicketView
+from .posted import Posted, compose
+from .senders import NOT_NEEDED, Identity, identity, role_of, sender_of
 
 name = "reply"
 description = "A reply to ticket N: a note, and the status the workflow decides."
@@ -33,30 +33,28 @@ def handle(mail: ParsedMail, ticket: TicketView, login: str | None, site: Site |
         # wrote counts: anyone else's is a copy, not this mail.
         return Duplicate(f"already on ticket #{ticket.id} as {mark}")
     commands, text = parse_commands(mail.body)
-    text, attachments = _note(mail, text, config)
+    # A forged From: must not put words in the real person's Redmine mouth: the
+    # gateway's user writes, and names who the mail says it is from.
+    note = _note(mail, text, config, mark, None if who.writes_as(sender) else sender)
     decision = _decide(ticket, role, commands, site, config, who)
-    if not text and not attachments and not decision.changes_state:
+    if not note.has_content and not decision.changes_state:
         return Ignore("nothing to post: no text, no attachment, no status change")
-    if not who.writes_as(sender):
-        # A forged From: must not put words in the real person's Redmine mouth:
-        # the gateway's user writes, and names who the mail says it is from.
-        text = attributed(text, sender)
-    return PostNote(ticket=ticket.id, sender=sender, decision=decision,
-                    text=with_marker(text, mark) if mark else text,
-                    attachments=attachments, as_user=who.writer, subject=ticket.subject,
-                    project=ticket.project, new_account=who.account)
+    return PostNote(ticket=ticket.id, sender=sender, decision=decision, text=note.text,
+                    attachments=note.attachments, as_user=who.writer, subject=ticket.subject,
+                    project=ticket.project, new_account=who.account, excerpt=note.excerpt,
+                    formatting=config.redmine.text_formatting)
 
 
 def _written_by(author: str | None, writer: str, config: Config) -> bool:
     return author is not None and author in (writer, config.redmine.gateway_user)
 
 
-def _note(mail: ParsedMail, text: str, config: Config) -> tuple[str, tuple[Attachment, ...]]:
-    """The text to post (trimmed, naming what was not attached) and the files to attach."""
+def _note(mail: ParsedMail, text: str, config: Config, mark: str,
+          sender: Sender | None) -> Posted:
+    """The note (trimmed, naming what was not attached) and the files to attach."""
     trimmed = trim_reply(defused(text))
-    attachments, dropped = apply_limits(mail.attachments, config.attachment_limits)
-    text = "\n\n".join(filter(None, [trimmed.text, not_attached_line(dropped)]))
-    return text, attachments + _original(mail, trimmed.removed, config)
+    return compose(trimmed.text, mail.attachments, config, mark=mark,
+                   own=_original(mail, trimmed.removed, config), sender=sender)
 
 
 def _original(mail: ParsedMail, removed: str, config: Config) -> tuple[Attachment, ...]:

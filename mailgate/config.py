@@ -26,6 +26,15 @@ from mailgate.store.database import Location
 from mailgate.trust import TrustSettings, load_trust_settings
 
 DEFAULT_MAX_SIZE = 25 * 1024 * 1024
+#: Redmine's default attachment_max_size (5120 kB).
+REDMINE_MAX_ATTACHMENT_SIZE = 5120 * 1024
+#: The keys of the ``redmine`` section.
+REDMINE_KEYS = ("url", "api_key", "timeout", "gateway_user", "notification_address",
+                "statuses", "reporter_field", "participants_field", "account_notice",
+                "text_formatting", "max_attachment_size")
+#: ``redmine.text_formatting``: Redmine's own names for its settings ("none" is "").
+TEXT_FORMATTINGS = {"textile": "textile", "markdown": "markdown",
+                    "common_mark": "common_mark", "none": "", "": ""}
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,13 @@ class RedmineSettings:
     participants_field: str | None = None
     #: ``unknown_senders: create``: Redmine mails the new account its login (off by default).
     account_notice: bool = False
+    #: Redmine's text formatting (Administration > Settings > General): what mail text is
+    #: escaped for, so that it shows as written (mailgate.mail.markup): "textile" (Redmine's
+    #: default), "markdown", "common_mark", or "" (none).  Redmine's API does not say it.
+    text_formatting: str = "textile"
+    #: Redmine's largest upload, its Setting.attachment_max_size (default 5120 kB): a file
+    #: over it is left out and named in the note, not sent for Redmine to refuse.
+    max_attachment_size: int = REDMINE_MAX_ATTACHMENT_SIZE
 
     @property
     def marker_secret(self) -> bytes:
@@ -181,7 +197,8 @@ ENV_KEYS = [
     ("redmine", "url"), ("redmine", "api_key"), ("redmine", "timeout"),
     ("redmine", "gateway_user"), ("redmine", "notification_address"),
     ("redmine", "reporter_field"), ("redmine", "participants_field"),
-    ("redmine", "account_notice"),
+    ("redmine", "account_notice"), ("redmine", "text_formatting"),
+    ("redmine", "max_attachment_size"),
     ("spool", "path"), ("spool", "url"), ("spool", "lease_seconds"), ("spool", "workers"),
     ("spool", "retry_first_delay"), ("spool", "retry_max_delay"), ("spool", "max_age"),
     ("spool", "keep_done_days"),
@@ -190,7 +207,7 @@ ENV_KEYS = [
     ("server", "max_failed_recipients"),
     ("server", "redmine_down_alarm"), ("server", "spool_stuck_alarm"),
     ("sweep", "expire_after_days"), ("sweep", "interval"), ("sweep", "remind_after_hours"),
-    ("attachments", "max_size"), ("attachments", "max_count"),
+    ("attachments", "max_size"), ("attachments", "max_count"), ("attachments", "max_note_chars"),
     ("discord", "bot_token"), ("notify", "relay"), ("notify", "from"), ("notify", "enabled"),
     ("trust", "dns_timeout"),
     # Every mailbox's defaults (a mailbox's own setting wins).
@@ -355,7 +372,8 @@ def _build(data: Mapping[str, Any], base: Path, need_redmine: bool) -> Config:
         unknown_senders=unknown,
         attach_original=_choice(data, "attach_original", ("when-trimmed", "always", "never"),
                                 "when-trimmed"),
-        attachment_limits=_attachment_limits(_section(data, "attachments")),
+        attachment_limits=_attachment_limits(_section(data, "attachments"),
+                                             redmine.max_attachment_size),
         notify=notify,
         limits=load_limits(_section(data, "limits")),
         trust=load_trust_settings(data.get("trust")),
@@ -429,6 +447,9 @@ def _check_gateway_user(redmine: RedmineSettings, unknown: str, sites: list[Site
 
 
 def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
+    unknown = sorted(set(spec) - set(REDMINE_KEYS))
+    if unknown:
+        raise ConfigError(f"redmine.{unknown[0]}: unknown setting")
     for key in ("url", "api_key"):
         if required and not spec.get(key):
             raise ConfigError(f"redmine.{key}: missing (or set {env_name('redmine', key)})")
@@ -445,7 +466,19 @@ def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
         reporter_field=spec.get("reporter_field") or None,
         participants_field=spec.get("participants_field") or None,
         account_notice=_flag(spec, "account_notice", False, "redmine"),
+        text_formatting=_text_formatting(spec.get("text_formatting", "textile")),
+        max_attachment_size=_int(spec, "max_attachment_size", REDMINE_MAX_ATTACHMENT_SIZE,
+                                 "redmine"),
     )
+
+
+def _text_formatting(value: Any) -> str:
+    # An empty value in YAML is None: Redmine's "none" too.
+    found = TEXT_FORMATTINGS.get("" if value is None else value)
+    if found is None:
+        raise ConfigError(f"redmine.text_formatting: {value!r} is not one of textile, markdown,"
+                          " common_mark, none")
+    return found
 
 
 def _flag(data: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
@@ -583,11 +616,12 @@ def _domains(data: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(d.strip().lower() for d in value)
 
 
-def _attachment_limits(spec: Mapping[str, Any]):
+def _attachment_limits(spec: Mapping[str, Any], redmine_max_size: int):
     from handlers.attachments import AttachmentLimits
 
     defaults = AttachmentLimits()
-    unknown = set(spec) - {"max_size", "max_count", "blocked_extensions", "blocked_types"}
+    unknown = set(spec) - {"max_size", "max_count", "blocked_extensions", "blocked_types",
+                           "max_note_chars"}
     if unknown:
         raise ConfigError(f"attachments.{sorted(unknown)[0]}: unknown setting")
     extensions = spec.get("blocked_extensions", defaults.blocked_extensions)
@@ -600,7 +634,9 @@ def _attachment_limits(spec: Mapping[str, Any]):
         max_count=_int(spec, "max_count", defaults.max_count, "attachments"),
         blocked_extensions=tuple(e.lower() if e.startswith(".") else f".{e.lower()}"
                                  for e in extensions),
-        blocked_types=tuple(t.lower() for t in types))
+        blocked_types=tuple(t.lower() for t in types),
+        max_note_chars=_int(spec, "max_note_chars", defaults.max_note_chars, "attachments"),
+        redmine_max_size=redmine_max_size)
 
 
 def _number(data: Mapping[str, Any], key: str, default: float, where: str) -> float:

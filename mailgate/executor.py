@@ -7,6 +7,7 @@ from typing import Mapping
 from dataclasses import replace
 
 from handlers.plans import Account, Duplicate, Ignore, OpenTicket, Plan, PostNote
+from handlers.posted import with_refused
 
 from mailgate.errors import RedmineRejected
 from mailgate.outcome import Outcome
@@ -51,15 +52,35 @@ def _create(account: Account, login: str, client) -> str:
                               tell_them=account.tell_them).login
 
 
-def _uploads(client, plan) -> list[dict]:
-    return [client.upload(a.data, a.filename, a.content_type) for a in plan.attachments]
+def _uploads(client, plan) -> tuple[list[dict], list[str]]:
+    """(the uploads to attach, a "name (reason)" for each file Redmine refused).
+
+    A file Redmine will not take (over its attachment_max_size, an extension it
+    refuses) is left out and named, as the plan does with the files it leaves out:
+    one file must not lose the whole mail (issue 18, finding 9)."""
+    uploads, refused = [], []
+    for attachment in plan.attachments:
+        try:
+            uploads.append(client.upload(attachment.data, attachment.filename,
+                                         attachment.content_type))
+        except RedmineRejected as exc:
+            if not exc.messages:
+                raise       # not about the file: a request this client should not send
+            refused.append(f"{attachment.filename} (refused by Redmine:"
+                           f" {'; '.join(exc.messages)})")
+    return uploads, refused
+
+
+def _naming(text: str, refused: list[str], plan) -> str:
+    return with_refused(text, refused, plan.formatting) if refused else text
 
 
 def _post_note(plan: PostNote, client, status_ids: Mapping[str, int]) -> Outcome:
     decision = plan.decision
     status_id = status_ids[decision.to_state] if decision.changes_state else None
-    result = client.add_note(plan.ticket, plan.text, status_id=status_id,
-                             uploads=_uploads(client, plan), as_user=plan.as_user)
+    uploads, refused = _uploads(client, plan)
+    result = client.add_note(plan.ticket, _naming(plan.text, refused, plan),
+                             status_id=status_id, uploads=uploads, as_user=plan.as_user)
     kind, reason = "applied", None
     if status_id is not None and not result.status_applied:
         # Redmine keeps the note but silently drops a status change its own
@@ -84,9 +105,10 @@ def _open_ticket(plan: OpenTicket, client) -> Outcome:
     fields = dict(site.fields)
     # The site's own custom_fields stay in ``fields``; create_issue merges both.
     custom_fields = dict(plan.recorded)
-    ticket = client.create_issue(site.project, plan.subject, plan.description,
+    uploads, refused = _uploads(client, plan)
+    ticket = client.create_issue(site.project, plan.subject,
+                                 _naming(plan.description, refused, plan),
                                  tracker_id=tracker_id, custom_fields=custom_fields,
-                                 uploads=_uploads(client, plan), extra=fields,
-                                 as_user=plan.as_user)
+                                 uploads=uploads, extra=fields, as_user=plan.as_user)
     return Outcome("created", ticket=ticket, action="open", to_state="open",
                    reason=f"new ticket in {site.project}")

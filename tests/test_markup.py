@@ -21,6 +21,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from html import unescape
 from urllib.parse import unquote
 from html.parser import HTMLParser
@@ -301,3 +302,77 @@ def test_a_bare_url_stays_a_link_to_itself(rendered):
 def test_an_unknown_formatting_is_an_error():
     with pytest.raises(ValueError, match="unknown text formatting 'rst'"):
         neutralise("text", "rst")
+
+
+# -- through the pipe into the real Redmine ---------------------------------------------------
+
+HOSTILE_MAIL = """Hello, the pixel !http://evil.test/t.png! and "Reset your password":http://evil.test/reset
+and ![pixel](http://evil.test/m.png) and [Click here](http://evil.test/c) too.
+
+{{collapse
+hidden words
+}}
+
+%{font-size:0}tiny words% p. and @admin please look at [[Start]].
+
+My profile: https://mastodon.social/@olive
+"""
+
+
+def login(url: str) -> requests.Session:
+    """A browser's session as Redmine's admin (the seed's password): the issue page
+    is HTML, which Redmine serves only to a session, never for an API key."""
+    session = requests.Session()
+    form = session.get(f"{url}/login", timeout=10).text
+    token = re.search(r'name="authenticity_token" value="([^"]+)"', form).group(1)
+    answer = session.post(f"{url}/login", data={"authenticity_token": token,
+                                                "username": "admin", "password": "password123"},
+                          allow_redirects=False, timeout=10)
+    assert answer.status_code == 302 and "/login" not in answer.headers["Location"], answer.text
+    return session
+
+
+def wiki_block(page: str, start: str) -> str:
+    """The HTML inside the element whose opening tag contains ``start`` (its <div>s counted)."""
+    at = page.index(start)
+    at = page.index(">", at) + 1
+    depth, scan = 1, at
+    for tag in re.finditer(r"<(/?)div\b", page[at:]):
+        depth += -1 if tag.group(1) else 1
+        if depth == 0:
+            return page[at:at + tag.start()]
+    raise AssertionError(f"no end to {start!r}")
+
+
+@pytest.mark.real_redmine
+def test_a_hostile_mail_through_the_pipe_renders_as_text_in_redmine(tmp_path, real_redmine):
+    from mailgate.clients.redmine import RedmineClient
+    from support.configs import VERIFIED, write_config
+    from tests.helpers import run_mailgate
+
+    config = write_config(tmp_path / "mailgate.yaml", real_redmine.url, real_redmine.admin_key)
+    client = RedmineClient(real_redmine.url, real_redmine.admin_key)
+    ticket = client.create_issue("site-a", "markup probe", "Plain text.", as_user="owner")
+    stamp = uuid.uuid4().hex
+    for recipient, subject in ((f"ticket{ticket}@example.org", f"Re: markup probe {stamp}"),
+                               ("site-a@example.org", f"Markup probe {stamp}")):
+        mail = (f"{VERIFIED}\nFrom: Olive Owner <owner@example.org>\nTo: {recipient}\n"
+                f"Subject: {subject}\nMessage-ID: <markup-{stamp}-{recipient}>\n"
+                f"Content-Type: text/plain; charset=utf-8\n\n{HOSTILE_MAIL}").encode()
+        done = run_mailgate("pipe", "--config", str(config), "--recipient", recipient,
+                            stdin=mail, env={"MAILGATE_LOG_LEVEL": "WARNING"})
+        assert done.returncode == 0, done.stderr.decode()
+    [journal] = client.get_issue(ticket).journals
+    [created] = requests.get(f"{real_redmine.url}/issues.json", timeout=10, params={
+        "project_id": "site-a", "status_id": "*", "subject": f"~Markup probe {stamp}"},
+        headers={"X-Redmine-API-Key": real_redmine.admin_key}).json()["issues"]
+    session = login(real_redmine.url)
+    page = session.get(f"{real_redmine.url}/issues/{ticket}", timeout=30).text
+    shown = [wiki_block(page, f'id="journal-{journal.id}-notes"')]
+    page = session.get(f"{real_redmine.url}/issues/{created['id']}", timeout=30).text
+    shown.append(wiki_block(page[page.index('class="description"'):], '<div class="wiki">'))
+    for html in shown:
+        assert problems(html) == [], html
+        assert hidden(HOSTILE_MAIL, html, "textile") == "", html
+        assert "hidden words" in html and "tiny words" in html
+        assert 'href="https://mastodon.social/%40olive"' in html

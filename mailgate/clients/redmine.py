@@ -9,7 +9,8 @@ is told by the error's class, chosen by what the caller can do about it::
     401, 403                                          ConfigError         fix the key
     404 on an issue                                   NoSuchTicket        refuse the mail
     412 (no active user to switch to)                 UnknownUser         refuse the mail
-    422 with messages                                 RedmineRejected     refuse the mail
+    422 with messages, 413 (a proxy's size limit)     RedmineRejected     refuse the mail
+                                                      (an upload's: leave that file out)
 
 Redmine 5.0 has quirks the code below works around; tests/test_redmine_contract.py
 pins each of them against a real Redmine and against tests/fakes/redmine.py:
@@ -537,6 +538,11 @@ def _error_for(response: requests.Response, where: str, as_user: str | None,
         return UnknownUser(f"Redmine has no active user {as_user!r}")
     if code == 422:
         return _unprocessable(response, where)
+    if code == 413:
+        # A proxy in front of Redmine (nginx's client_max_body_size) refusing an upload.
+        return RedmineRejected(f"Redmine answered 413 to {where}",
+                               ["the file is larger than the server in front of Redmine"
+                                " takes (413)"])
     if code == 429 or code >= 500:
         return RedmineUnavailable(f"Redmine answered {code} to {where}")
     # 400, 406, ...: a request this client should never send; retrying cannot help.

@@ -37,7 +37,9 @@ def event_for(plan, outcome, *, site: str | None, url: str) -> FanoutEvent | Non
     step = plan.step
     if outcome.kind not in _KINDS or outcome.ticket is None:
         return None
-    text = getattr(step, "description", None) or getattr(step, "text", "")
+    # The text as the mail has it: what Redmine is given is escaped for its formatting.
+    text = getattr(step, "excerpt", "") or getattr(step, "description", None) \
+        or getattr(step, "text", "")
     return FanoutEvent(
         # One post per (mail, route): the same mail on two tickets is two posts.
         mail_key=f"{plan.mail_key}|{plan.route_key}", kind=_KINDS[outcome.kind],

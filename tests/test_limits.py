@@ -1,0 +1,154 @@
+"""Limits Redmine has, met in the plan instead of by a dead letter (issue 18, finding 9).
+
+* A note's text is capped at ``attachments.max_note_chars``; the whole text goes
+  with it as message.txt, and the note says so.
+* A file over Redmine's upload limit (``redmine.max_attachment_size``, Redmine's
+  own default 5 MB) is left out and named, and the rest is posted; a file Redmine
+  refuses anyway (its limit set lower than ours) is left out and named too.
+* A Subject over Redmine's 255 characters opens the ticket with the subject cut
+  (on a character, with an ellipsis), and the whole subject in the description.
+
+Each through ``mailgate pipe``, against the fake Redmine and the real one.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from email.message import EmailMessage
+
+import pytest
+import requests
+
+from mailgate.clients.redmine import RedmineClient
+from support.configs import VERIFIED, write_config
+from tests.helpers import run_mailgate
+
+MB = 1024 * 1024
+
+
+def mail(to: str, body: str, subject: str = "Re: limits", files=()) -> bytes:
+    message = EmailMessage()
+    message["From"] = "Olive Owner <owner@example.org>"
+    message["To"] = to
+    message["Subject"] = subject
+    message["Message-ID"] = f"<limits-{uuid.uuid4().hex}@mail.example.org>"
+    message.set_content(body)
+    for name, data in files:
+        message.add_attachment(data, maintype="application", subtype="octet-stream",
+                               filename=name)
+    return f"{VERIFIED}\n".encode() + bytes(message)
+
+
+def pipe(config, recipient: str, raw: bytes):
+    done = run_mailgate("pipe", "--config", str(config), "--recipient", recipient,
+                        stdin=raw, env={"MAILGATE_LOG_LEVEL": "WARNING"}, timeout=120)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    return done
+
+
+def configured(tmp_path, where, **overrides):
+    return write_config(tmp_path / "mailgate.yaml", where.url, where.admin_key,
+                        server={"max_message_size": 30 * MB}, **overrides)
+
+
+def new_ticket(client: RedmineClient) -> int:
+    return client.create_issue("site-a", "limits", "Limits test.", as_user="owner")
+
+
+def download(redmine, attachment) -> bytes:
+    answer = requests.get(f"{redmine.url}/attachments/download/{attachment.id}", timeout=30,
+                          headers={"X-Redmine-API-Key": redmine.admin_key})
+    assert answer.status_code == 200, answer.status_code
+    return answer.content
+
+
+# -- (a) the note's text is capped ----------------------------------------------------------
+
+def test_a_long_text_is_cut_and_attached_whole(tmp_path, redmine):
+    config = configured(tmp_path, redmine, attachments={"max_note_chars": 2_000})
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    ticket = new_ticket(client)
+    body = "".join(f"Line {n} of the router's log, as pasted.\n" for n in range(1_000))
+    pipe(config, f"ticket{ticket}@example.org", mail(f"ticket{ticket}@example.org", body))
+    issue = client.get_issue(ticket)
+    [journal] = issue.journals
+    assert journal.notes.startswith("Line 0 of the router's log")
+    assert "Line 48 of" in journal.notes and "Line 60 of" not in journal.notes
+    shown = journal.notes.partition("\n\n(Only")[0]
+    assert f"(Only the first {len(shown):,} of {len(body.strip()):,} characters are here:" \
+           " the whole message is attached as message.txt.)" in journal.notes
+    assert 1_900 < len(shown) <= 2_000 and shown.endswith(" as pasted.")
+    [attached] = issue.attachments
+    assert (attached.filename, attached.filesize) == ("message.txt", len(body.strip()))
+    if redmine.kind == "real":      # the fake serves no downloads
+        assert download(redmine, attached).decode() == body.strip()
+
+
+# -- (b) files over Redmine's limit -----------------------------------------------------------
+
+def test_a_file_over_redmines_limit_is_named_and_the_rest_posted(tmp_path, redmine):
+    config = configured(tmp_path, redmine)          # Redmine's default limit: 5 MB
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    ticket = new_ticket(client)
+    raw = mail(f"ticket{ticket}@example.org", "The dump and the log.",
+               files=[("core.dump", os.urandom(9 * MB)), ("small.log", b"ok\n")])
+    pipe(config, f"ticket{ticket}@example.org", raw)
+    issue = client.get_issue(ticket)
+    [journal] = issue.journals
+    assert journal.notes.startswith("The dump and the log.")
+    assert "(not attached: core.dump (larger than 5 MB, Redmine's limit))" in journal.notes
+    assert [a.filename for a in issue.attachments] == ["small.log"]
+
+
+def test_a_file_redmine_refuses_is_named_not_a_dead_letter(tmp_path, redmine):
+    # Configured above Redmine's real limit: the plan keeps the file, Redmine says 422.
+    config = configured(tmp_path, redmine, redmine={"max_attachment_size": 20 * MB})
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    ticket = new_ticket(client)
+    raw = mail(f"ticket{ticket}@example.org", "The dump and the log.",
+               files=[("core.dump", os.urandom(6 * MB)), ("small.log", b"ok\n")])
+    pipe(config, f"ticket{ticket}@example.org", raw)
+    issue = client.get_issue(ticket)
+    [journal] = issue.journals
+    assert journal.notes.startswith("The dump and the log.")
+    assert "(not attached: core.dump (refused by Redmine: This file cannot be uploaded" \
+           " because it exceeds the maximum allowed file size (5242880)))" in journal.notes
+    assert [a.filename for a in issue.attachments] == ["small.log"]
+
+
+# -- (c) a subject over 255 characters ---------------------------------------------------------
+
+def test_a_long_subject_opens_the_ticket_cut_with_the_whole_subject_in_it(tmp_path, redmine):
+    config = configured(tmp_path, redmine)
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    stamp = uuid.uuid4().hex
+    subject = f"Printer {stamp} " + "on the third floor jams again " * 12
+    done = pipe(config, "site-a@example.org",
+                mail("site-a@example.org", "It jams.", subject=subject))
+    found = requests.get(f"{redmine.url}/issues.json", timeout=10, params={
+        "project_id": "site-a", "status_id": "*", "subject": f"~{stamp}"},
+        headers={"X-Redmine-API-Key": redmine.admin_key}).json()["issues"]
+    assert len(found) == 1, done.stderr.decode()
+    issue = client.get_issue(found[0]["id"])
+    assert len(issue.subject) == 255 and issue.subject.endswith("…")
+    assert subject.startswith(issue.subject[:-1])
+    # Redmine keeps a description's line ends as CRLF.
+    assert issue.description.replace("\r\n", "\n").startswith(
+        f"Subject: {subject.strip()}\n\nIt jams.")
+
+
+@pytest.mark.parametrize("subject, expected", [
+    ("short", "short"),
+    ("x" * 255, "x" * 255),
+    ("x" * 256, "x" * 254 + "…"),
+    # A character and what joins it stay together: no stray accent, no half an emoji.
+    ("x" * 253 + "e\u0301\u0301" + "y", "x" * 253 + "…"),
+    ("x" * 252 + "👩\u200d💻" + "y", "x" * 252 + "…"),
+    ("x" * 253 + "🇫🇷" + "y", "x" * 253 + "…"),
+])
+def test_the_subject_is_cut_on_a_character(subject, expected):
+    from handlers.new_ticket import ticket_subject
+
+    assert ticket_subject(subject) == expected
+    assert len(ticket_subject(subject)) <= 255
