@@ -152,3 +152,36 @@ def test_the_subject_is_cut_on_a_character(subject, expected):
 
     assert ticket_subject(subject) == expected
     assert len(ticket_subject(subject)) <= 255
+
+
+# -- the settings ------------------------------------------------------------------------------
+
+def test_the_limits_are_configured(tmp_path):
+    from mailgate.config import load_config
+
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key",
+                          attachments={"max_note_chars": 1_000},
+                          redmine={"max_attachment_size": 2 * MB})
+    limits = load_config(config, {}).attachment_limits
+    assert (limits.max_note_chars, limits.redmine_max_size) == (1_000, 2 * MB)
+    defaults = load_config(write_config(tmp_path / "d.yaml", "http://127.0.0.1:9", "key"),
+                           {}).attachment_limits
+    assert (defaults.max_note_chars, defaults.redmine_max_size) == (60_000, 5 * MB)
+    environ = {"MAILGATE_ATTACHMENTS_MAX_NOTE_CHARS": "500",
+               "MAILGATE_REDMINE_MAX_ATTACHMENT_SIZE": "1048576"}
+    limits = load_config(tmp_path / "d.yaml", environ).attachment_limits
+    assert (limits.max_note_chars, limits.redmine_max_size) == (500, MB)
+
+
+@pytest.mark.parametrize("section, value, message", [
+    ("attachments", {"max_note_chars": 0}, "attachments.max_note_chars: expected a positive"),
+    ("redmine", {"max_attachment_size": "5M"}, "redmine.max_attachment_size: expected a"),
+    ("redmine", {"max_attachement_size": 1}, "redmine.max_attachement_size: unknown setting"),
+])
+def test_a_wrong_limit_is_a_config_error_naming_it(tmp_path, section, value, message):
+    from mailgate.config import load_config
+    from mailgate.errors import ConfigError
+
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key", **{section: value})
+    with pytest.raises(ConfigError, match=message):
+        load_config(config, {})

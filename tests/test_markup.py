@@ -376,3 +376,33 @@ def test_a_hostile_mail_through_the_pipe_renders_as_text_in_redmine(tmp_path, re
         assert hidden(HOSTILE_MAIL, html, "textile") == "", html
         assert "hidden words" in html and "tiny words" in html
         assert 'href="https://mastodon.social/%40olive"' in html
+
+
+# -- the setting -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("value, formatting", [
+    (None, "textile"), ("textile", "textile"), ("markdown", "markdown"),
+    ("common_mark", "common_mark"), ("none", ""), ("", "")])
+def test_the_text_formatting_is_redmines_setting(tmp_path, value, formatting):
+    from mailgate.config import load_config
+    from support.configs import write_config
+
+    redmine = {} if value is None else {"text_formatting": value}
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key", redmine=redmine)
+    assert load_config(config, {}).redmine.text_formatting == formatting
+    # And from the environment, as every scalar setting.
+    if value is not None:
+        plain = write_config(tmp_path / "p.yaml", "http://127.0.0.1:9", "key")
+        environ = {"MAILGATE_REDMINE_TEXT_FORMATTING": value}
+        assert load_config(plain, environ).redmine.text_formatting == formatting
+
+
+def test_an_unknown_text_formatting_is_a_config_error(tmp_path):
+    from mailgate.config import load_config
+    from mailgate.errors import ConfigError
+    from support.configs import write_config
+
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key",
+                          redmine={"text_formatting": "rst"})
+    with pytest.raises(ConfigError, match="redmine.text_formatting: 'rst' is not one of"):
+        load_config(config, {})
