@@ -53,12 +53,15 @@ OUTCOMES = {
     "own-loop.eml": "ignored",
     "owner-confirms-unanswered.eml": "applied",      # its command refused: a notice
     "owner-confirms.eml": "applied",
+    "owner-reply-long-log.eml": "applied",           # cut, the whole text attached
     "owner-reply-quoting-history.eml": "applied",
     "owner-reply-with-attachments.eml": "applied",
     "owner-reply-with-blocked-attachment.eml": "applied",
+    "owner-reply-with-hostile-markup.eml": "applied",  # posted as text (issue 18)
     "owner-reply.eml": "applied",
     "redmine-notification-reply.eml": "applied",
     "site-a-new-ticket.eml": "created",
+    "site-a-new-ticket-long-subject.eml": "created",  # subject cut to Redmine's 255
     "site-a-subject-tag-reply.eml": "applied",
     "support-answer.eml": "applied",
     "support-requests-info.eml": "applied",
@@ -99,8 +102,10 @@ def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: 
         notify={"relay": f"127.0.0.1:{relay_port}", "from": "mailgate@example.org"},
         limits={"per_sender": {"mails": 1000, "per_seconds": 60}},
         sweep={"remind_after_hours": 24, "interval": 3600},
-        attachments={"max_size": 1_000_000},
-        redmine={"reporter_field": "reporter-email", "participants_field": "participants"},
+        # Notes cut (owner-reply-long-log.eml), Redmine's upload limit below ours.
+        attachments={"max_size": 1_000_000, "max_note_chars": 3_000},
+        redmine={"reporter_field": "reporter-email", "participants_field": "participants",
+                 "text_formatting": "textile", "max_attachment_size": 900_000},
         triage={"unknown_senders": "create"},
         watch={"poll_interval": 0.3},
         answers={"max_per_hour": 20},
@@ -237,9 +242,12 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
 
     # Every mail became what the single-feature tests say it becomes.
     kinds: dict[str, list[str]] = {}
+    made: dict[str, int] = {}
     for mail in gateway.spool.mails(state=None, limit=10_000):
         kinds.setdefault(tickets.key_of(mail), []).append(
             mail.outcome["kind"] if mail.outcome else mail.state)
+        if mail.outcome and mail.outcome.get("ticket"):
+            made[tickets.key_of(mail)] = mail.outcome["ticket"]
     assert kinds.pop("twice-owner-reply.eml") == ["applied", "duplicate"]
     assert [kinds.pop(f"both-{n}") for n in ("owner-reply.eml",
                                              "redmine-notification-reply.eml")] == [
@@ -250,6 +258,15 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
             got = kinds[key][0] if key in kinds else said.get(key)
             assert got == expected, f"{key}: {got} (intake said {said.get(key)})\n" + \
                 replayed.stderr.decode()[-3000:]
+    # Mail text posted as text, cut, and a subject cut to Redmine's 255 (issue 18).
+    for source in SOURCES:
+        [note] = [j.notes for j in tickets.client.get_issue(
+            made[f"{source}-owner-reply-with-hostile-markup.eml"]).journals if j.notes]
+        assert "&#33;http://evil.test/pixel.png!" in note and "{{collapse" not in note
+        log = tickets.client.get_issue(made[f"{source}-owner-reply-long-log.eml"])
+        assert [a.filename for a in log.attachments] == ["message.txt"]
+        opened = tickets.client.get_issue(made[f"{source}-site-a-new-ticket-long-subject.eml"])
+        assert len(opened.subject) == 255 and "Subject: The printer" in opened.description
     # No dead letter, and no traceback in the gateway's own log.
     assert not gateway.spool.mails(state="dead")
     assert "Traceback" not in caplog.text
