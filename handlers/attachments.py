@@ -82,7 +82,7 @@ def size_problem(attachment: Attachment, limits: AttachmentLimits) -> str | None
 def _human(size: int) -> str:
     for unit, scale in (("MB", 1024 * 1024), ("kB", 1024)):
         if size >= scale:
-            return f"{size / scale:g} {unit}"
+            return f"{size / scale:.3g} {unit}"
     return f"{size} bytes"
 
 

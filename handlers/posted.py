@@ -4,7 +4,8 @@ Built once, here, for the plan (``handlers.reply``, ``handlers.new_ticket``), in
 
 1. the mail's text, cut at ``attachments.max_note_chars`` (issue 18, finding 9): a
    25 MB mail was a 25 MB note, which every later read of the ticket carried; the
-   whole text then goes with it as message.txt, and the note says so;
+   whole text then goes with it as message.txt (gzipped when only that fits under
+   Redmine's upload limit), and the note says so;
 2. the files, with each one left out named (``handlers.attachments``), those the
    gateway adds (the whole text, original.eml) held to Redmine's size limit only;
 3. the sender named, when the gateway's user writes for them;
@@ -18,6 +19,7 @@ Built once, here, for the plan (``handlers.reply``, ``handlers.new_ticket``), in
 
 from __future__ import annotations
 
+import gzip
 import re
 from dataclasses import dataclass
 
@@ -27,7 +29,7 @@ from mailgate.mail.markup import neutralise
 from mailgate.mail.message import Attachment
 from mailgate.mail.shorten import cut_point
 
-from .attachments import apply_limits, not_attached_line, size_problem
+from .attachments import AttachmentLimits, apply_limits, not_attached_line, size_problem
 from .plans import Sender
 from .senders import attributed
 
@@ -57,7 +59,7 @@ def compose(body: str, files: tuple[Attachment, ...], config: Config, *, mark: s
     defused); ``files``: the mail's attachments; ``own``: files the gateway adds;
     ``sender``: set when the gateway's user writes, to name them."""
     limits = config.attachment_limits
-    shown, whole = _capped(body, limits.max_note_chars)
+    shown, whole = _capped(body, limits)
     kept, dropped = apply_limits(files, limits)
     added, left_out = _within_redmines_limit(own + whole, limits)
     text = "\n\n".join(filter(None, [shown, _cut_line(body, shown, whole, added),
@@ -81,17 +83,28 @@ def with_refused(text: str, refused: list[str], formatting: str) -> str:
     return with_marker("\n\n".join(filter(None, [head, line])), found.group())
 
 
-def _capped(body: str, limit: int) -> tuple[str, tuple[Attachment, ...]]:
+def _capped(body: str, limits: AttachmentLimits) -> tuple[str, tuple[Attachment, ...]]:
     """(what the note shows of ``body``, the whole text as a file when that is not all)."""
-    if len(body) <= limit:
+    if len(body) <= limits.max_note_chars:
         return body, ()
-    at = cut_point(body, limit)
+    at = cut_point(body, limits.max_note_chars)
     # At the end of a line when there is one in the second half: a line read whole.
     line_end = body.rfind("\n", 0, at)
     if line_end >= at // 2:
         at = line_end
-    whole = Attachment(WHOLE_TEXT, "text/plain", body.encode("utf-8"))
-    return body[:at].rstrip(), (whole,)
+    return body[:at].rstrip(), (_whole(body, limits),)
+
+
+def _whole(body: str, limits: AttachmentLimits) -> Attachment:
+    data = body.encode("utf-8")
+    plain = Attachment(WHOLE_TEXT, "text/plain", data)
+    if size_problem(plain, limits) is None:
+        return plain
+    # Text compresses (a log five to ten times): too large for Redmine as it is, the
+    # whole of it may still go gzipped.  No timestamp: the same mail, the same file.
+    packed = Attachment(f"{WHOLE_TEXT}.gz", "application/gzip",
+                        gzip.compress(data, compresslevel=6, mtime=0))
+    return packed if size_problem(packed, limits) is None else plain
 
 
 def _cut_line(body: str, shown: str, whole: tuple[Attachment, ...],
@@ -99,11 +112,11 @@ def _cut_line(body: str, shown: str, whole: tuple[Attachment, ...],
     if not whole:
         return ""
     attached = any(attachment is whole[0] for attachment in added)
-    where = f": the whole message is attached as {WHOLE_TEXT}" if attached else ""
+    where = f": the whole message is attached as {whole[0].filename}" if attached else ""
     return f"(Only the first {len(shown):,} of {len(body):,} characters are here{where}.)"
 
 
-def _within_redmines_limit(files: tuple[Attachment, ...], limits) -> tuple[
+def _within_redmines_limit(files: tuple[Attachment, ...], limits: AttachmentLimits) -> tuple[
         tuple[Attachment, ...], list[str]]:
     """The gateway's own files are no mail attachments (no count, no blocked types),
     but Redmine refuses them over its size limit like any other."""

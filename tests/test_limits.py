@@ -13,6 +13,7 @@ Each through ``mailgate pipe``, against the fake Redmine and the real one.
 
 from __future__ import annotations
 
+import gzip
 import os
 import uuid
 from email.message import EmailMessage
@@ -83,6 +84,24 @@ def test_a_long_text_is_cut_and_attached_whole(tmp_path, redmine):
     assert (attached.filename, attached.filesize) == ("message.txt", len(body.strip()))
     if redmine.kind == "real":      # the fake serves no downloads
         assert download(redmine, attached).decode() == body.strip()
+
+
+def test_a_whole_text_over_redmines_limit_is_attached_compressed(tmp_path, redmine):
+    # A 25 MB mail's text is 5 times Redmine's default upload limit; text compresses.
+    config = configured(tmp_path, redmine, attachments={"max_note_chars": 2_000},
+                        redmine={"max_attachment_size": 10_000})
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    ticket = new_ticket(client)
+    body = "".join(f"{n:05d} kernel: eth0: link down, retrying\n" for n in range(1_000))
+    pipe(config, f"ticket{ticket}@example.org", mail(f"ticket{ticket}@example.org", body))
+    issue = client.get_issue(ticket)
+    [journal] = issue.journals
+    assert "characters are here: the whole message is attached as message.txt.gz.)" \
+        in journal.notes
+    [attached] = issue.attachments
+    assert attached.filename == "message.txt.gz" and attached.filesize < 10_000
+    if redmine.kind == "real":
+        assert gzip.decompress(download(redmine, attached)).decode() == body.strip()
 
 
 # -- (b) files over Redmine's limit -----------------------------------------------------------
