@@ -447,9 +447,7 @@ def _check_gateway_user(redmine: RedmineSettings, unknown: str, sites: list[Site
 
 
 def _redmine(spec: Mapping[str, Any], required: bool) -> RedmineSettings:
-    unknown = sorted(set(spec) - set(REDMINE_KEYS))
-    if unknown:
-        raise ConfigError(f"redmine.{unknown[0]}: unknown setting")
+    _known("redmine", spec, set(REDMINE_KEYS))
     for key in ("url", "api_key"):
         if required and not spec.get(key):
             raise ConfigError(f"redmine.{key}: missing (or set {env_name('redmine', key)})")
