@@ -46,21 +46,24 @@ def _answers(url: str) -> bool:
 
 
 class PrivateRedmine:
-    def __init__(self, port: int):
+    def __init__(self, port: int, state: Path = STATE):
+        """``state``: the directory of its database (a bench of its own may run
+        beside bench B with another one)."""
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.api_key = ADMIN_KEY
         self.process: subprocess.Popen | None = None
-        self.db = STATE / "redmine.sqlite3"
+        self.state = state
+        self.db = state / "redmine.sqlite3"
 
     def start(self) -> "PrivateRedmine":
         if not GOLDEN.exists():
             raise SystemExit(f"no {GOLDEN}: run scripts/redmine-local start once first")
-        STATE.mkdir(mode=0o750, exist_ok=True)
+        self.state.mkdir(mode=0o750, exist_ok=True)
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{self.db}{suffix}").unlink(missing_ok=True)
         shutil.copyfile(GOLDEN, self.db)
-        shutil.chown(STATE, "www-data", "www-data")
+        shutil.chown(self.state, "www-data", "www-data")
         shutil.chown(self.db, "www-data", "www-data")
         log = open(f"/tmp/mailgate-bench-redmine-{self.port}.log", "ab")
         # setsid, setpriv and env all exec: self.process.pid is the rackup process.
