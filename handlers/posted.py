@@ -54,15 +54,18 @@ class Posted:
 
 
 def compose(body: str, files: tuple[Attachment, ...], config: Config, *, mark: str = "",
-            own: tuple[Attachment, ...] = (), sender: Sender | None = None) -> Posted:
+            own: tuple[Attachment, ...] = (), sender: Sender | None = None,
+            whole: str | None = None) -> Posted:
     """``body``: the mail's text as it is to be read (trimmed, marker-like text
     defused); ``files``: the mail's attachments; ``own``: files the gateway adds;
-    ``sender``: set when the gateway's user writes, to name them."""
+    ``sender``: set when the gateway's user writes, to name them; ``whole``: the
+    text ``body`` is the beginning of, when it is only that (a huge mail)."""
     limits = config.attachment_limits
-    shown, whole = _capped(body, limits)
+    shown, file = _capped(body, whole, limits)
     kept, dropped = apply_limits(files, limits)
-    added, left_out = _within_redmines_limit(own + whole, limits)
-    text = "\n\n".join(filter(None, [shown, _cut_line(body, shown, whole, added),
+    added, left_out = _within_redmines_limit(own + file, limits)
+    length = len(whole if whole is not None else body)
+    text = "\n\n".join(filter(None, [shown, _cut_line(length, shown, file, added),
                                      not_attached_line(dropped + left_out)]))
     has_content = bool(text or kept or added)
     if sender is not None:
@@ -83,16 +86,17 @@ def with_refused(text: str, refused: list[str], formatting: str) -> str:
     return with_marker("\n\n".join(filter(None, [head, line])), found.group())
 
 
-def _capped(body: str, limits: AttachmentLimits) -> tuple[str, tuple[Attachment, ...]]:
+def _capped(body: str, whole: str | None,
+            limits: AttachmentLimits) -> tuple[str, tuple[Attachment, ...]]:
     """(what the note shows of ``body``, the whole text as a file when that is not all)."""
     if len(body) <= limits.max_note_chars:
-        return body, ()
+        return body, () if whole is None else (_whole(whole, limits),)
     at = cut_point(body, limits.max_note_chars)
     # At the end of a line when there is one in the second half: a line read whole.
     line_end = body.rfind("\n", 0, at)
     if line_end >= at // 2:
         at = line_end
-    return body[:at].rstrip(), (_whole(body, limits),)
+    return body[:at].rstrip(), (_whole(body if whole is None else whole, limits),)
 
 
 def _whole(body: str, limits: AttachmentLimits) -> Attachment:
@@ -107,13 +111,13 @@ def _whole(body: str, limits: AttachmentLimits) -> Attachment:
     return packed if size_problem(packed, limits) is None else plain
 
 
-def _cut_line(body: str, shown: str, whole: tuple[Attachment, ...],
+def _cut_line(length: int, shown: str, file: tuple[Attachment, ...],
               added: tuple[Attachment, ...]) -> str:
-    if not whole:
+    if not file:
         return ""
-    attached = any(attachment is whole[0] for attachment in added)
-    where = f": the whole message is attached as {whole[0].filename}" if attached else ""
-    return f"(Only the first {len(shown):,} of {len(body):,} characters are here{where}.)"
+    attached = any(attachment is file[0] for attachment in added)
+    where = f": the whole message is attached as {file[0].filename}" if attached else ""
+    return f"(Only the first {len(shown):,} of {length:,} characters are here{where}.)"
 
 
 def _within_redmines_limit(files: tuple[Attachment, ...], limits: AttachmentLimits) -> tuple[
