@@ -618,10 +618,8 @@ def _attachment_limits(spec: Mapping[str, Any], redmine_max_size: int):
     from handlers.attachments import AttachmentLimits
 
     defaults = AttachmentLimits()
-    unknown = set(spec) - {"max_size", "max_count", "blocked_extensions", "blocked_types",
-                           "max_note_chars"}
-    if unknown:
-        raise ConfigError(f"attachments.{sorted(unknown)[0]}: unknown setting")
+    _known("attachments", spec, {"max_size", "max_count", "blocked_extensions", "blocked_types",
+                                 "max_note_chars"})
     extensions = spec.get("blocked_extensions", defaults.blocked_extensions)
     types = spec.get("blocked_types", defaults.blocked_types)
     for key, value in (("blocked_extensions", extensions), ("blocked_types", types)):

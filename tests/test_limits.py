@@ -195,7 +195,10 @@ def test_the_limits_are_configured(tmp_path):
 @pytest.mark.parametrize("section, value, message", [
     ("attachments", {"max_note_chars": 0}, "attachments.max_note_chars: expected a positive"),
     ("redmine", {"max_attachment_size": "5M"}, "redmine.max_attachment_size: expected a"),
-    ("redmine", {"max_attachement_size": 1}, "redmine.max_attachement_size: unknown setting"),
+    ("redmine", {"max_attachement_size": 1},
+     "redmine.max_attachement_size: unknown key; did you mean 'max_attachment_size'"),
+    ("attachments", {"max_notes_chars": 1},
+     "attachments.max_notes_chars: unknown key; did you mean 'max_note_chars'"),
 ])
 def test_a_wrong_limit_is_a_config_error_naming_it(tmp_path, section, value, message):
     from mailgate.config import load_config
