@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from mailgate.errors import EX_OK, EX_TEMPFAIL, ConfigError, MailgateError
+from mailgate.errors import EX_CONFIG, EX_OK, EX_TEMPFAIL, ConfigError, MailgateError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     _workflow_commands(commands)
     check = commands.add_parser("check-config", help="load a config file and report problems")
     check.add_argument("config", help="the YAML config file")
+    check.add_argument("--redmine", action="store_true",
+                       help="also check that Redmine has the projects, trackers, statuses,"
+                            " user and custom fields the file names")
     check.set_defaults(run=_check_config)
     _mail_commands(commands)
     return parser
@@ -162,8 +165,18 @@ def _check_config(args: argparse.Namespace) -> int:
     from mailgate.config import load_config
 
     config = load_config(args.config)
+    if args.redmine:
+        from mailgate.clients.redmine import RedmineClient
+        from mailgate.ops.check_redmine import redmine_problems
+
+        problems = redmine_problems(config, RedmineClient.from_settings(config.redmine))
+        for problem in problems:
+            print(f"mailgate: {problem}", file=sys.stderr)
+        if problems:
+            return EX_CONFIG
     sites = ", ".join(f"{s.name} <{s.address}>" for s in config.sites.values()) or "none"
-    print(f"{args.config}: ok (domains: {', '.join(config.domains)}; sites: {sites})")
+    checked = f"; Redmine at {config.redmine.url} has what it names" if args.redmine else ""
+    print(f"{args.config}: ok (domains: {', '.join(config.domains)}; sites: {sites}{checked})")
     return EX_OK
 
 

@@ -114,3 +114,36 @@ def test_a_bad_value_from_the_environment_names_the_key():
     with pytest.raises(ConfigError, match="server.max_recipients"):
         load_config(FIXTURES / "config/demo.yaml", environ={
             "MAILGATE_REDMINE_API_KEY": "k", "MAILGATE_SERVER_MAX_RECIPIENTS": "many"})
+
+
+def _redmine_env():
+    import os
+    return {k: v for k, v in os.environ.items() if not k.startswith("MAILGATE_")}
+
+
+def test_check_config_redmine_finds_what_redmine_lacks(tmp_path, redmine):
+    """check-config --redmine names each project, tracker, status, user and custom field
+    the file names and Redmine has not (issue 17, point 1); against the fake and the
+    real Redmine alike."""
+    from support.configs import write_config
+
+    good = write_config(tmp_path / "good.yaml", redmine.url, redmine.admin_key,
+                        redmine={"reporter_field": "reporter-email"})
+    ok = mailgate("check-config", "--redmine", str(good), env=_redmine_env())
+    assert ok.returncode == 0, ok.stderr
+    assert "has what it names" in ok.stdout
+    bad = write_config(tmp_path / "bad.yaml", redmine.url, redmine.admin_key,
+                       redmine={"gateway_user": "nobody-here", "reporter_field": "reporter",
+                                "statuses": {"solved": "Fixed"}},
+                       sites={"site-a": {"project": "site-q", "tracker": "Bug"}})
+    result = mailgate("check-config", "--redmine", str(bad), env=_redmine_env())
+    assert result.returncode == 78
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("mailgate: redmine.statuses: Redmine has no issue status"
+                               " 'Fixed'") for line in lines), lines
+    assert "mailgate: sites.site-a.project: Redmine has no project 'site-q'" in lines
+    assert any(line.startswith("mailgate: sites.site-a.tracker:") and "'Bug'" in line
+               for line in lines), lines
+    assert any(line.startswith("mailgate: redmine.gateway_user:") for line in lines), lines
+    assert "mailgate: redmine.reporter_field: Redmine has no issue custom field 'reporter'" \
+        in lines

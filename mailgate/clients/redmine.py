@@ -257,6 +257,23 @@ class RedmineClient:
                               f" it has {', '.join(map(repr, known))}")
         return {state: known[name] for state, name in names.items()}
 
+    def project_exists(self, identifier: str) -> bool:
+        """Whether the project is there and the key may see it."""
+        try:
+            self._request("GET", f"/projects/{identifier}.json",
+                          missing=lambda where: _NotFound(where))
+        except _NotFound:
+            return False
+        return True
+
+    def acting_user(self, login: str) -> User:
+        """The active user ``login``, as a write as them would be made (UnknownUser when
+        Redmine has no such active user)."""
+        return self._actor(login)
+
+    def issue_custom_field_names(self) -> set[str]:
+        return set(self._custom_fields())
+
     def tracker_id(self, name: str) -> int:
         trackers = {t["name"]: t["id"] for t in self._get("/trackers.json")["trackers"]}
         if name not in trackers:

@@ -414,6 +414,14 @@ class FakeRedmine:
         self.users.append(user)
         return Response(201, {"user": _user_json(user, request.user)})
 
+    def show_project(self, request: Request, ref: str) -> Response:
+        project = _project(ref)
+        if project is None:
+            raise HTTPError(404)
+        ident = PROJECTS[project]
+        return Response(200, {"project": {"id": project, "name": ident, "identifier": ident,
+                                          "description": "", "status": 1, "is_public": True}})
+
     def list_statuses(self, request: Request) -> Response:
         return Response(200, {"issue_statuses": [
             {"id": i, "name": n, "is_closed": c} for i, (n, c) in STATUSES.items()]})
@@ -649,6 +657,7 @@ ROUTES: list[tuple[str, re.Pattern, Callable]] = [
     ("GET", re.compile(r"/users/(\d+)\.json"), FakeRedmine.show_user),
     ("POST", re.compile(r"/users\.json"), FakeRedmine.create_user),
     ("GET", re.compile(r"/issue_statuses\.json"), FakeRedmine.list_statuses),
+    ("GET", re.compile(r"/projects/([^/]+)\.json"), FakeRedmine.show_project),
     ("GET", re.compile(r"/trackers\.json"), FakeRedmine.list_trackers),
     ("GET", re.compile(r"/custom_fields\.json"), FakeRedmine.list_custom_fields),
     ("GET", re.compile(r"/issues\.json"), FakeRedmine.list_issues),
