@@ -40,6 +40,8 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+from mailgate.mail.addresses import system_mailbox
+
 name = "automatic"
 description = "Mail no person wrote (auto-replies, bounces, loops) is never posted."
 
@@ -125,14 +127,10 @@ def _report(mail: _Mail) -> str | None:
     return None
 
 
-_SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
-
-
 def _system_sender(mail: _Mail) -> str | None:
     return_path = mail.header("return-path") or ""
     for address in (mail.from_address, mail.envelope_sender or "", return_path):
-        local = address.strip().strip("<>").rpartition("@")[0] or address.strip().strip("<>")
-        if local.lower() in _SYSTEM_MAILBOXES:
+        if system_mailbox(address):
             return f"sent by the mail system ({address.strip()})"
     return None
 

@@ -34,16 +34,13 @@ from email.utils import getaddresses, parseaddr
 
 from mailgate.config import Config
 from mailgate.errors import UnknownAddress
+from mailgate.mail.addresses import unread_mailbox
 from mailgate.mail.idempotency import markers_in, without_marker
 from mailgate.routing import resolve_recipient
 
 name = "journals"
 description = "A journal written in Redmine: a post in Discord, answers mailed to reporters."
 
-#: Local parts of addresses no person reads: answers never go there.
-_MACHINE_MAILBOXES = re.compile(
-    r"^(mailer-daemon|postmaster|no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?([-+].*)?)$",
-    re.IGNORECASE)
 # handlers.senders.attributed: "From: Name <address>", then a blank line.
 _ATTRIBUTION = re.compile(r"\AFrom: (?P<name>.*?) ?<(?P<address>[^<>\s]+@[^<>\s]+)>[ \t]*(\n|\Z)")
 
@@ -175,7 +172,7 @@ def unsuitable(address: str, config: Config) -> str | None:
     local, at, domain = address.rpartition("@")
     if not at or not local or not domain or any(c in address for c in " \t\r\n<>,;\"\0"):
         return "not a single mail address"
-    if _MACHINE_MAILBOXES.match(local):
+    if unread_mailbox(address):
         return "a machine's address"
     if _ours(address, config):
         return "the gateway's own address"

@@ -30,6 +30,7 @@ from typing import Callable, Protocol
 
 from mailgate.config import Config, Site
 from mailgate.errors import NoSuchTicket, UnknownAddress
+from mailgate.mail.addresses import unread_mailbox
 from mailgate.mail.idempotency import marker, normalise_key, route_key
 from mailgate.mail.message import ParsedMail
 from mailgate.routing import Route, resolve_recipient, route_mail
@@ -58,9 +59,6 @@ class Facts(Protocol):
 
 #: ``seen(mail_key, route_key)``: the recorded outcome of an earlier delivery, or None.
 Seen = Callable[[str, str], "dict | None"]
-
-_SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
-
 
 @dataclass(frozen=True)
 class MailPlan:
@@ -275,7 +273,7 @@ def _reply_to(mail: ParsedMail, envelope_sender: str | None, sender: Sender, fac
     to = (mail.from_address if envelope_sender is None else envelope_sender).strip().strip("<>")
     if not to or "@" not in to or any(c in to for c in "\r\n<> ,;\0"):
         return None
-    if to.rpartition("@")[0].lower() in _SYSTEM_MAILBOXES:
+    if unread_mailbox(to):
         return None
     if sender.verified and to.lower() == sender.address.lower():
         return to

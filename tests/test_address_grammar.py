@@ -168,3 +168,22 @@ def test_smtp_refuses_a_recipient_with_a_control_character_with_553(
     code, text = replies[1]
     assert (code, text.split()[0]) == (553, b"5.1.3"), text
     assert all(no_raw_controls(r.getMessage()) for r in caplog.records)
+
+
+@pytest.mark.parametrize("address, system, unread", [
+    ("MAILER-DAEMON@mx.example.org", True, True),
+    ("<postmaster@example.org>", True, True),
+    ("MAILER-DAEMON", True, True),
+    ("no-reply@github.example", False, True),
+    ("noreply@example.org", False, True),
+    ("do_not_reply@example.org", False, True),
+    ("bounces+123-abc@lists.example.org", False, True),
+    ("nina@neighbours.example", False, False),
+    ("replyall@example.org", False, False),
+])
+def test_who_reads_an_address_is_decided_in_one_place(address, system, unread):
+    """Notices, answers and the plan's reply_to all ask mailgate.mail.addresses; mail
+    from the mail system itself is automatic (handlers.automatic asks it too)."""
+    from mailgate.mail.addresses import system_mailbox, unread_mailbox
+
+    assert (system_mailbox(address), unread_mailbox(address)) == (system, unread)

@@ -16,6 +16,27 @@ from mailgate.errors import EX_DATAERR, PermanentError, UnknownAddress
 
 # C0 controls (NUL, CR, LF, TAB, ...) and DEL: never part of a mailbox (RFC 5321 4.1.2).
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: The mail system's own mailboxes (RFC 5321 §4.5.1): mail from them is a bounce or a
+#: report, and nothing is ever sent to them.
+SYSTEM_MAILBOXES = frozenset({"mailer-daemon", "postmaster"})
+# Besides those, the addresses robots send from and nobody reads (no-reply, bounces).
+_ROBOT_MAILBOX = re.compile(r"no[-_.]?reply|do[-_.]?not[-_.]?reply|bounces?([-+].*)?",
+                            re.IGNORECASE)
+
+
+def system_mailbox(address: str) -> bool:
+    """Whether ``address`` (or its local part) is the mail system's own."""
+    return address.strip().strip("<>").rpartition("@")[0].lower() in SYSTEM_MAILBOXES \
+        if "@" in address else address.strip().lower() in SYSTEM_MAILBOXES
+
+
+def unread_mailbox(address: str) -> bool:
+    """Whether nobody reads ``address``: the mail system's, or a robot's no-reply or
+    bounce address.  Notices and answers never go there."""
+    local = address.strip().strip("<>").rpartition("@")[0]
+    return system_mailbox(address) or bool(_ROBOT_MAILBOX.fullmatch(local))
+
+
 # The local part of a ticket's address, ticket<ID>.  ASCII digits only: \d would also
 # take "١" or "１", which no MTA sends for a ticket ID and SMTP could not carry (we
 # offer no SMTPUTF8); fullmatch, as "$" would let a final newline through.

@@ -26,10 +26,11 @@ from __future__ import annotations
 import logging
 import textwrap
 from dataclasses import dataclass
-from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate
+
+from mailgate.outbound.notify import mail_address
 
 log = logging.getLogger("mailgate.outbound.answers")
 
@@ -83,7 +84,7 @@ def render(answer: AnswerMail, now: float) -> bytes:
     """The answer as a mail, rendered once: every attempt sends the same bytes."""
     message = EmailMessage(policy=SMTP_POLICY)
     message["From"] = answer.from_address
-    message["To"] = _address(answer.to)
+    message["To"] = mail_address(answer.to)
     message["Reply-To"] = answer.ticket_address
     message["Subject"] = f"Re: [#{answer.ticket}] {' '.join(answer.subject.split())}"
     message["Date"] = formatdate(now, usegmt=True)
@@ -97,13 +98,6 @@ def render(answer: AnswerMail, now: float) -> bytes:
     message["X-Auto-Response-Suppress"] = "OOF, AutoReply"
     message.set_content(body(answer))
     return message.as_bytes()
-
-
-def _address(value: str) -> Address | str:
-    try:
-        return Address(addr_spec=value)
-    except Exception:  # the email package raises several kinds on odd addresses
-        return value
 
 
 def _wrap(text: str, width: int = 76) -> str:

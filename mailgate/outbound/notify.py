@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from mailgate.errors import ConfigError, unknown_key
+from mailgate.mail.addresses import unread_mailbox
 from mailgate.store.database import Location
 from mailgate.store.notices import NoticeStore, Outgoing, utc_day
 
@@ -261,7 +262,7 @@ def render(notice: Notice, settings: NotifySettings, now: float) -> bytes:
     """The notice as a mail, rendered once: every attempt sends the same bytes."""
     message = EmailMessage(policy=SMTP_POLICY)
     message["From"] = settings.from_address
-    message["To"] = _address(notice.to)
+    message["To"] = mail_address(notice.to)
     message["Subject"] = notice.subject
     message["Date"] = formatdate(now, usegmt=True)
     message["Message-ID"] = make_msgid("notice", domain=settings.loop_id)
@@ -278,14 +279,12 @@ def render(notice: Notice, settings: NotifySettings, now: float) -> bytes:
     return message.as_bytes()
 
 
-def _address(value: str) -> Address | str:
+def mail_address(value: str) -> Address | str:
+    """``value`` as a To: field takes it (the email package refuses some odd ones)."""
     try:
         return Address(addr_spec=value)
     except Exception:  # the email package raises several kinds on odd addresses
         return value
-
-
-_SYSTEM_MAILBOXES = {"mailer-daemon", "postmaster"}
 
 
 def suppressed(notice: Notice, own_address: str) -> str | None:
@@ -296,8 +295,8 @@ def suppressed(notice: Notice, own_address: str) -> str | None:
         return "null sender"
     if any(c in to for c in "\r\n<> ,;") or "@" not in to:
         return f"not a single mail address: {to!r}"
-    if to.rpartition("@")[0].lower() in _SYSTEM_MAILBOXES:
-        return f"<{to}> is the mail system"
+    if unread_mailbox(to):
+        return f"<{to}> is read by nobody (the mail system, a no-reply address)"
     if to.lower() == parseaddr(own_address)[1].lower():
         return "our own address"
     return None
