@@ -87,16 +87,19 @@ class TrustSettings:
         return kind == "imap" or (kind == "smtp" and client in self.trusted_relays)
 
 
+#: The keys of the ``trust:`` section.
+TRUST_KEYS = ("trusted_authserv_ids", "dns_timeout", "verify_dkim", "trusted_relays")
+
+
 def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
     """The ``trust:`` section of the config file (absent: the defaults)."""
     section = {} if section is None else section
     if not isinstance(section, Mapping):
         raise ConfigError("trust: expected a mapping")
     # A misspelt key would silently leave the MTA's results unused.
-    known = ("trusted_authserv_ids", "dns_timeout", "verify_dkim", "trusted_relays")
     for key in section:
-        if key not in known:
-            raise unknown_key("trust", key, known)
+        if key not in TRUST_KEYS:
+            raise unknown_key("trust", key, TRUST_KEYS)
     relays = section.get("trusted_relays") or []
     if isinstance(relays, str):
         relays = [relays]
