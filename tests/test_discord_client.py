@@ -264,3 +264,54 @@ def test_fit_cuts_before_an_escape_or_a_link_never_inside_one():
 def test_length_is_counted_as_discord_counts_at_most():
     assert discord_length("x😀") == 3
     assert discord_length(fit("😀" * 1500, MAX_CONTENT)) <= MAX_CONTENT
+
+
+# -------------------------------------------------------------- reading (issue 14)
+
+
+def bot_thread(fake: FakeDiscord, discord: DiscordClient) -> str:
+    return discord.start_thread(fake.add_channel("text"), "#7 Printer")
+
+
+def test_messages_after_pages_forward_oldest_first(fake):
+    discord = client(fake, bot_token=fake.bot_token)
+    thread = bot_thread(fake, discord)
+    ids = [fake.post_as_user(thread, f"m{n}", user_id="7", username="dana")["id"]
+           for n in range(5)]
+    first = discord.messages_after(thread, 0, limit=3)
+    assert [m["id"] for m in first] == ids[:3]
+    assert [m["id"] for m in discord.messages_after(thread, int(first[-1]["id"]))] == ids[3:]
+    [read] = [p for p in fake.posts if p.method == "GET"][:1]
+    assert read.query == {"after": "0", "limit": "3"}
+    assert discord.current_user()["id"] == fake.bot_user["id"]
+
+
+def test_a_429_on_reading_says_how_long_and_leaves_posting_alone(fake):
+    discord = client(fake, bot_token=fake.bot_token)
+    thread = bot_thread(fake, discord)
+    fake.rate_limit_next(1, retry_after=40.0, method="GET")
+    with pytest.raises(DiscordRateLimited) as raised:
+        discord.messages_after(thread, 0)
+    assert raised.value.retry_after == 40.0
+    # Reading's bucket waits; posting's does not.
+    discord.create_message(thread, "still posting")
+    with pytest.raises(DiscordRateLimited):
+        discord.messages_after(thread, 0)
+    assert [p.method for p in fake.posts].count("GET") == 1
+
+
+def test_an_attachment_is_downloaded_without_the_token_and_never_past_the_limit(fake):
+    discord = client(fake, bot_token=fake.bot_token)
+    thread = bot_thread(fake, discord)
+    message = fake.post_as_user(thread, "files", user_id="7", username="dana",
+                                files=(("small.txt", b"tiny", "text/plain"),
+                                       ("big.bin", b"x" * 300_000, "application/octet-stream")))
+    small, big = (a["url"] for a in message["attachments"])
+    assert discord.download(small, 1000) == b"tiny"
+    assert len(discord.download(big, 1000)) == 1001        # enough to know it is too big
+    assert all("authorization" not in p.headers for p in fake.posts if "attachments" in p.path)
+    with pytest.raises(DiscordRejected):
+        discord.download(small.replace(message["attachments"][0]["id"], "1"), 1000)
+    fake.down = True
+    with pytest.raises(DiscordUnavailable):
+        discord.download(small, 1000)

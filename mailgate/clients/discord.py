@@ -1,4 +1,4 @@
-"""A small Discord REST client: webhooks, and a bot's threads and messages.
+"""A small Discord REST client: webhooks, and a bot's threads and messages, posted and read.
 
 It sends exactly what mailgate needs and nothing that could surprise a
 channel: every message carries ``allowed_mentions: {"parse": []}`` (an
@@ -47,6 +47,8 @@ CONFIG_CODES = {40067, 220001, 220003}
 THREAD_ARCHIVE_MINUTES = 10080
 #: Longer waits than this are the queue's business (defer the message), not a sleep.
 MAX_SLEEP = 30.0
+#: The most messages one GET /channels/{id}/messages returns.
+MAX_PAGE = 100
 
 
 class DiscordError(MailgateError):
@@ -165,6 +167,8 @@ class DiscordClient:
         self._session = requests.Session()
         #: For observers (mailgate.ops.metrics adds a response hook, as for Redmine).
         self.session = self._session
+        # Attachments come from Discord's CDN, which needs no token: none is sent there.
+        self._cdn = requests.Session()
         self._session.headers["User-Agent"] = "DiscordBot (mailgate, 0.1)"
         if bot_token:
             self._session.headers["Authorization"] = f"Bot {bot_token}"
@@ -208,10 +212,47 @@ class DiscordClient:
                                f"messages:{channel_id}", body)
         return Posted(str(answer["id"]), str(answer["channel_id"]))
 
+    # -- reading (a bot reads its threads back: mailgate.intake.discord_threads) ---
+
+    def current_user(self) -> dict:
+        """The bot itself: its ``id`` tells its own messages apart."""
+        return self._request("GET", "/users/@me", "me", None)
+
+    def messages_after(self, channel_id: str, after: int, limit: int = MAX_PAGE) -> list[dict]:
+        """Up to ``limit`` messages just after the message id ``after``, oldest first
+        (Discord answers newest first).  Fewer than ``limit``: nothing newer is there."""
+        answer = self._request("GET", f"/channels/{channel_id}/messages", f"read:{channel_id}",
+                               None, {"after": str(after), "limit": str(limit)})
+        if not isinstance(answer, list):
+            raise DiscordUnavailable(f"read:{channel_id}: not a list of messages")
+        return sorted(answer, key=lambda message: int(message["id"]))
+
+    def download(self, url: str, max_bytes: int) -> bytes:
+        """An attachment, at most ``max_bytes + 1`` bytes of it: whoever asks for a file
+        of ``max_bytes`` learns from one byte more that it is too big, without the rest."""
+        try:
+            with self._cdn.get(url, stream=True, timeout=self.timeout) as response:
+                if response.status_code >= 500:
+                    raise DiscordUnavailable(f"attachment: Discord's CDN answered"
+                                             f" {response.status_code}")
+                if response.status_code != 200:
+                    raise DiscordRejected(f"attachment: {response.status_code}"
+                                          f" {response.reason}", response.status_code)
+                data = bytearray()
+                for chunk in response.iter_content(64 * 1024):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        return bytes(data[:max_bytes + 1])
+                return bytes(data)
+        except requests.Timeout:
+            raise DiscordUnavailable(f"attachment: no answer within {self.timeout} s") from None
+        except requests.RequestException as exc:
+            raise DiscordUnavailable(f"attachment: {type(exc).__name__}") from None
+
     # -- the wire ------------------------------------------------------------
 
-    def _request(self, method: str, path: str, bucket: str, body: dict,
-                 params: dict | None = None, secret: str | None = None) -> dict:
+    def _request(self, method: str, path: str, bucket: str, body: dict | None,
+                 params: dict | None = None, secret: str | None = None) -> Any:
         self.limits.wait(bucket)
         try:
             response = self._session.request(method, self.api_base + path, json=body,
@@ -225,6 +266,7 @@ class DiscordClient:
 
     def close(self) -> None:
         self._session.close()
+        self._cdn.close()
 
 
 def _scrub(text: str, secret: str | None) -> str:
@@ -232,7 +274,7 @@ def _scrub(text: str, secret: str | None) -> str:
     return text.replace(secret, "***") if secret else text
 
 
-def _answer(what: str, response: requests.Response) -> dict:
+def _answer(what: str, response: requests.Response) -> Any:
     status = response.status_code
     if 200 <= status < 300:
         return response.json() if response.content else {}

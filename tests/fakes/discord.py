@@ -18,6 +18,22 @@ It serves the three endpoints mailgate uses and answers as Discord does:
   or channel and route); going over ``bucket_limit`` per ``bucket_window``
   seconds is a 429 with ``retry_after``, as is ``rate_limit_next(n)`` on demand.
 
+Reading, as a bot reads a thread back (issue 14), each rule from the page it cites:
+
+* ``GET /channels/{id}/messages`` with ``before``/``after``/``around`` (one at a
+  time) and ``limit`` (1-100, default 50), newest first; with ``after``, the
+  ``limit`` messages just after it (so a reader pages forward from the newest it
+  saw); a deleted message is simply not there; an archived thread is read like
+  any other;
+* without the MESSAGE_CONTENT intent (``message_content_intent = False``), other
+  people's messages come with empty ``content``, ``embeds`` and ``attachments``;
+* ``GET /users/@me`` is the bot itself; each attachment's ``url`` is served
+  from the fake's own "CDN" (``/attachments/...``), without authentication;
+* posting in an archived thread unarchives it, unless it is locked (400/50083).
+
+Tests act as people with ``post_as_user`` (an author id, username and display
+name, and files), ``edit_message``, ``delete_message`` and ``archive_thread``.
+
 A created message says what Discord would have done with it:
 ``mention_everyone``/``mentions``/``mention_roles`` follow ``allowed_mentions``
 (absent: everything pings), and ``embeds`` lists the bare links it would
@@ -27,7 +43,7 @@ Outages: ``down = True`` answers 503; ``stop()`` refuses connections (open
 keep-alive connections are cut too) and ``start()`` comes back on the same
 port with the same state.  ``delay`` sleeps before handling a request,
 ``delay_after`` after handling it (the message exists, the answer is late).
-Tests read ``posts`` (every POST: path, query, json, status) and
+Tests read ``posts`` (every request: method, path, query, json, status) and
 ``messages`` (every message created, in order).
 """
 
@@ -72,6 +88,9 @@ class FakeChannel:
     parent_id: str | None = None
     name: str | None = None
     messages: list[dict] = field(default_factory=list)
+    #: https://discord.com/developers/docs/topics/threads#archiving-inactive-threads
+    archived: bool = False
+    locked: bool = False
 
 
 @dataclass
@@ -120,10 +139,17 @@ class FakeDiscord:
             self.down = False
             self.delay = 0.0
             self.delay_after = 0.0
-            self._forced: list[tuple[Answer, str | None]] = []
+            self._forced: list[tuple[Answer, str | None, str | None]] = []
             self._buckets: dict[str, tuple[float, int]] = {}
             self._nonces: dict[tuple[str, str], tuple[float, dict]] = {}
             self._last_id = 0
+            #: The bot the token belongs to (GET /users/@me), and the people who wrote.
+            self.bot_user = _user(self._snowflake(), "mailgate-bot", None, bot=True)
+            self.users: dict[str, dict] = {}
+            #: Whether the bot was given the MESSAGE_CONTENT privileged intent.
+            self.message_content_intent = True
+            #: attachment id -> (bytes, content type), served at each attachment's url.
+            self.files: dict[str, tuple[bytes, str]] = {}
 
     def start(self) -> FakeDiscord:
         """Listen (again) on 127.0.0.1, on the same port as before if there was one."""
@@ -197,9 +223,61 @@ class FakeDiscord:
         with self._lock:
             del self.channels[thread_id]
 
+    def post_as_user(self, channel_id: str, content: str, *, user_id: str, username: str,
+                     global_name: str | None = None,
+                     files: tuple[tuple[str, bytes, str], ...] = ()) -> dict:
+        """A person writes in a channel or thread from their Discord client: ``files``
+        are (filename, bytes, content type).  The message as Discord stores it."""
+        with self._lock:
+            channel = self._channel(channel_id)
+            self._unarchive(channel)
+            author = self.users.setdefault(user_id, _user(user_id, username, global_name))
+            message = self._new_message(channel, {"content": content}, author, None)
+            message["attachments"] = [self._attachment(channel.id, *f) for f in files]
+            return message
+
+    def edit_message(self, channel_id: str, message_id: str, content: str) -> dict:
+        """Its author edits a message: same id, new content, ``edited_timestamp`` set.
+        https://discord.com/developers/docs/resources/message#edit-message"""
+        with self._lock:
+            message = self._message(channel_id, message_id)
+            message.update(content=content, edited_timestamp=_now())
+            return message
+
+    def delete_message(self, channel_id: str, message_id: str) -> None:
+        """Gone from the channel: listing it no longer shows it.
+        https://discord.com/developers/docs/resources/message#delete-message"""
+        with self._lock:
+            channel = self.channels[channel_id]
+            channel.messages.remove(self._message(channel_id, message_id))
+
+    def archive_thread(self, thread_id: str, locked: bool = False) -> None:
+        """What Discord does to a thread idle for its ``auto_archive_duration``
+        (``locked``: a moderator locked it too)."""
+        with self._lock:
+            thread = self.channels[thread_id]
+            thread.archived, thread.locked = True, locked
+
+    def _message(self, channel_id: str, message_id: str) -> dict:
+        return next(m for m in self.channels[channel_id].messages if m["id"] == message_id)
+
+    def _attachment(self, channel_id: str, filename: str, data: bytes,
+                    content_type: str) -> dict:
+        """https://discord.com/developers/docs/resources/message#attachment-object: the
+        ``url`` is the CDN's, signed and expiring (``ex``/``is``/``hm``), no token needed."""
+        attachment_id = self._snowflake()
+        self.files[attachment_id] = (data, content_type)
+        url = (f"{self.url}/attachments/{channel_id}/{attachment_id}/{filename}"
+               f"?ex={int(time.time()) + 86400:x}&is={int(time.time()):x}&hm=f00d")
+        return {"id": attachment_id, "filename": filename, "size": len(data), "url": url,
+                "proxy_url": url.replace("/attachments/", "/proxy/attachments/"),
+                "content_type": content_type}
+
     def rate_limit_next(self, count: int = 1, retry_after: float = 0.2, *,
-                        is_global: bool = False, header_only: bool = False) -> None:
-        """Answer the next ``count`` requests 429, as Discord does when a limit is hit."""
+                        is_global: bool = False, header_only: bool = False,
+                        path: str | None = None, method: str | None = None) -> None:
+        """Answer the next ``count`` requests (those whose path contains ``path``, of
+        ``method``) 429, as Discord does when a limit is hit."""
         body = {"message": "You are being rate limited.", "retry_after": retry_after,
                 "global": is_global}
         headers = {"Retry-After": str(math.ceil(retry_after)),
@@ -208,14 +286,16 @@ class FakeDiscord:
             headers["X-RateLimit-Global"] = "true"
         answer = Answer(429, None if header_only else body, headers)
         with self._lock:
-            self._forced.extend([(answer, None)] * count)
+            self._forced.extend([(answer, path, method)] * count)
 
-    def fail_next(self, status: int = 500, count: int = 1, *, path: str | None = None) -> None:
-        """Answer ``status`` to the next ``count`` requests (whose path contains ``path``)."""
+    def fail_next(self, status: int = 500, count: int = 1, *, path: str | None = None,
+                  method: str | None = None) -> None:
+        """Answer ``status`` to the next ``count`` requests (whose path contains ``path``,
+        of ``method``)."""
         answer = Answer(status, {"message": "Internal Server Error" if status >= 500
                                  else "Bad Request", "code": 0})
         with self._lock:
-            self._forced.extend([(answer, path)] * count)
+            self._forced.extend([(answer, path, method)] * count)
 
     def statuses(self) -> dict[int, int]:
         with self._lock:
@@ -243,21 +323,22 @@ class FakeDiscord:
         if self.delay:
             time.sleep(self.delay)
         with self._lock:
-            forced = self._take_forced(path)
+            forced = self._take_forced(method, path)
             if forced:
                 return forced
             bucket = None
             try:
                 action, args, bucket = _route(method, _api_path(path))
-                answer = self._take_bucket(bucket) or action(self, query, headers, body, *args)
+                answer = (self._take_bucket(bucket) if bucket else None) or action(
+                    self, query, headers, body, *args)
             except Refusal as refusal:
                 answer = refusal.answer
             answer.headers.update(self._bucket_headers(bucket))
             return answer
 
-    def _take_forced(self, path: str) -> Answer | None:
-        for i, (answer, part) in enumerate(self._forced):
-            if part is None or part in path:
+    def _take_forced(self, method: str, path: str) -> Answer | None:
+        for i, (answer, part, verb) in enumerate(self._forced):
+            if (part is None or part in path) and verb in (None, method):
                 del self._forced[i]
                 return answer
         return None
@@ -311,13 +392,16 @@ class FakeDiscord:
             target = self.channels.get(thread_id)
             if target is None or target.parent_id != channel.id:
                 raise Refusal(404, 10003, "Unknown Channel")
+            self._unarchive(target)
         elif channel.kind == "forum":
             raise Refusal(400, 220001, "Webhooks posted to forum channels must have a"
                                        " thread_name or thread_id")
         else:
             target = channel
-        message = self._new_message(target, body, {"id": hook_id, "username": "mailgate",
-                                                   "bot": True}, hook_id,
+        # A webhook's messages name the webhook as their author (message#message-object,
+        # note [1]) and carry its webhook_id.
+        message = self._new_message(target, body, {**_user(hook_id, "mailgate", None, bot=True),
+                                                   "discriminator": "0000"}, hook_id,
                                     first=thread_name is not None)
         return Answer(200, message) if query.get("wait") == "true" else Answer(204)
 
@@ -353,18 +437,72 @@ class FakeDiscord:
         if channel.kind == "forum":
             raise Refusal(400, 50008, "Cannot send messages in a non-text channel")
         _check_message(body, webhook=False)
+        self._unarchive(channel)
         nonce = body.get("nonce")
         if nonce is not None and body.get("enforce_nonce"):
             earlier = self._nonces.get((channel.id, str(nonce)))
             if earlier and time.monotonic() - earlier[0] < NONCE_WINDOW:
                 return Answer(200, earlier[1])
-        message = self._new_message(channel, body, {"id": "1", "username": "mailgate-bot",
-                                                    "bot": True}, None)
+        message = self._new_message(channel, body, self.bot_user, None)
         if nonce is not None:
             self._nonces[(channel.id, str(nonce))] = (time.monotonic(), message)
         return Answer(200, message)
 
+    def list_messages(self, query, headers, body, channel_id: str) -> Answer:
+        """https://discord.com/developers/docs/resources/message#get-channel-messages"""
+        self._authorize(headers)
+        channel = self._channel(channel_id)
+        if channel.kind == "forum":
+            # A forum holds threads, not messages.
+            raise Refusal(400, 50024, "Cannot execute action on this channel type")
+        limit = query.get("limit", "50")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise _form_error("limit", "NUMBER_TYPE_MAX", "Must be between 1 and 100.")
+        anchors = [k for k in ("around", "before", "after") if k in query]
+        if len(anchors) > 1:
+            # "The before, after, and around parameters are mutually exclusive."
+            raise _form_error(anchors[1], "BASE_TYPE_BAD", "Only one of around, before,"
+                              " after may be given.")
+        if anchors and not query[anchors[0]].isdigit():
+            raise _form_error(anchors[0], "NUMBER_TYPE_COERCE",
+                              f"Value \"{query[anchors[0]]}\" is not snowflake.")
+        found = _window(channel.messages, anchors[0] if anchors else None,
+                        int(query[anchors[0]]) if anchors else 0, int(limit))
+        return Answer(200, [self._as_read(m) for m in found])
+
+    def _as_read(self, message: dict) -> dict:
+        """A message as the bot reads it.  Without the MESSAGE_CONTENT intent the fields
+        with what people wrote are empty, except in the bot's own messages and those
+        that mention it (https://discord.com/developers/docs/events/gateway#message-content-intent)."""
+        shown = dict(message)
+        mentioned = any(u["id"] == self.bot_user["id"] for u in message["mentions"])
+        if not self.message_content_intent and message["author"]["id"] != \
+                self.bot_user["id"] and not mentioned:
+            shown.update(content="", embeds=[], attachments=[], components=[])
+        return shown
+
+    def current_user(self, query, headers, body) -> Answer:
+        """https://discord.com/developers/docs/resources/user#get-current-user"""
+        self._authorize(headers)
+        return Answer(200, dict(self.bot_user))
+
+    def attachment_file(self, query, headers, body, channel_id: str, attachment_id: str,
+                        filename: str) -> Answer:
+        """The CDN: a file by its url, no authentication (and none is sent to it)."""
+        found = self.files.get(attachment_id)
+        if found is None:
+            return Answer(404, b"Not Found", content_type="text/plain")
+        data, content_type = found
+        return Answer(200, data, content_type=content_type)
+
     # -- the state
+
+    def _unarchive(self, thread: FakeChannel) -> None:
+        """"Sending a message will automatically unarchive the thread, unless the thread
+        has been locked by a moderator" (https://discord.com/developers/docs/topics/threads)."""
+        if thread.archived and thread.locked:
+            raise Refusal(400, 50083, "Operation cannot be performed on an archived thread")
+        thread.archived = False
 
     def _authorize(self, headers: dict) -> None:
         if headers.get("authorization") != f"Bot {self.bot_token}":
@@ -390,14 +528,17 @@ class FakeDiscord:
                      webhook_id: str | None, first: bool = False) -> dict:
         content, flags = body.get("content") or "", int(body.get("flags") or 0)
         parse, users, roles = _allowed(body.get("allowed_mentions"))
+        # https://discord.com/developers/docs/resources/message#message-object
         message = {
             # A forum post's starter message has the thread's id.
             "id": channel.id if first else self._snowflake(),
             "type": 0, "channel_id": channel.id, "content": content, "author": author,
-            "flags": flags, "timestamp": datetime.now(timezone.utc).isoformat(),
+            "flags": flags, "timestamp": _now(), "edited_timestamp": None, "tts": False,
+            "pinned": False, "attachments": [],
             "mention_everyone": "everyone" in parse and bool(
                 re.search(r"@(everyone|here)\b", content)),
-            "mentions": [u for u in re.findall(r"<@!?(\d+)>", content)
+            "mentions": [self.users.get(u) or _user(u, f"user{u}", None)
+                         for u in re.findall(r"<@!?(\d+)>", content)
                          if "users" in parse or u in users],
             "mention_roles": [r for r in re.findall(r"<@&(\d+)>", content)
                               if "roles" in parse or r in roles],
@@ -410,6 +551,36 @@ class FakeDiscord:
         channel.messages.append(message)
         self.messages.append(message)
         return message
+
+
+def _user(user_id: str, username: str, global_name: str | None, bot: bool = False) -> dict:
+    """https://discord.com/developers/docs/resources/user#user-object (``discriminator``
+    "0": a user on the new username system; ``global_name`` is the display name)."""
+    user = {"id": user_id, "username": username, "global_name": global_name,
+            "discriminator": "0", "avatar": None, "public_flags": 0}
+    return {**user, "bot": True} if bot else user
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _window(messages: list[dict], anchor: str | None, at: int, limit: int) -> list[dict]:
+    """The messages GET /channels/{id}/messages answers, newest first.  Snowflakes grow
+    with time, so ordering by id is ordering by when they were sent
+    (https://discord.com/developers/docs/reference#snowflakes).  ``after``: the
+    ``limit`` oldest of those newer than ``at`` (a reader pages forward)."""
+    ordered = sorted(messages, key=lambda m: int(m["id"]))
+    if anchor == "after":
+        chosen = [m for m in ordered if int(m["id"]) > at][:limit]
+    elif anchor == "before":
+        chosen = [m for m in ordered if int(m["id"]) < at][-limit:]
+    elif anchor == "around":
+        older = [m for m in ordered if int(m["id"]) < at][-(limit // 2):] if limit > 1 else []
+        chosen = older + [m for m in ordered if int(m["id"]) >= at][:limit - len(older)]
+    else:
+        chosen = ordered[-limit:]
+    return chosen[::-1]
 
 
 def _allowed(spec: Any) -> tuple[set[str], set[str], set[str]]:
@@ -455,10 +626,16 @@ def _api_path(path: str) -> str:
     return re.sub(r"^/api(/v\d+)?", "", path)
 
 
+#: (method, path, endpoint, rate-limit bucket).  Buckets are per route and its top-level
+#: resource, the webhook or the channel: reading a thread and posting in it count apart
+#: (https://discord.com/developers/docs/topics/rate-limits#rate-limits).  The CDN has none.
 ROUTES = [
     ("POST", re.compile(r"/webhooks/(\d+)/([^/]+)"), FakeDiscord.execute_webhook, "webhook"),
     ("POST", re.compile(r"/channels/(\d+)/threads"), FakeDiscord.start_thread, "threads"),
     ("POST", re.compile(r"/channels/(\d+)/messages"), FakeDiscord.create_message, "messages"),
+    ("GET", re.compile(r"/channels/(\d+)/messages"), FakeDiscord.list_messages, "read"),
+    ("GET", re.compile(r"/users/@me"), FakeDiscord.current_user, "me"),
+    ("GET", re.compile(r"/attachments/(\d+)/(\d+)/([^/]+)"), FakeDiscord.attachment_file, None),
 ]
 
 
@@ -466,8 +643,10 @@ def _route(method: str, path: str):
     for verb, pattern, action, bucket in ROUTES:
         match = pattern.fullmatch(path)
         if verb == method and match:
-            # Discord's buckets count per top-level resource: the webhook or the channel.
-            return action, match.groups(), f"{bucket}:{match.group(1)}"
+            if bucket is None:
+                return action, match.groups(), None
+            top = match.group(1) if match.groups() else "@me"
+            return action, match.groups(), f"{bucket}:{top}"
     raise Refusal(404, 0, "404: Not Found")
 
 
