@@ -56,11 +56,20 @@ def _why_not(attachment: Attachment, limits: AttachmentLimits, count: int) -> st
     if not attachment.data:
         # Nothing to upload, but the sender sent a file by this name: say so.
         return "empty file"
-    lower = attachment.filename.lower()
-    if attachment.content_type in limits.blocked_types or \
+    return why_not(attachment.filename, attachment.content_type, attachment.size, limits,
+                   count)
+
+
+def why_not(filename: str, content_type: str, size: int, limits: AttachmentLimits,
+            count: int) -> str | None:
+    """Why a file of this name, type and size is not attached when ``count`` files are
+    already kept, or None.  Also asked before a file is fetched (a Discord message's
+    attachments: ``handlers.discord``), from the size it declares."""
+    lower = filename.lower()
+    if content_type in limits.blocked_types or \
             any(lower.endswith(ext) for ext in limits.blocked_extensions):
         return "blocked type"
-    too_large = size_problem(attachment, limits)
+    too_large = _too_large(size, limits)
     if too_large:
         return too_large
     if count >= limits.max_count:
@@ -70,11 +79,14 @@ def _why_not(attachment: Attachment, limits: AttachmentLimits, count: int) -> st
 
 def size_problem(attachment: Attachment, limits: AttachmentLimits) -> str | None:
     """Why ``attachment`` is too large to send, or None."""
-    if attachment.size > limits.redmine_max_size and \
-            limits.redmine_max_size <= limits.max_size:
+    return _too_large(attachment.size, limits)
+
+
+def _too_large(size: int, limits: AttachmentLimits) -> str | None:
+    if size > limits.redmine_max_size and limits.redmine_max_size <= limits.max_size:
         # Redmine would answer 422 for the whole write: leave it out here instead.
         return f"larger than {_human(limits.redmine_max_size)}, Redmine's limit"
-    if attachment.size > limits.max_size:
+    if size > limits.max_size:
         return f"larger than {_human(limits.max_size)}"
     return None
 

@@ -258,7 +258,24 @@ def load_config(path: str | os.PathLike | None, environ: Mapping[str, str] | Non
             raise ConfigError(f"{path}: expected a mapping at the top level")
     _apply_environment(data, environ)
     base = Path(path).resolve().parent if path else Path.cwd()
-    return _build(data, base, need_redmine)
+    config = _build(data, base, need_redmine)
+    _check_discord_reading(config)
+    return config
+
+
+def _check_discord_reading(config: Config) -> None:
+    """What reading Discord threads back (``discord.read``) needs of other sections."""
+    discord = config.discord
+    if discord is None or not discord.read:
+        return
+    if config.watch is None:
+        # Clearing a ticket's discord-thread field is seen by the Redmine watcher.
+        raise ConfigError("discord.read: needs a watch: section (the Redmine watcher sees"
+                          " a ticket's discord-thread field set or cleared)")
+    if discord.unmapped == "comment" and not config.redmine.gateway_user:
+        raise ConfigError("discord.unmapped: 'comment' needs redmine.gateway_user, the login"
+                          " that writes for Discord users no login is mapped to"
+                          f" (or set {env_name('redmine', 'gateway_user')})")
 
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:

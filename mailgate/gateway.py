@@ -3,7 +3,8 @@
 * ``intake`` (mailgate.intake.receive): what every source calls before answering;
 * ``processor`` (mailgate.processing): plans and applies one spooled mail;
 * the durable queues and their runners (mailgate.runner): the spool, the
-  Redmine watcher (with ``watch:``), the Discord fan-out, the notice outbox.
+  Redmine watcher (with ``watch:``), the Discord threads read back (with
+  ``discord.read``), the Discord fan-out, the notice outbox.
 
 ``build_gateway`` makes it from the configuration, once; nothing else reads
 the configuration file.
@@ -78,12 +79,19 @@ class Gateway:
 
         return build_watcher(self)
 
+    @cached_property
+    def discord_reader(self):
+        """The Discord threads read back (mailgate.intake.discord_threads), or None."""
+        from mailgate.intake.discord_threads import build_reader
+
+        return build_reader(self)
+
     def runners(self) -> list:
         """Every queue runner of this gateway: the spool first, then what queues posts
-        and mails (the watcher), then what delivers them."""
+        and mails (the watcher) or writes notes (Discord's threads), then what delivers."""
         runners = [self.worker.runner]
-        runners += [side.runner for side in (self.watcher, self.fanout, self.notifier)
-                    if side is not None]
+        runners += [side.runner for side in (self.watcher, self.discord_reader, self.fanout,
+                                             self.notifier) if side is not None]
         return runners
 
     @cached_property
@@ -126,10 +134,12 @@ class Gateway:
     def drain(self) -> None:
         """Work every queue until nothing is due (the one-shot ``mailgate worker``):
         the spool first, since applying mail queues posts and notices; the watcher
-        polls Redmine once."""
+        polls Redmine once, and each tracked Discord thread is read once."""
+        polling = [side for side in (self.watcher, self.discord_reader) if side is not None]
         for runner in self.runners():
-            if self.watcher is not None and runner is self.watcher.runner:
-                self.watcher.drain()
+            found = next((side for side in polling if runner is side.runner), None)
+            if found is not None:
+                found.drain()
             else:
                 runner.drain()
 
@@ -157,13 +167,14 @@ def build_fanout(config: Config):
     if config.discord is None:
         return None
     from mailgate.outbound.fanout import Fanout
+    from mailgate.outbound.fanout.settings import THREAD_FIELD, THREAD_ID_FIELD
     from mailgate.clients.redmine import RedmineClient
 
     # requests.Session is not thread-safe: the fan-out's runner gets its own client.
     redmine = RedmineClient.from_settings(config.redmine)
 
     def thread_created(ticket: int, thread_id: str) -> None:
-        redmine.set_custom_field(ticket, "discord-thread", True)
-        redmine.set_custom_field(ticket, "discord-thread-id", thread_id)
+        redmine.set_custom_field(ticket, THREAD_FIELD, True)
+        redmine.set_custom_field(ticket, THREAD_ID_FIELD, thread_id)
 
     return Fanout(config.discord, config.store, on_thread_created=thread_created)

@@ -391,6 +391,17 @@ class RedmineClient:
             # Locked users are invisible to a non-admin key: the address is unknown.
             return None
 
+    def user_by_login(self, login: str) -> User | None:
+        """The active user ``login``, with their address, as a write as them would find
+        them (None: no such active user); remembered for a while."""
+        try:
+            actor = self._actor(login)
+        except UnknownUser:
+            return None
+        # /users/current.json hides a user's address from themselves (their preference);
+        # the admin key sees it on the user's own page.
+        return actor if actor.email else (self._user(actor.id) or actor)
+
     def _actor(self, login: str | None) -> User:
         """The user a write as ``login`` (None: the key's own user) is really made by."""
         return self._by_login.get(login, lambda: self._whoami(login))

@@ -9,6 +9,10 @@
 * ``discord_threads``: each ticket's thread in each channel, and whether
   Redmine has been told about it yet (``announced``).
 
+* ``discord_switch``: a ticket's ``discord-thread`` field, as the Redmine
+  watcher last saw it set or cleared (``switch``).  Cleared: nothing is posted
+  about the ticket, and its thread is not read (``mailgate.store.discord_reads``).
+
 ``claim`` hands out, under a lease, the oldest due post whose ticket has no
 older post still waiting, so that a ticket's posts go out in order, and only
 the first of them can open the ticket's thread.  Because the registry is in the
@@ -165,12 +169,55 @@ POSTGRES = _SQL(
 )
 
 
+# The switch, in both dialects ({p}: the parameter).
+_SWITCH = {
+    "switched_off": "SELECT 1 FROM discord_switch WHERE ticket = {p} AND tracked = 0",
+    "switch_row": "SELECT tracked, since, journal_id FROM discord_switch WHERE ticket = {p}",
+    "switch": "INSERT INTO discord_switch (ticket, tracked, since, journal_id, changed_at)"
+              " VALUES ({p}, {p}, {p}, {p}, {p}) ON CONFLICT (ticket) DO UPDATE SET"
+              " tracked = excluded.tracked, since = excluded.since,"
+              " journal_id = excluded.journal_id, changed_at = excluded.changed_at",
+    # Set again after it was cleared: what was written in between stays unread.
+    "resume": "UPDATE discord_reads SET after = CASE WHEN after > {p} THEN after ELSE {p} END"
+              " WHERE ticket = {p}",
+}
+
+
 class PostQueue:
     """The fan-out's tables.  Every write is its own durable commit."""
 
     def __init__(self, where: Location | str | os.PathLike[str]):
         self.db = connect(where)
         self.sql = SQLITE if self.db.backend == "sqlite" else POSTGRES
+        mark = "?" if self.db.backend == "sqlite" else "%s"
+        self.switch_sql = {name: sql.format(p=mark) for name, sql in _SWITCH.items()}
+
+    # -- the discord-thread field ---------------------------------------------------
+
+    def switched_off(self, ticket: int) -> bool:
+        """Whether the ticket's discord-thread field was cleared (and not set since)."""
+        return bool(self.db.rows(self.switch_sql["switched_off"], (ticket,)))
+
+    def switch(self, ticket: int, tracked: bool, since: int, journal_id: int,
+               now: float) -> bool:
+        """Record the field set (``tracked``) or cleared by journal ``journal_id`` at
+        ``since`` (a snowflake); False when a later journal was recorded already.
+
+        Set after being cleared, the ticket's threads are read from ``since`` on: what
+        was said while it was cleared is not for Redmine."""
+        sql = self.switch_sql
+        with self.db.transaction() as cur:
+            cur.execute(sql["switch_row"], (ticket,))
+            row = cur.fetchone()
+            if row is not None and row[2] >= journal_id:
+                return False
+            resumed = tracked and row is not None and not row[0]
+            # A field set by mailgate with its new thread: read the thread from its start.
+            mark = since if (resumed or not tracked) else (row[1] if row else 0)
+            cur.execute(sql["switch"], (ticket, int(tracked), mark, journal_id, now))
+            if resumed:
+                cur.execute(sql["resume"], (since, since, ticket))
+        return True
 
     def close(self) -> None:
         self.db.close()

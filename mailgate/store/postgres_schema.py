@@ -138,6 +138,49 @@ _WATCH_JOURNALS = """CREATE TABLE watch_journals (
     finished_at DOUBLE PRECISION
 )"""
 
+# mailgate.store.discord_reads: Discord threads read back into Redmine (issue 14).
+_DISCORD_READS = """CREATE TABLE discord_reads (
+    thread_id TEXT PRIMARY KEY,         -- a tracked thread of discord_threads
+    ticket BIGINT NOT NULL,
+    after BIGINT NOT NULL,              -- the newest message id read: a snowflake
+    created_at DOUBLE PRECISION NOT NULL,
+    next_poll_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0, -- reads failed in a row
+    last_error TEXT,
+    polled_at DOUBLE PRECISION,         -- when a read last went through
+    gone INTEGER NOT NULL DEFAULT 0     -- 1: Discord says the thread is no more
+)"""
+
+_DISCORD_MESSAGES = """CREATE TABLE discord_messages (
+    message_id BIGINT PRIMARY KEY,      -- Discord's: each message becomes one note at most
+    thread_id TEXT NOT NULL,
+    ticket BIGINT NOT NULL,
+    message TEXT NOT NULL,              -- JSON: the message as it was read
+    state TEXT NOT NULL DEFAULT 'queued', -- queued, done, dead
+    created_at DOUBLE PRECISION NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at DOUBLE PRECISION NOT NULL DEFAULT 0,
+    lease_until DOUBLE PRECISION NOT NULL DEFAULT 0,
+    last_error TEXT,
+    outcome TEXT,                       -- JSON: what became of it
+    finished_at DOUBLE PRECISION
+)"""
+
+# A ticket's discord-thread field, as the Redmine watcher last saw it change.
+_DISCORD_SWITCH = """CREATE TABLE discord_switch (
+    ticket BIGINT PRIMARY KEY,
+    tracked INTEGER NOT NULL,           -- 1: set, 0: cleared (no posting, no reading)
+    since BIGINT NOT NULL,              -- a snowflake: read what was written after it
+    journal_id BIGINT NOT NULL,         -- the journal that set or cleared it
+    changed_at DOUBLE PRECISION NOT NULL
+)"""
+
+_DISCORD_READ_STATE = """CREATE TABLE discord_read_state (
+    name TEXT PRIMARY KEY,
+    started BIGINT NOT NULL             -- a snowflake: threads older than reading start here
+)"""
+
 MIGRATIONS = check_order([
     Migration(1, "the spool as before versions", [
         _MESSAGES,
@@ -176,6 +219,13 @@ MIGRATIONS = check_order([
         # Notices go from the null reverse path; answers from the ticket's address, so
         # that their bounces come back and are recorded.
         "ALTER TABLE notice_outbox ADD COLUMN mail_from TEXT NOT NULL DEFAULT ''",
+    ]),
+    Migration(7, "Discord threads read back into Redmine; the discord-thread switch", [
+        _DISCORD_READS, _DISCORD_MESSAGES, _DISCORD_SWITCH, _DISCORD_READ_STATE,
+        "CREATE INDEX discord_messages_due ON discord_messages (state, next_attempt_at)",
+        "CREATE INDEX discord_messages_ticket ON discord_messages (ticket, state)",
+        "CREATE INDEX discord_messages_finished ON discord_messages (state, finished_at)",
+        "CREATE INDEX discord_reads_ticket ON discord_reads (ticket)",
     ]),
 ])
 

@@ -153,6 +153,49 @@ _WATCH_JOURNALS = """CREATE TABLE watch_journals (
     finished_at REAL
 )"""
 
+# mailgate.store.discord_reads: Discord threads read back into Redmine (issue 14).
+_DISCORD_READS = """CREATE TABLE discord_reads (
+    thread_id TEXT PRIMARY KEY,         -- a tracked thread of discord_threads
+    ticket INTEGER NOT NULL,
+    after INTEGER NOT NULL,             -- the newest message id read: a snowflake
+    created_at REAL NOT NULL,
+    next_poll_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    failures INTEGER NOT NULL DEFAULT 0, -- reads failed in a row
+    last_error TEXT,
+    polled_at REAL,                     -- when a read last went through
+    gone INTEGER NOT NULL DEFAULT 0     -- 1: Discord says the thread is no more
+)"""
+
+_DISCORD_MESSAGES = """CREATE TABLE discord_messages (
+    message_id INTEGER PRIMARY KEY,     -- Discord's: each message becomes one note at most
+    thread_id TEXT NOT NULL,
+    ticket INTEGER NOT NULL,
+    message TEXT NOT NULL,              -- JSON: the message as it was read
+    state TEXT NOT NULL DEFAULT 'queued', -- queued, done, dead
+    created_at REAL NOT NULL,
+    failures INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL DEFAULT 0,
+    lease_until REAL NOT NULL DEFAULT 0,
+    last_error TEXT,
+    outcome TEXT,                       -- JSON: what became of it
+    finished_at REAL
+)"""
+
+# A ticket's discord-thread field, as the Redmine watcher last saw it change.
+_DISCORD_SWITCH = """CREATE TABLE discord_switch (
+    ticket INTEGER PRIMARY KEY,
+    tracked INTEGER NOT NULL,           -- 1: set, 0: cleared (no posting, no reading)
+    since INTEGER NOT NULL,             -- a snowflake: read what was written after it
+    journal_id INTEGER NOT NULL,        -- the journal that set or cleared it
+    changed_at REAL NOT NULL
+)"""
+
+_DISCORD_READ_STATE = """CREATE TABLE discord_read_state (
+    name TEXT PRIMARY KEY,
+    started INTEGER NOT NULL            -- a snowflake: threads older than reading start here
+)"""
+
 MIGRATIONS = check_order([
     Migration(1, "the tables as before versions", [
         _MESSAGES, _BODIES, _PROCESSED, _add_missing_columns,
@@ -191,6 +234,13 @@ MIGRATIONS = check_order([
         # Notices go from the null reverse path; answers from the ticket's address, so
         # that their bounces come back and are recorded.
         "ALTER TABLE notice_outbox ADD COLUMN mail_from TEXT NOT NULL DEFAULT ''",
+    ]),
+    Migration(7, "Discord threads read back into Redmine; the discord-thread switch", [
+        _DISCORD_READS, _DISCORD_MESSAGES, _DISCORD_SWITCH, _DISCORD_READ_STATE,
+        "CREATE INDEX discord_messages_due ON discord_messages (state, next_attempt_at)",
+        "CREATE INDEX discord_messages_ticket ON discord_messages (ticket, state)",
+        "CREATE INDEX discord_messages_finished ON discord_messages (state, finished_at)",
+        "CREATE INDEX discord_reads_ticket ON discord_reads (ticket)",
     ]),
 ])
 

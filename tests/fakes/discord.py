@@ -231,10 +231,15 @@ class FakeDiscord:
         with self._lock:
             channel = self._channel(channel_id)
             self._unarchive(channel)
-            author = self.users.setdefault(user_id, _user(user_id, username, global_name))
+            author = self.add_user(user_id, username, global_name)
             message = self._new_message(channel, {"content": content}, author, None)
             message["attachments"] = [self._attachment(channel.id, *f) for f in files]
             return message
+
+    def add_user(self, user_id: str, username: str, global_name: str | None = None) -> dict:
+        """Someone on the server (who may be mentioned before they write)."""
+        with self._lock:
+            return self.users.setdefault(user_id, _user(user_id, username, global_name))
 
     def edit_message(self, channel_id: str, message_id: str, content: str) -> dict:
         """Its author edits a message: same id, new content, ``edited_timestamp`` set.

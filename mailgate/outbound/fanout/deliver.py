@@ -97,6 +97,10 @@ class Fanout:
         self.wake.set()
 
     def _enqueue(self, event: FanoutEvent) -> None:
+        if self.queue.switched_off(event.ticket):
+            # Its discord-thread field was cleared in Redmine: Discord hears no more of it.
+            self._counts["switched_off"] += 1
+            return
         destination = self._destination(event)
         if destination is None:
             self._counts["skipped"] += 1
@@ -138,6 +142,8 @@ class Fanout:
         destination = self.settings.by_key(item.channel)
         if destination is None:
             raise _Gone("the channel is no longer in the configuration")
+        if self.queue.switched_off(item.ticket):
+            raise _Gone("not posted: the ticket's discord-thread field was cleared")
         self._counts["attempts"] += 1
         return self._send(item, destination)
 

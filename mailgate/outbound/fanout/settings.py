@@ -1,10 +1,15 @@
-"""The ``discord:`` section of the config, checked: where each site's posts go, how to retry.
+"""The ``discord:`` section of the config, checked: where each site's posts go, how to retry,
+and whether (and as whom) the threads are read back into Redmine.
 
 Each site's posts go to one ``Destination``: a webhook (on a forum channel,
 where each ticket gets its own thread, or on a plain channel) or, in bot mode,
 a text channel.  Posts that name no site (or the site ``triage``) go to the
 triage channel.  ``load_discord_settings`` refuses unknown keys and bad values
 with a ``ConfigError`` that names the key and never shows a webhook's token.
+
+With ``read: true`` the bot reads each tracked thread back
+(mailgate.intake.discord_threads): ``users`` maps Discord user ids to Redmine
+logins, and ``unmapped`` says what becomes of anyone else's message.
 """
 
 from __future__ import annotations
@@ -18,6 +23,11 @@ from mailgate.clients.discord import DEFAULT_API_BASE, Webhook
 from mailgate.errors import ConfigError, unknown_key
 
 TRIAGE = "triage"
+#: The issue custom fields of a ticket's thread: the switch, and the thread's id.
+THREAD_FIELD = "discord-thread"
+THREAD_ID_FIELD = "discord-thread-id"
+#: What becomes of a message by someone ``users`` does not map.
+UNMAPPED = ("comment", "ignore")
 
 
 @dataclass(frozen=True)
@@ -56,6 +66,14 @@ class DiscordSettings:
     max_delay: float = 300.0
     max_age: float = 2 * 24 * 3600.0
     max_attempts: int = 0                       # 0: no limit but max_age
+    #: Read the tracked threads back into Redmine (needs the bot token).
+    read: bool = False
+    #: Seconds between two reads of one thread.
+    poll_interval: float = 10.0
+    #: Discord user id -> the Redmine login that writes their messages.
+    users: Mapping[str, str] = field(default_factory=dict)
+    #: A message by anyone else: "comment" (the gateway's user, naming them) or "ignore".
+    unmapped: str = "comment"
 
     def destination_for(self, site: str | None) -> Destination | None:
         if site is None or site == TRIAGE:
@@ -73,7 +91,8 @@ class DiscordSettings:
 
 
 _KEYS = {"enabled", "mode", "channels", "triage", "bot_token", "show_addresses",
-         "redmine_fields", "excerpt_length", "api_base", "timeout", "retry"}
+         "redmine_fields", "excerpt_length", "api_base", "timeout", "retry", "read",
+         "poll_interval", "users", "unmapped"}
 _RETRY_KEYS = {"first_delay", "max_delay", "max_age", "max_attempts"}
 
 
@@ -109,6 +128,17 @@ def load_discord_settings(section: Mapping | None, *,
     if not isinstance(retry, Mapping):
         raise ConfigError("discord.retry: expected a mapping")
     _only(retry, _RETRY_KEYS, "discord.retry")
+    read = _bool(section, "read", False, "discord")
+    if read and not token:
+        # Webhooks only post: reading a thread takes a bot with access to it.
+        raise ConfigError("discord.read: needs discord.bot_token (or"
+                          " MAILGATE_DISCORD_BOT_TOKEN), a bot that may read the threads")
+    if read and not _bool(section, "redmine_fields", False, "discord"):
+        raise ConfigError("discord.read: needs discord.redmine_fields: true (the ticket's"
+                          " discord-thread field is what turns a thread's reading on and off)")
+    unmapped = section.get("unmapped", "comment")
+    if unmapped not in UNMAPPED:
+        raise ConfigError(f"discord.unmapped: {unmapped!r} is not one of {', '.join(UNMAPPED)}")
     return DiscordSettings(
         mode=mode, channels=channels, triage=triage, bot_token=token,
         show_addresses=_bool(section, "show_addresses", False, "discord"),
@@ -121,7 +151,25 @@ def load_discord_settings(section: Mapping | None, *,
         max_age=_number(retry, "max_age", 2 * 24 * 3600.0, "discord.retry"),
         max_attempts=int(_number(retry, "max_attempts", 0, "discord.retry", whole=True,
                                  zero=True)),
+        read=read, poll_interval=_number(section, "poll_interval", 10.0, "discord"),
+        users=_users(section.get("users")), unmapped=unmapped,
     )
+
+
+def _users(spec: Any) -> dict[str, str]:
+    """``{discord user id: redmine login}``; ids are digits (Developer Mode → Copy User ID)."""
+    spec = spec or {}
+    if not isinstance(spec, Mapping):
+        raise ConfigError("discord.users: expected a mapping of Discord user id to Redmine login")
+    found = {}
+    for user_id, login in spec.items():
+        if not re.fullmatch(r"\d{5,25}", str(user_id)):
+            raise ConfigError(f"discord.users.{user_id}: not a Discord user id (digits)")
+        if not isinstance(login, str) or not login.strip():
+            raise ConfigError(f"discord.users.{user_id}: expected a Redmine login,"
+                              f" got {login!r}")
+        found[str(user_id)] = login.strip()
+    return found
 
 
 def _channels(spec: Any, mode: str, sites: Iterable[str] | None) -> dict[str, Destination]:

@@ -1,0 +1,270 @@
+"""Discord both ways (issue 14): what people write in a ticket's thread becomes a note,
+planned as mail is planned, once, and never echoed back.
+
+These run the gateway's own parts (``build_gateway``, ``drain`` as the one-shot
+worker does) against the fake Redmine and the fake Discord, so each rule can be
+driven precisely: who wrote, what the thread holds, what Discord answers.  The
+round trip through ``serve`` against the real Redmine is tests/test_discord_serve.py.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from mailgate.clients.redmine import RedmineClient
+from mailgate.config import load_config
+from mailgate.errors import ConfigError
+from mailgate.gateway import Envelope, build_gateway
+from support.configs import write_config
+from tests.fakes.discord import FakeDiscord
+from tests.helpers import without_marker
+
+#: Sam Support's Discord account (discord.users maps it to the login "support").
+SAM = {"user_id": "80351110224678912", "username": "sam.support", "global_name": "Sam"}
+#: Olive Owner's, mapped to "owner".
+OLIVE = {"user_id": "80351110224678913", "username": "olive", "global_name": "Olive O"}
+#: Someone no login is mapped to.
+DANA = {"user_id": "80351110224678999", "username": "dana_d", "global_name": "@Dana <D>"}
+
+
+def discord_section(fake: FakeDiscord, **overrides) -> dict:
+    forum = fake.add_webhook(forum=True)
+    section = {"api_base": fake.api_base, "timeout": 2, "bot_token": fake.bot_token,
+               "channels": {"site-a": forum, "site-b": forum}, "triage": forum,
+               "redmine_fields": True, "read": True, "poll_interval": 0.1,
+               "users": {SAM["user_id"]: "support", OLIVE["user_id"]: "owner"},
+               "retry": {"first_delay": 0.05, "max_delay": 0.3}}
+    return {**section, **overrides}
+
+
+def config_for(tmp_path, redmine, fake, *, spool=None, name="mailgate.yaml", **discord):
+    return write_config(tmp_path / name, redmine.url, redmine.admin_key,
+                        spool=spool or {"path": str(tmp_path / "spool.db")},
+                        discord=discord_section(fake, **discord), watch={"poll_interval": 0.1})
+
+
+@pytest.fixture
+def gateways():
+    """Gateways as ``serve`` builds them, closed after the test."""
+    made = []
+
+    def make(config):
+        gateway = build_gateway(load_config(config, environ={}))
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        close(gateway)
+
+
+def close(gateway) -> None:
+    for part in (gateway.discord_reader, gateway.watcher, gateway.fanout, gateway.notifier,
+                 gateway.spool, gateway.client):
+        if part is not None:
+            part.close()
+
+
+def settle(*gateways, rounds: int = 3) -> None:
+    """Work every queue as the one-shot worker does, a few times (a thread's Redmine
+    fields are written after its first post, and read after them)."""
+    for _ in range(rounds):
+        for gateway in gateways:
+            gateway.drain()
+
+
+def open_ticket(gateway, subject: str | None = None) -> int:
+    """Olive mails site-a; the ticket's thread is opened and its fields set."""
+    subject = subject or f"Printer on fire {uuid.uuid4().hex[:6]}"
+    raw = (f"Authentication-Results: mx.example.org; dkim=pass header.d=example.org\r\n"
+           f"From: Olive Owner <owner@example.org>\r\nTo: site-a@example.org\r\n"
+           f"Subject: {subject}\r\nMessage-ID: <{uuid.uuid4().hex}@example.org>\r\n\r\n"
+           "It started smoking after the update.\r\n").encode()
+    gateway.receive(Envelope("owner@example.org", ("site-a@example.org",), raw, via="lmtp"))
+    settle(gateway)
+    client = RedmineClient(gateway.config.redmine.url, gateway.config.redmine.api_key)
+    [issue] = [i for i in client.issues(project="site-a") if i.subject == subject]
+    return issue.id
+
+
+def thread_of(fake: FakeDiscord, ticket: int):
+    [thread] = [t for t in fake.threads() if (t.name or "").startswith(f"#{ticket} ")]
+    return thread
+
+
+def notes(redmine, ticket: int):
+    return [j for j in RedmineClient(redmine.url, redmine.admin_key).get_issue(ticket).journals
+            if j.notes.strip()]
+
+
+# --- the core: a reply becomes a note, planned as mail is ----------------------------------
+
+def test_a_mapped_support_reply_is_their_answer_and_nothing_echoes(fake_redmine, fake_discord,
+                                                                   gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    assert gateway.discord_reader.store.read(thread.id)["gone"] == 0
+    posted = len(thread.messages)
+
+    said = fake_discord.post_as_user(thread.id, "Turn it off and on again.", **SAM)
+    settle(gateway)
+
+    [note] = notes(fake_redmine, ticket)
+    assert without_marker(note.notes) == "Turn it off and on again."
+    assert note.user_name == "Sam Support"
+    issue = RedmineClient(fake_redmine.url, fake_redmine.admin_key).get_issue(ticket)
+    assert issue.status_name == "Answered"            # the workflow's default for support
+    record = gateway.discord_reader.store.message(said["id"])
+    assert record["state"] == "done"
+    assert record["outcome"]["plan"] == {
+        "step": "PostNote", "role": "other", "login": "support", "verified": True,
+        "discord_user": SAM["user_id"], "as_user": "support", "action": "answer",
+        "from_state": "open", "to_state": "answered"}
+    # Nothing echoes: the watcher saw the note (it carries our marker) and left it alone.
+    settle(gateway)
+    assert len(thread.messages) == posted + 1
+    assert gateway.watcher.store.counts()["done"] >= 1
+
+
+def test_the_owners_commands_are_checked_by_the_workflow_as_in_mail(fake_redmine, fake_discord,
+                                                                    gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    # Confirming a ticket that never had an answer: refused, a comment (as in mail).
+    early = fake_discord.post_as_user(thread.id, "Status: solved\n\nAll good now.", **OLIVE)
+    settle(gateway)
+    outcome = gateway.discord_reader.store.message(early["id"])["outcome"]
+    assert (outcome["plan"]["role"], outcome["action"], outcome["to_state"]) == (
+        "owner", "comment", "open")
+    assert outcome["refused"] == "cannot confirm: the ticket has not been answered yet"
+    fake_discord.post_as_user(thread.id, "Please try a restart.", **SAM)
+    late = fake_discord.post_as_user(thread.id, "Status: solved\n\nThat did it.", **OLIVE)
+    settle(gateway)
+    outcome = gateway.discord_reader.store.message(late["id"])["outcome"]
+    assert (outcome["action"], outcome["from_state"], outcome["to_state"]) == (
+        "confirm", "answered", "solved")
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "All good now.", "Please try a restart.", "That did it."]
+
+
+def test_an_unmapped_user_is_a_comment_by_the_gateway_naming_them(fake_redmine, fake_discord,
+                                                                  gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    fake_discord.add_user(**SAM)
+    fake_discord.post_as_user(thread.id, "Status: solved\n\nSame here <@80351110224678912>!",
+                              **DANA)
+    settle(gateway)
+    [note] = notes(fake_redmine, ticket)
+    assert note.user_name == "Mail Gateway"
+    # Their display name, never a mention (no "@"), and no command taken from them.
+    assert without_marker(note.notes) == f"From: Dana D <discord:{DANA['user_id']}>\n\n" \
+                                         "Same here Sam!"
+    issue = RedmineClient(fake_redmine.url, fake_redmine.admin_key).get_issue(ticket)
+    assert issue.status_name == "Open"
+
+
+def test_unmapped_users_can_be_ignored(fake_redmine, fake_discord, gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord, unmapped="ignore"))
+    ticket = open_ticket(gateway)
+    said = fake_discord.post_as_user(thread_of(fake_discord, ticket).id, "Me too.", **DANA)
+    settle(gateway)
+    assert notes(fake_redmine, ticket) == []
+    assert gateway.discord_reader.store.message(said["id"])["outcome"]["kind"] == "ignored"
+
+
+def test_files_become_attachments_within_the_mail_limits(fake_redmine, fake_discord, gateways,
+                                                         tmp_path):
+    config = config_for(tmp_path, fake_redmine, fake_discord)
+    config.write_text(config.read_text() + "attachments: {max_size: 1000}\n")
+    gateway = gateways(config)
+    ticket = open_ticket(gateway)
+    fake_discord.post_as_user(thread_of(fake_discord, ticket).id, "The log and a video.",
+                              files=(("log.txt", b"E: fuser", "text/plain"),
+                                     ("fire.mp4", b"v" * 5000, "video/mp4"),
+                                     ("fix.exe", b"MZ", "application/octet-stream")), **SAM)
+    settle(gateway)
+    [note] = notes(fake_redmine, ticket)
+    assert without_marker(note.notes) == (
+        "The log and a video.\n\n(not attached: fire.mp4 (larger than 1000 bytes),"
+        " fix.exe (blocked type))")
+    issue = fake_redmine.issue(ticket)
+    assert [(a["filename"], a["filesize"]) for a in issue["attachments"]] == [("log.txt", 8)]
+    # The big file was never fetched: its size said enough.
+    assert [p.path.rsplit("/", 1)[-1] for p in fake_discord.posts
+            if "/attachments/" in p.path] == ["log.txt"]
+
+
+# --- never our own words ---------------------------------------------------------------------
+
+def test_our_own_posts_and_other_bots_are_never_read_as_anyones(fake_redmine, fake_discord,
+                                                                gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    # A note typed in Redmine: a second webhook post in the thread.  (A second later: the
+    # watcher reads an issue again only when its updated_on, to the second, moved on.)
+    time.sleep(1.1)
+    client = RedmineClient(fake_redmine.url, fake_redmine.key("support"))
+    client.add_note(ticket, "Typed in Redmine.")
+    settle(gateway)
+    assert len(thread.messages) == 2 and all(m.get("webhook_id") for m in thread.messages)
+    with fake_discord._lock:        # a bot that is not ours, writing in the thread
+        bot = {"id": "55555", "username": "another-bot", "bot": True}
+        fake_discord._new_message(thread, {"content": "beep"}, bot, None)
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "Typed in Redmine."]
+    assert gateway.discord_reader.store.counts()["done"] == 0
+
+
+def test_in_bot_mode_the_bots_own_posts_are_not_read(fake_redmine, fake_discord, gateways,
+                                                     tmp_path):
+    channel = fake_discord.add_channel("text")
+    config = config_for(tmp_path, fake_redmine, fake_discord, mode="bot",
+                        channels={"site-a": channel}, triage=channel)
+    gateway = gateways(config)
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    assert thread.messages[0]["author"]["id"] == fake_discord.bot_user["id"]
+    fake_discord.post_as_user(thread.id, "Turn it off and on again.", **SAM)
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "Turn it off and on again."]
+    assert len(thread.messages) == 2
+
+
+# --- configuration ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change, key", [
+    ({"bot_token": None}, "discord.read"),
+    ({"redmine_fields": False}, "discord.read"),
+    ({"unmapped": "reply"}, "discord.unmapped"),
+    ({"users": {"sam": "support"}}, "discord.users.sam"),
+    ({"users": {"80351110224678912": ""}}, "discord.users.80351110224678912"),
+    ({"reads": True}, "discord.reads"),
+])
+def test_a_reading_mistake_names_its_key(fake_discord, tmp_path, change, key):
+    section = discord_section(fake_discord, **change)
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "k", discord=section,
+                          watch={"poll_interval": 1})
+    with pytest.raises(ConfigError, match=f"^{key}"):
+        load_config(config, environ={})
+
+
+def test_reading_needs_the_watcher_and_a_gateway_user_for_comments(fake_discord, tmp_path):
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "k",
+                          discord=discord_section(fake_discord))
+    with pytest.raises(ConfigError, match="^discord.read: needs a watch: section"):
+        load_config(config, environ={})
+    config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "k",
+                          discord=discord_section(fake_discord), watch={"poll_interval": 1},
+                          redmine={"gateway_user": None}, unknown_senders="reject")
+    with pytest.raises(ConfigError, match="^discord.unmapped: 'comment' needs"):
+        load_config(config, environ={})
