@@ -15,6 +15,11 @@ records the result as a ``JournalPlan``:
   addresses in ``redmine.participants_field``.  Never a private note, never to
   the note's own writer, never to a machine's or the gateway's own address.
 
+**The thread switch** (issue 14): the ticket's ``discord-thread`` field is
+what the people using Discord set and clear.  A journal that clears it turns
+the ticket's thread off (mailgate neither posts there nor reads it); one that
+sets it turns it on again, or, when the ticket has no thread yet, opens one.
+
 Whose note is it?  A note the gateway's user wrote for someone names them on
 its first line (``handlers.senders.attributed``: ``From: name <address>``): a
 journal by the gateway's user that starts so was written by that address.
@@ -68,6 +73,10 @@ class JournalFacts:
     participants: tuple[str, ...] = ()
     #: The reporter's address belongs to a Redmine user (who gets Redmine's own mail).
     reporter_is_user: bool = False
+    #: The journal set (True) or cleared (False) the ticket's discord-thread field.
+    thread_switch: bool | None = None
+    #: The ticket has a Discord thread already.
+    has_thread: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,10 +106,12 @@ class JournalPlan:
     new_status: str | None = None
     #: Addresses left out, each with the reason.
     left_out: tuple[tuple[str, str], ...] = field(default=())
+    #: The thread switched "on", "off", or "open" (on, and a thread to open); None: as it was.
+    thread: str | None = None
 
     def record(self) -> dict:
         record = {"discord": self.announce is not None, "mailed": list(self.answer_to) or None,
-                  "not_mailed": self.not_mailed,
+                  "not_mailed": self.not_mailed, "thread": self.thread,
                   "left_out": [f"{a}: {why}" for a, why in self.left_out] or None}
         return {k: v for k, v in record.items() if v is not None}
 
@@ -114,7 +125,15 @@ def plan_journal(facts: JournalFacts, config: Config) -> JournalPlan:
         announce=_announcement(facts, text), answer_to=recipients, not_mailed=not_mailed,
         writer_name=written_for[0] if written_for else facts.author_name,
         text=text, new_status=facts.new_status if facts.old_status != facts.new_status
-        else None, left_out=left_out)
+        else None, left_out=left_out, thread=_thread(facts))
+
+
+def _thread(facts: JournalFacts) -> str | None:
+    if facts.thread_switch is None:
+        return None
+    if not facts.thread_switch:
+        return "off"
+    return "on" if facts.has_thread else "open"
 
 
 # -- Discord --------------------------------------------------------------------------------

@@ -20,7 +20,10 @@ the hosts on one store:
   with Redmine down the poll fails, is retried with backoff, and loses nothing.
 * **a journal**: its facts gathered (who wrote it; is the reporter a Redmine
   user?), planned, and its events queued in the Discord fan-out and the
-  notices' outbox.  Both take an event once (``journal:<id>`` per channel,
+  notices' outbox.  A journal that sets or clears the ticket's
+  ``discord-thread`` field switches its thread on or off (issue 14): the
+  switch is recorded where the fan-out and the Discord reader look
+  (``discord_switch``), and set on a ticket with no thread it opens one.  Both take an event once (``journal:<id>`` per channel,
   ``answer:<id>`` per recipient), so a journal worked twice (a lease that ran
   out on a dying host) is still told once.
 
@@ -44,7 +47,9 @@ from handlers.journals import JournalFacts, JournalPlan, participants, plan_jour
 
 from mailgate.errors import Forbidden, NoSuchTicket, RedmineUnavailable
 from mailgate.runner import Backoff, Runner
+from mailgate.outbound.fanout.settings import THREAD_FIELD, THREAD_ID_FIELD
 from mailgate.store.database import Location
+from mailgate.store.discord_reads import snowflake_at
 from mailgate.store.watch import FoundJournal, PollState, WatchStore
 
 log = logging.getLogger("mailgate.watcher")
@@ -103,6 +108,7 @@ class Watcher:
         #: The next claim takes the poll whenever no other process holds it.
         self.force = False
         self._statuses: dict[int, str] = {}
+        self._field_names: dict[int, str] | None = None
         interval = self.settings.poll_interval
         self.runner = Runner(self, self._work, lease=4 * config.redmine.timeout + 30.0,
                              backoff=Backoff(min(30.0, interval), max(600.0, interval),
@@ -221,16 +227,29 @@ class Watcher:
         found = 0
         for journal in issue.journals:
             if journal.created_on >= floor and self.store.add(
-                    journal.id, issue.id, snapshot(issue, journal), self.clock()):
+                    journal.id, issue.id, snapshot(issue, journal, self._fields_of(journal)),
+                    self.clock()):
                 found += 1
         return found
+
+    def _fields_of(self, journal) -> dict[int, str]:
+        """Custom field names by id, asked for once, when a journal changed a field."""
+        if self._field_names is None and any(d.get("property") == "cf"
+                                             for d in journal.details):
+            self._field_names = self.client.custom_field_names()
+        return self._field_names or {}
 
     def tell(self, item: FoundJournal) -> dict:
         """Plan one journal and queue its events; what was told, for its record."""
         plan = plan_journal(self.facts(item.snapshot), self.config)
         record = plan.record()
+        if plan.thread is not None and self.fanout is not None:
+            # First: a thread switched off hears nothing of this journal either.
+            self._switch(plan, item.snapshot)
         if plan.announce is not None and self.fanout is not None:
             self.fanout.queue_event(self._event(plan, item.snapshot))
+        elif plan.thread == "open" and self.fanout is not None:
+            self.fanout.queue_event(self._opening(plan, item.snapshot))
         if plan.answer_to:
             record["mailed"] = self._answer(plan, item.snapshot)
         log.info("watch: journal %d of #%d: %s", item.id, item.ticket, record)
@@ -254,7 +273,15 @@ class Watcher:
             old_status=self._status(old), new_status=self._status(new),
             reporter=reporter or None,
             participants=participants(fields.get(self.config.redmine.participants_field)),
-            reporter_is_user=self._is_user(reporter, snap))
+            reporter_is_user=self._is_user(reporter, snap),
+            thread_switch=_switched(snap), has_thread=self._has_thread(snap))
+
+    def _has_thread(self, snap: dict) -> bool:
+        # Only looked up when it decides something: the switch was set.
+        if not _switched(snap):
+            return False
+        return bool(snap["fields"].get(THREAD_ID_FIELD)) or (
+            self.fanout is not None and self.fanout.queue.has_thread(snap["ticket"]))
 
     def _is_user(self, reporter: str, snap: dict) -> bool:
         # Only looked up when it decides something: a public note on a ticket with one.
@@ -284,6 +311,27 @@ class Watcher:
             from_state=said.from_state, to_state=said.to_state, excerpt=said.excerpt,
             url=f"{self.config.redmine.url}/issues/{plan.ticket}#change-{plan.journal_id}")
 
+    def _switch(self, plan: JournalPlan, snap: dict) -> None:
+        """Record the ticket's thread switched on or off, as of this journal."""
+        since = snowflake_at(datetime.strptime(snap["created_on"], _ISO).replace(
+            tzinfo=timezone.utc).timestamp())
+        self.fanout.queue.switch(plan.ticket, plan.thread != "off", since, plan.journal_id,
+                                 self.clock())
+        log.info("watch: #%d's discord-thread field %s (journal %d)", plan.ticket,
+                 "cleared: its thread is off" if plan.thread == "off" else "set", plan.journal_id)
+
+    def _opening(self, plan: JournalPlan, snap: dict):
+        """The post that opens a thread for a ticket whose discord-thread field was set."""
+        from mailgate.outbound.fanout import FanoutEvent
+
+        site = self.config.site_for_project(snap["project"])
+        return FanoutEvent(
+            mail_key=f"thread:{plan.journal_id}", kind="reply", ticket=plan.ticket,
+            site=site.name if site else None, subject=snap["subject"],
+            sender_name=snap["user_name"], sender_address="", action="followed in Discord",
+            from_state=None, to_state=None, excerpt="",
+            url=f"{self.config.redmine.url}/issues/{plan.ticket}")
+
     def _answer(self, plan: JournalPlan, snap: dict) -> dict[str, str]:
         if self.notifier is None:
             return {address: "answers are off" for address in plan.answer_to}
@@ -305,15 +353,36 @@ class Watcher:
         return sent
 
 
-def snapshot(issue, journal) -> dict:
-    """A journal and its issue as a poll saw them: what telling it needs, kept with it."""
+def snapshot(issue, journal, field_names: dict[int, str] | None = None) -> dict:
+    """A journal and its issue as a poll saw them: what telling it needs, kept with it.
+    ``field_names``: custom field names by id, for the fields the journal changed."""
+    names = field_names or {}
     return {
         "ticket": issue.id, "journal_id": journal.id, "subject": issue.subject,
         "project": issue.project_name, "fields": dict(issue.custom_fields),
         "user_id": journal.user_id, "user_name": journal.user_name, "notes": journal.notes,
         "private": journal.private, "created_on": journal.created_on,
         "status_change": list(journal.status_change) if journal.status_change else None,
+        "field_changes": {names.get(_int(d.get("name")), str(d.get("name"))):
+                          [d.get("old_value"), d.get("new_value")]
+                          for d in journal.details if d.get("property") == "cf"},
     }
+
+
+def _switched(snap: dict) -> bool | None:
+    """Whether the journal set (True) or cleared (False) the discord-thread field."""
+    change = (snap.get("field_changes") or {}).get(THREAD_FIELD)
+    if change is None:
+        return None
+    # Redmine keeps a boolean field as "1" / "0", or "" once cleared over REST.
+    return str(change[1]).lower() in ("1", "true")
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def _iso(moment: float) -> str:

@@ -268,3 +268,65 @@ def test_reading_needs_the_watcher_and_a_gateway_user_for_comments(fake_discord,
                           redmine={"gateway_user": None}, unknown_senders="reject")
     with pytest.raises(ConfigError, match="^discord.unmapped: 'comment' needs"):
         load_config(config, environ={})
+
+
+# --- the discord-thread field is the switch --------------------------------------------------
+
+def set_field(redmine, ticket: int, value: str) -> None:
+    """Someone sets or clears the ticket's discord-thread field in Redmine.  A second
+    after the ticket's last change: the watcher reads an issue again only when its
+    updated_on (to the second) has moved on."""
+    time.sleep(1.1)
+    client = RedmineClient(redmine.url, redmine.admin_key)
+    client.set_custom_field(ticket, "discord-thread", value)
+
+
+def test_clearing_the_field_stops_posting_and_reading_and_setting_it_resumes(
+        fake_redmine, fake_discord, gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    set_field(fake_redmine, ticket, "0")
+    settle(gateway)
+    assert gateway.fanout.queue.switched_off(ticket)
+
+    # Nothing is read from the thread, nothing is posted to it.
+    fake_discord.post_as_user(thread.id, "Said while it was off.", **SAM)
+    time.sleep(1.1)
+    RedmineClient(fake_redmine.url, fake_redmine.key("support")).add_note(ticket, "Typed.")
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == ["Typed."]
+    assert len(thread.messages) == 2            # the new ticket, and Sam's message
+    assert gateway.fanout.stats()["run_switched_off"] == 1
+
+    # Set again: what is said from now on is read; what was said meanwhile stays there.
+    set_field(fake_redmine, ticket, "1")
+    settle(gateway)
+    time.sleep(0.05)
+    fake_discord.post_as_user(thread.id, "Back on.", **SAM)
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "Typed.", "Back on."]
+
+
+def test_setting_the_field_on_a_ticket_without_a_thread_opens_one(fake_redmine, fake_discord,
+                                                                 gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    settle(gateway)             # the watcher's first look: what Redmine holds is history
+    client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+    ticket = client.create_issue("site-a", "Typed in the web UI", "Please look.",
+                                 as_user="owner")
+    set_field(fake_redmine, ticket, "1")
+    settle(gateway)
+
+    thread = thread_of(fake_discord, ticket)
+    [opening] = thread.messages
+    assert opening["content"].startswith(
+        f"**#{ticket}** followed in Discord: Typed in the web UI\nfrom Redmine Admin")
+    assert client.get_issue(ticket).custom_fields["discord-thread-id"] == thread.id
+    fake_discord.post_as_user(thread.id, "On it.", **SAM)
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == ["On it."]
+    # Setting it again (the fields mailgate wrote with the thread) opens no second one.
+    settle(gateway)
+    assert len([t for t in fake_discord.threads() if t.name.startswith(f"#{ticket} ")]) == 1

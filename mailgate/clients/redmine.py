@@ -520,6 +520,10 @@ class RedmineClient:
             raise ConfigError(f"Redmine has no issue custom field {', '.join(map(repr, unknown))}")
         return [{"id": ids[name], "value": _field_value(value)} for name, value in named.items()]
 
+    def custom_field_names(self) -> dict[int, str]:
+        """The issue custom fields, id -> name (a journal names a field by its id)."""
+        return {field_id: name for name, field_id in self._custom_fields().items()}
+
     def _custom_fields(self) -> dict[str, int]:
         # Only an admin key may list custom fields; they change rarely.
         if self._custom_field_ids is None:

@@ -171,6 +171,7 @@ POSTGRES = _SQL(
 
 # The switch, in both dialects ({p}: the parameter).
 _SWITCH = {
+    "has_thread": "SELECT 1 FROM discord_threads WHERE ticket = {p}",
     "switched_off": "SELECT 1 FROM discord_switch WHERE ticket = {p} AND tracked = 0",
     "switch_row": "SELECT tracked, since, journal_id FROM discord_switch WHERE ticket = {p}",
     "switch": "INSERT INTO discord_switch (ticket, tracked, since, journal_id, changed_at)"
@@ -193,6 +194,9 @@ class PostQueue:
         self.switch_sql = {name: sql.format(p=mark) for name, sql in _SWITCH.items()}
 
     # -- the discord-thread field ---------------------------------------------------
+
+    def has_thread(self, ticket: int) -> bool:
+        return bool(self.db.rows(self.switch_sql["has_thread"], (ticket,)))
 
     def switched_off(self, ticket: int) -> bool:
         """Whether the ticket's discord-thread field was cleared (and not set since)."""
