@@ -9,6 +9,7 @@ round trip through ``serve`` against the real Redmine is tests/test_discord_serv
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 
@@ -330,3 +331,122 @@ def test_setting_the_field_on_a_ticket_without_a_thread_opens_one(fake_redmine, 
     # Setting it again (the fields mailgate wrote with the thread) opens no second one.
     settle(gateway)
     assert len([t for t in fake_discord.threads() if t.name.startswith(f"#{ticket} ")]) == 1
+
+
+# --- exactly once, whatever happens ----------------------------------------------------------
+
+def until(condition, *gateways, timeout: float = 20.0):
+    """Work the gateways' queues until ``condition()`` holds."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        assert time.monotonic() < deadline, "timed out"
+        for gateway in gateways:
+            gateway.drain()
+        time.sleep(0.05)
+    return found
+
+
+def test_a_host_that_dies_after_writing_the_note_never_makes_a_second(
+        fake_redmine, fake_discord, gateways, tmp_path):
+    config = config_for(tmp_path, fake_redmine, fake_discord)
+    first = gateways(config)
+    ticket = open_ticket(first)
+    said = fake_discord.post_as_user(thread_of(fake_discord, ticket).id, "Turn it off.", **SAM)
+    reader = first.discord_reader
+    reader.store.sync(time.time())
+    reader.store.all_due()
+    assert reader.runner.run_once().result == 1          # read: the message is queued
+    # It is applied in Redmine, and the host dies before recording so; its lease runs out.
+    item = reader.store.claim(time.time(), lease=60)
+    reader.apply(item)
+    reader.store.defer(item.id, "the host died", until=0, failed=False)
+    close(first)
+
+    second = gateways(config)
+    settle(second)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == ["Turn it off."]
+    assert second.discord_reader.store.message(said["id"])["outcome"]["kind"] == "duplicate"
+    # The thread read again from the start queues nothing new: the message id is the key.
+    assert second.discord_reader.store.add_page(
+        thread_of(fake_discord, ticket).id, ticket, [said], int(said["id"]), time.time()) == 0
+
+
+def test_two_hosts_on_one_postgresql_store_write_each_message_once(
+        fake_redmine, fake_discord, gateways, pg_url, tmp_path):
+    hosts = [gateways(config_for(tmp_path, fake_redmine, fake_discord, spool={"url": pg_url},
+                                 name=f"host{n}.yaml")) for n in (1, 2)]
+    ticket = open_ticket(hosts[0])
+    thread = thread_of(fake_discord, ticket)
+    said = [fake_discord.post_as_user(thread.id, f"Message {n}.", **(SAM if n % 2 else DANA))
+            for n in range(6)]
+    start = threading.Barrier(2)
+
+    def work(gateway):
+        start.wait()
+        for _ in range(4):
+            gateway.drain()
+
+    threads = [threading.Thread(target=work, args=(host,)) for host in hosts]
+    for running in threads:
+        running.start()
+    for running in threads:
+        running.join(60)
+    settle(*hosts)
+    texts = [without_marker(n.notes).rpartition("\n\n")[2] for n in notes(fake_redmine, ticket)]
+    assert texts == [f"Message {n}." for n in range(6)]          # once each, in order
+    assert {hosts[1].discord_reader.store.message(m["id"])["state"] for m in said} == {"done"}
+
+
+def test_a_429_storm_and_an_outage_on_reading_lose_nothing(fake_redmine, fake_discord,
+                                                           gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    fake_discord.post_as_user(thread.id, "Before the storm.", **SAM)
+    fake_discord.rate_limit_next(8, retry_after=0.1, method="GET", path="/messages")
+    fake_discord.rate_limit_next(2, retry_after=0.1, is_global=True, method="GET")
+    until(lambda: notes(fake_redmine, ticket), gateway)
+    fake_discord.down = True
+    fake_discord.post_as_user(thread.id, "While Discord was down.", **SAM)
+    for _ in range(3):
+        gateway.drain()
+    assert gateway.discord_reader.store.read(thread.id)["failures"] >= 1
+    fake_discord.down = False
+    until(lambda: len(notes(fake_redmine, ticket)) == 2, gateway)
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "Before the storm.", "While Discord was down."]
+    reads = [p for p in fake_discord.posts if p.method == "GET" and "/messages" in p.path]
+    assert sum(1 for p in reads if p.status == 429) == 10
+    assert gateway.discord_reader.stats()["run_waits"] >= 1
+
+
+def test_without_the_message_content_intent_nothing_is_lost(fake_redmine, fake_discord,
+                                                            gateways, tmp_path, caplog):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    fake_discord.message_content_intent = False
+    fake_discord.post_as_user(thread.id, "Can you hear me?", **SAM)
+    settle(gateway)
+    assert notes(fake_redmine, ticket) == []
+    assert "MESSAGE CONTENT intent" in gateway.discord_reader.store.read(thread.id)["last_error"]
+    fake_discord.message_content_intent = True          # the operator turns it on
+    until(lambda: notes(fake_redmine, ticket), gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "Can you hear me?"]
+
+
+def test_an_edit_after_reading_is_not_a_second_note_and_a_message_deleted_before_is_none(
+        fake_redmine, fake_discord, gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    thread = thread_of(fake_discord, ticket)
+    kept = fake_discord.post_as_user(thread.id, "Turn it off.", **SAM)
+    settle(gateway)
+    fake_discord.edit_message(thread.id, kept["id"], "Turn it off and on again.")
+    gone = fake_discord.post_as_user(thread.id, "Oops, wrong ticket.", **SAM)
+    fake_discord.delete_message(thread.id, gone["id"])
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == ["Turn it off."]
+    assert gateway.discord_reader.store.message(gone["id"]) is None

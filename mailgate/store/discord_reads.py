@@ -108,8 +108,9 @@ _SQL = {
                    " failures = failures + {p}, last_error = {p} WHERE thread_id = {p}",
     "gone": "UPDATE discord_reads SET gone = 1, lease_until = 0, last_error = {p}"
             " WHERE thread_id = {p}",
-    "all_due": f"UPDATE discord_reads SET next_poll_at = 0 WHERE thread_id IN"
-               f" (SELECT r.thread_id FROM discord_reads r WHERE {_TRACKED})",
+    # Not one waiting out a 429 or an outage: that wait is Discord's word.
+    "all_due": f"UPDATE discord_reads SET next_poll_at = 0 WHERE last_error IS NULL AND"
+               f" thread_id IN (SELECT r.thread_id FROM discord_reads r WHERE {_TRACKED})",
     "read": "SELECT ticket, after, failures, last_error, polled_at, gone FROM discord_reads"
             " WHERE thread_id = {p}",
     "add": "INSERT INTO discord_messages (message_id, thread_id, ticket, message, created_at)"
@@ -209,7 +210,8 @@ class ThreadReads:
         self.db.change(self.sql["gone"], (error[:1000], thread_id))
 
     def all_due(self) -> None:
-        """Every tracked thread due now (the one-shot ``mailgate worker`` reads them all)."""
+        """Every tracked thread due now (the one-shot ``mailgate worker`` reads them all),
+        but those waiting out a rate limit or an outage."""
         self.db.change(self.sql["all_due"])
 
     def read(self, thread_id: str) -> dict[str, Any] | None:
