@@ -6,14 +6,16 @@ where the first round's defects were (Discord + an out-of-office reply crashed
 the worker).  Here: the Discord fan-out (the fake Discord), notices (a real
 SMTP relay on 127.0.0.1), per-sender limits, reminders, trust (our MTA's
 Authentication-Results), unknown senders accepted, the Redmine watcher with
-answers mailed to reporters who are not Redmine users, through SMTP, LMTP, the
-pipe (a child process beside `serve`, as an MTA runs it), replay, and an IMAP
-mailbox on the real Dovecot that `serve` watches with IDLE.
+answers mailed to reporters who are not Redmine users, the Discord threads read
+back into Redmine (a mapped and an unmapped Discord user), through SMTP, LMTP,
+the pipe (a child process beside `serve`, as an MTA runs it), replay, and an
+IMAP mailbox on the real Dovecot that `serve` watches with IDLE.
 
 Invariants: no traceback anywhere; every mail's outcome is the one the
 single-feature tests give it (OUTCOMES); no dead letter; each ticket has one
 Discord thread; the refused command is told to its sender; a note typed in
-Redmine reaches the stranger who asked, once, and the ticket's thread.
+Redmine reaches the stranger who asked, once, and the ticket's thread; a reply
+typed in a ticket's Discord thread is one note, by its writer, and never echoes.
 A new feature adds its mail kinds to fixtures/mail and OUTCOMES, and its
 settings to ``deployment_config``.
 """
@@ -30,9 +32,10 @@ import requests
 from mailgate.clients.redmine import RedmineClient
 from mailgate.mail.message import parse_mail
 from support.configs import write_config
-from tests.helpers import MAIL, run_mailgate
+from tests.helpers import MAIL, run_mailgate, without_marker
 from tests.load import wait_until
 from tests.servers import RunningGateway
+from tests.test_discord_threads import DANA, SAM
 from tests.test_notify import relay  # noqa: F401  (the aiosmtpd relay fixture)
 
 #: fixture -> what becomes of it: an outcome kind of the worker, or "refused" at intake
@@ -98,7 +101,10 @@ def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: 
         discord={"api_base": discord.api_base, "timeout": 2,
                  "channels": {"site-a": forum, "site-b": discord.add_webhook(forum=True)},
                  "triage": discord.add_webhook(forum=True),
-                 "retry": {"first_delay": 0.1, "max_delay": 0.5}},
+                 "retry": {"first_delay": 0.1, "max_delay": 0.5},
+                 # The threads read back into Redmine (issue 14).
+                 "bot_token": discord.bot_token, "redmine_fields": True, "read": True,
+                 "poll_interval": 0.2, "users": {SAM["user_id"]: "support"}},
         notify={"relay": f"127.0.0.1:{relay_port}", "from": "mailgate@example.org"},
         limits={"per_sender": {"mails": 1000, "per_seconds": 60}},
         sweep={"remind_after_hours": 24, "interval": 3600},
@@ -111,6 +117,13 @@ def deployment_config(tmp_path: Path, redmine, discord, relay_port: int, spool: 
         answers={"max_per_hour": 20},
         **imap,
     )
+
+
+def from_discord(redmine, ticket: int) -> list[tuple[str, str]]:
+    """The notes on the conversation ``ticket`` by anyone but its owner, whose mails made
+    the others: those from its Discord thread, as (writer, text)."""
+    return [(j["user"]["name"], without_marker(j["notes"])) for j in redmine.journals(ticket)
+            if j["notes"].strip() and j["user"]["name"] != "Olive Owner"]
 
 
 class Tickets:
@@ -237,6 +250,14 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
         assert wait_until(lambda: relay.received, 15, 0.1)
         assert wait_until(lambda: [m for m in relay.messages() if m["To"] == STRANGER], 15, 0.1)
         assert wait_until(lambda: not gateway.watcher.counts()["queued"], 15, 0.1)
+        # Replies typed in the conversation's Discord thread: Sam's, and Dana's.
+        [conversation] = [t for t in fake_discord.threads() if t.name.startswith(f"#{both} ")]
+        reader = gateway.discord_reader
+        assert wait_until(lambda: (reader.store.read(conversation.id) or {}).get("polled_at"),
+                          30, 0.1)
+        fake_discord.post_as_user(conversation.id, "Try the other cable.", **SAM)
+        fake_discord.post_as_user(conversation.id, "That worked for me.", **DANA)
+        assert wait_until(lambda: len(from_discord(fake_redmine, both)) == 2, 30, 0.1)
         runners = gateway.runners()
         assert all(r.alive for r in runners)
 
@@ -274,7 +295,13 @@ def test_everything_on_every_source(fake_redmine, fake_discord, relay, backend, 
     names = [thread.name for thread in fake_discord.threads()]
     assert len(names) == len(set(names)) and names
     [conversation] = [t for t in fake_discord.threads() if t.name.startswith(f"#{both} ")]
-    assert len(conversation.messages) == 2
+    assert len([m for m in conversation.messages if m.get("webhook_id")]) == 2
+    # The Discord replies: a note each, by their writer; nothing of them came back.
+    assert from_discord(fake_redmine, both) == [
+        ("Sam Support", "Try the other cable."),
+        ("Mail Gateway", f"From: Dana D <discord:{DANA['user_id']}>\n\nThat worked for me.")]
+    assert len(conversation.messages) == 4
+    assert gateway.discord_reader.counts()["dead"] == 0
     # Reporters who are not Redmine users: recorded, or given an account (issue 13).
     opened = [i for i in fake_redmine.issues.values()
               if i.subject == "No connection since this morning"]
