@@ -241,6 +241,9 @@ MIGRATIONS = check_order([
         "CREATE INDEX discord_messages_ticket ON discord_messages (ticket, state)",
         "CREATE INDEX discord_messages_finished ON discord_messages (state, finished_at)",
         "CREATE INDEX discord_reads_ticket ON discord_reads (ticket)",
+        "CREATE INDEX discord_reads_due ON discord_reads (next_poll_at)",
+        # A read is tracked while its thread is the registry's: looked up by thread id.
+        "CREATE INDEX discord_threads_thread ON discord_threads (thread_id)",
     ]),
 ])
 
