@@ -17,6 +17,7 @@ from mailgate.store import Location, open_spool
 from mailgate.store import postgres_schema, sqlite_schema
 from mailgate.store.connect import connect
 from mailgate.store.discord import PostQueue
+from mailgate.store.discord_reads import ThreadReads
 from mailgate.store.migrations import migrate, version
 from mailgate.store.notices import NoticeStore, utc_day
 from mailgate.store.ratebuckets import RateBuckets
@@ -216,6 +217,7 @@ def test_retention_purges_what_finished_and_keeps_dead_mail(where, opened):
     queue = opened(PostQueue(where))
     notices = opened(NoticeStore(where))
     watch = opened(WatchStore(where))
+    reads = opened(ThreadReads(where))
     now = time.time()
     old, recent = now - 40 * DAY, now - 5 * DAY
     old_done, old_dead, new_done, waiting = spool.add(
@@ -249,9 +251,14 @@ def test_retention_purges_what_finished_and_keeps_dead_mail(where, opened):
         watch.claim(old, lease=60)
         (watch.done if end == "done" else watch.bury)(
             journal, {"told": []} if end == "done" else "crash", when)
+    for message, end, when in ((11, "done", old), (12, "done", recent), (13, "dead", old)):
+        reads.add_page("thread", 7, [{"id": str(message)}], message, old)
+        reads.claim(old, lease=60)
+        (reads.done if end == "done" else reads.bury)(
+            message, {"kind": "applied"} if end == "done" else "crash", when)
 
     assert spool.purge(now - 30 * DAY) == {"mails": 1, "bodies": 0, "posts": 1, "notices": 2,
-                                           "journals": 1}
+                                           "journals": 1, "discord_messages": 1}
     assert spool.get(old_done) is None
     assert spool.counts() == {"dead": 1, "done": 1, "queued": 1}
     assert spool.get(waiting).raw == b"the mail"         # its body is still pointed at
@@ -260,8 +267,9 @@ def test_retention_purges_what_finished_and_keeps_dead_mail(where, opened):
     assert notices.counts() == {"queued": 1, "sent": 1}
     assert watch.counts() == {"queued": 0, "done": 1, "dead": 1}   # dead is kept, as mail
     assert not watch.add(2, 7, {}, now)                   # a journal told is never found again
+    assert reads.counts()["done"] == reads.counts()["dead"] == 1
     assert spool.purge(now - 30 * DAY) == {"mails": 0, "bodies": 0, "posts": 0, "notices": 0,
-                                           "journals": 0}
+                                           "journals": 0, "discord_messages": 0}
 
 
 def test_retention_deletes_a_body_with_the_last_row_that_uses_it(tmp_path, opened):
@@ -273,7 +281,8 @@ def test_retention_deletes_a_body_with_the_last_row_that_uses_it(tmp_path, opene
         spool.finish(mail, {"kind": "applied"})
     _backdate(spool, [mine, shared_a], 40 * DAY)
     assert spool.purge(time.time() - 30 * DAY) == {"mails": 2, "bodies": 1, "posts": 0,
-                                                   "notices": 0, "journals": 0}
+                                                   "notices": 0, "journals": 0,
+                                                   "discord_messages": 0}
     db = sqlite3.connect(tmp_path / "spool.db")
     assert db.execute("SELECT raw FROM bodies").fetchall() == [(b"shared",)]
     assert spool.get(shared_b).raw == b"shared"

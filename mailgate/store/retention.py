@@ -4,7 +4,8 @@
 * sent Discord posts (the thread registry stays: a ticket keeps its thread);
 * sent and dead notices (their once-a-day record is the notifier's, kept a week);
 * journals the Redmine watcher has told (a poll never finds them again: it
-  looks only at journals written since its watermark).
+  looks only at journals written since its watermark), and Discord messages
+  written in Redmine (a thread is read only past its watermark).
 
 Dead mail is kept whatever its age: an operator must look at it
 (``mailgate spool list --state dead``), and dead Discord posts likewise.  The
@@ -33,6 +34,7 @@ class _PurgeSQL:
     posts: str
     notices: str
     journals: str
+    discord_messages: str
     #: Takes (body, body); None where bodies are kept in their rows.
     orphan_body: str | None
 
@@ -50,6 +52,9 @@ SQLITE = _PurgeSQL(
     journals="DELETE FROM watch_journals WHERE journal_id IN (SELECT journal_id FROM"
              " watch_journals WHERE state = 'done' AND finished_at < ? LIMIT ?)"
              " RETURNING journal_id",
+    discord_messages="DELETE FROM discord_messages WHERE message_id IN (SELECT message_id"
+                     " FROM discord_messages WHERE state = 'done' AND finished_at < ?"
+                     " LIMIT ?) RETURNING message_id",
     orphan_body=SQLITE_ORPHAN_BODY,
 )
 
@@ -63,6 +68,9 @@ POSTGRES = _PurgeSQL(
     journals="DELETE FROM watch_journals WHERE journal_id IN (SELECT journal_id FROM"
              " watch_journals WHERE state = 'done' AND finished_at < %s LIMIT %s)"
              " RETURNING journal_id",
+    discord_messages="DELETE FROM discord_messages WHERE message_id IN (SELECT message_id"
+                     " FROM discord_messages WHERE state = 'done' AND finished_at < %s"
+                     " LIMIT %s) RETURNING message_id",
     # PostgreSQL keeps the mail in its messages row.
     orphan_body=None,
 )
@@ -71,9 +79,11 @@ POSTGRES = _PurgeSQL(
 def purge(db: Database, before: float, batch: int = BATCH) -> dict[str, int]:
     """Delete what finished before ``before`` (time.time()); returns how many of each."""
     sql = SQLITE if db.backend == "sqlite" else POSTGRES
-    purged = {"mails": 0, "bodies": 0, "posts": 0, "notices": 0, "journals": 0}
+    purged = {"mails": 0, "bodies": 0, "posts": 0, "notices": 0, "journals": 0,
+              "discord_messages": 0}
     for kind, statement in (("mails", sql.mails), ("posts", sql.posts),
-                            ("notices", sql.notices), ("journals", sql.journals)):
+                            ("notices", sql.notices), ("journals", sql.journals),
+                            ("discord_messages", sql.discord_messages)):
         while True:
             with db.transaction() as cur:
                 deleted = cur.execute(statement, (before, batch)).fetchall()
