@@ -450,3 +450,25 @@ def test_an_edit_after_reading_is_not_a_second_note_and_a_message_deleted_before
     settle(gateway)
     assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == ["Turn it off."]
     assert gateway.discord_reader.store.message(gone["id"]) is None
+
+
+def test_a_deleted_thread_is_no_longer_read_and_its_replacement_is(fake_redmine, fake_discord,
+                                                                   gateways, tmp_path):
+    gateway = gateways(config_for(tmp_path, fake_redmine, fake_discord))
+    ticket = open_ticket(gateway)
+    old = thread_of(fake_discord, ticket)
+    fake_discord.delete_thread(old.id)
+    settle(gateway)
+    assert gateway.discord_reader.store.read(old.id)["gone"] == 1
+    reads = len(fake_discord.posts)
+    settle(gateway)
+    assert not [p for p in fake_discord.posts[reads:] if old.id in p.path]
+    # The ticket's next post opens a new thread, which is read.
+    time.sleep(1.1)
+    RedmineClient(fake_redmine.url, fake_redmine.key("support")).add_note(ticket, "Typed.")
+    settle(gateway)
+    new = thread_of(fake_discord, ticket)
+    fake_discord.post_as_user(new.id, "Found the new thread.", **SAM)
+    settle(gateway)
+    assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
+        "Typed.", "Found the new thread."]

@@ -102,10 +102,12 @@ def thread_of(fake: FakeDiscord, ticket: int):
 
 def test_every_yaml_example_in_the_docs_loads():
     blocks = re.findall(r"```yaml\n(.*?)```", DOCS.read_text("utf-8"), re.DOTALL)
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     loaded = [load_discord_settings(yaml.safe_load(b)["discord"],
                                     sites=["site-a", "site-b"]) for b in blocks]
-    assert [s.mode for s in loaded] == ["webhook", "webhook", "bot"]
+    assert [s.mode for s in loaded] == ["webhook", "webhook", "bot", "webhook"]
+    assert loaded[1].read is False and loaded[1].unmapped == "comment"
+    assert loaded[3].read and loaded[3].users["80351110224678912"] == "support"
     assert loaded[1].channels["site-b"].forum is False and loaded[1].max_attempts == 0
     assert loaded[2].channels["site-a"].key == "channel:112233445566778899"
     assert "token" not in repr(loaded[0]) and "set-it" not in repr(loaded[2])
