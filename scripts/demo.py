@@ -2,7 +2,8 @@
 
 Starts `mailgate serve` against the local real Redmine, sends each mail over
 SMTP as a person would, and prints the ticket's timeline as Redmine has it,
-then the ticket's Discord thread.  Then a second story: a neighbour who is not
+then the ticket's Discord thread, and a reply typed in that thread by Sam
+Support, which arrives in Redmine as Sam's note.  Then a second story: a neighbour who is not
 a Redmine user writes to the site, support answers in Redmine, and the answer
 reaches the neighbour by mail (an SMTP relay on 127.0.0.1 stands in for their
 mailbox); their reply to it closes the ticket.  Discord itself cannot be reached from here,
@@ -59,6 +60,11 @@ STORY = [
 
 #: The neighbour: no Redmine account; their mail provider signs with DKIM.
 NEIGHBOUR = "Nina Neighbour <nina@neighbours.example>"
+#: Sam Support's Discord account, mapped to the Redmine login "support" (discord.users).
+SAM_ON_DISCORD = {"user_id": "80351110224678912", "username": "sam.support",
+                  "global_name": "Sam"}
+#: What Sam types in the ticket's Discord thread.
+SAM_REPLY = "Glad it works! If it drops again, the router's log is under Status > Log."
 
 
 def free_port() -> int:
@@ -124,7 +130,10 @@ def demo_config(discord: FakeDiscord, hooks: dict[str, str], relay: int) -> Path
     spool = spool.with_name(f"{spool.stem}-{os.getpid()}{spool.suffix}")
     data["spool"]["path"] = str(spool)
     data["discord"] = {"api_base": discord.api_base, "channels": {"site-a": hooks["site-a"]},
-                       "triage": hooks["triage"], "redmine_fields": True}
+                       "triage": hooks["triage"], "redmine_fields": True,
+                       # Both ways: the bot reads the threads back into Redmine.
+                       "bot_token": discord.bot_token, "read": True, "poll_interval": 1,
+                       "users": {SAM_ON_DISCORD["user_id"]: "support"}}
     data["notify"] = {**data.get("notify", {}), "relay": f"127.0.0.1:{relay}"}
     data["watch"] = {"poll_interval": 1}
     path = ROOT / "var" / "demo-with-discord.yaml"
@@ -149,7 +158,9 @@ def main() -> int:
         try:
             wait_for(lambda: _answers(port))
             ticket = tell_story(client, port)
-            print_thread(client, discord, discord.webhook_channel(hooks["site-a"]), ticket)
+            thread = print_thread(client, discord, discord.webhook_channel(hooks["site-a"]),
+                                  ticket)
+            reply_in_discord(client, discord, thread, ticket)
             tell_neighbours_story(client, port, mailbox)
         finally:
             server.send_signal(signal.SIGTERM)
@@ -161,7 +172,8 @@ def main() -> int:
     return 0
 
 
-def print_thread(client: RedmineClient, discord: FakeDiscord, forum: str, ticket: int) -> None:
+def print_thread(client: RedmineClient, discord: FakeDiscord, forum: str, ticket: int):
+    """The ticket's forum thread as the fake Discord has it; the thread."""
     def thread():
         found = [t for t in discord.threads(forum) if (t.name or "").startswith(f"#{ticket} ")]
         return found[0] if found and len(found[0].messages) >= len(STORY) else None
@@ -174,6 +186,24 @@ def print_thread(client: RedmineClient, discord: FakeDiscord, forum: str, ticket
         print("  |")
     fields = wait_for(lambda: client.get_issue(ticket).custom_fields.get("discord-thread-id"))
     print(f"Redmine #{ticket}: discord-thread-id = {fields}")
+    return posted
+
+
+def reply_in_discord(client: RedmineClient, discord: FakeDiscord, thread, ticket: int) -> None:
+    """Sam types a reply in the ticket's thread (in the fake Discord, as from Discord's
+    app); it arrives in Redmine as Sam's note, and nothing of it comes back."""
+    posts = len(thread.messages)
+    print(f"\nIn the Discord thread, Sam ({SAM_ON_DISCORD['username']}, mapped to the Redmine"
+          f" login support) replies:\n  | {SAM_REPLY}")
+    discord.post_as_user(thread.id, SAM_REPLY, **SAM_ON_DISCORD)
+    journal = wait_for(lambda: next((j for j in client.get_issue(ticket).journals
+                                     if SAM_REPLY in j.notes), None), 60)
+    issue = client.get_issue(ticket)
+    print(f"Redmine #{ticket}: a note by {journal.user_name}: {_first(journal.notes)}..."
+          f" (status {issue.status_name})")
+    time.sleep(3)           # three polls of the watcher: nothing echoes back
+    print(f"Discord thread: {len(thread.messages)} posts ({posts} before the reply;"
+          f" nothing posted back)")
 
 
 def _answers(port: int) -> bool:

@@ -1,6 +1,8 @@
-"""The README's demo tells its stories right (issue 17, point 5; issue 13's "Done when"):
-each timeline row is one journal with its own author, action and status, and the
-neighbour who is not a Redmine user receives support's answer by mail."""
+"""The README's demo tells its stories right (issue 17, point 5; issue 13's and issue 14's
+"Done when"): each timeline row is one journal with its own author, action and status;
+a reply typed in the ticket's Discord thread by Sam arrives in Redmine as Sam's note,
+and nothing echoes; the neighbour who is not a Redmine user receives support's answer
+by mail."""
 
 from __future__ import annotations
 
@@ -43,6 +45,11 @@ def test_the_demo_tells_both_stories(real_redmine):
         ["Olive Owner", "confirm", "Solved"],
         ["Olive Owner", "comment", "Solved"],
     ]
+    first = re.search(r"^Ticket #(\d+) in Redmine .*: Router drops", out, re.MULTILINE).group(1)
+    assert "  | Glad it works! If it drops again" in out
+    assert f"Redmine #{first}: a note by Sam Support: Glad it works!" in out
+    posts = re.search(r"Discord thread: (\d+) posts \((\d+) before the reply", out)
+    assert int(posts.group(1)) == int(posts.group(2)) + 1 == 9     # the reply, no echo
     ticket = re.search(r"site-a@example.org: ticket #(\d+)", out).group(1)
     assert f"Reply-To: ticket{ticket}@example.org" in out
     assert "To: nina@neighbours.example" in out
