@@ -108,10 +108,12 @@ def test_a_reply_in_the_thread_is_a_note_by_its_writer_and_nothing_echoes(
         assert wait_until(lambda: notes(real_redmine, ticket), 30, 0.2)
         fake_discord.post_as_user(thread.id, "Same problem here.", **DANA)
         assert wait_until(lambda: len(notes(real_redmine, ticket)) == 2, 30, 0.2)
-        # Several polls of the watcher and the reader later, Discord heard nothing back.
-        watched = gateway.watcher.store.counts()["done"]
-        assert wait_until(lambda: gateway.watcher.store.counts()["done"] >= watched + 2, 30,
-                          0.2)
+        # The watcher has seen both notes, and left them alone: Discord heard nothing back.
+        told = gateway.watcher.store.journal
+        assert wait_until(lambda: all((told(n.id) or {}).get("state") == "done"
+                                      for n in notes(real_redmine, ticket)), 30, 0.2)
+        assert [told(n.id)["outcome"]["discord"] for n in notes(real_redmine, ticket)] == [
+            False, False]
         time.sleep(1.0)
         assert [m.get("webhook_id") is not None for m in thread.messages] == [
             True, False, False]
