@@ -20,12 +20,12 @@ the hosts on one store:
   with Redmine down the poll fails, is retried with backoff, and loses nothing.
 * **a journal**: its facts gathered (who wrote it; is the reporter a Redmine
   user?), planned, and its events queued in the Discord fan-out and the
-  notices' outbox.  A journal that sets or clears the ticket's
-  ``discord-thread`` field switches its thread on or off (issue 14): the
-  switch is recorded where the fan-out and the Discord reader look
-  (``discord_switch``), and set on a ticket with no thread it opens one.  Both take an event once (``journal:<id>`` per channel,
+  notices' outbox.  Both take an event once (``journal:<id>`` per channel,
   ``answer:<id>`` per recipient), so a journal worked twice (a lease that ran
-  out on a dying host) is still told once.
+  out on a dying host) is still told once.  A journal that sets or clears the
+  ticket's ``discord-thread`` field switches its thread on or off (issue 14):
+  the switch is recorded where the fan-out and the Discord reader look
+  (``discord_switch``), and set on a ticket with no thread it opens one.
 
 Polls look back ``MARGIN`` seconds behind the watermark: Redmine gives
 ``updated_on`` to the second (and reads ``>=`` as "after the second before"),

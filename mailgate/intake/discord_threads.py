@@ -263,8 +263,11 @@ class ThreadReader:
         """The file as an attachment; one left out (or gone) says why, for the note."""
         if why_not is not None:
             return Attachment(file.filename, file.content_type, b"", problem=why_not)
+        limits = self.config.attachment_limits
         try:
-            data = self.discord.download(file.url, self.config.attachment_limits.max_size)
+            # One byte over the lower limit, ours or Redmine's, is enough to know.
+            data = self.discord.download(file.url,
+                                         min(limits.max_size, limits.redmine_max_size))
         except DiscordRejected as exc:
             log.warning("discord: %s could not be fetched: %s", file.filename, exc)
             return Attachment(file.filename, file.content_type, b"",

@@ -478,7 +478,8 @@ class FakeDiscord:
     def _as_read(self, message: dict) -> dict:
         """A message as the bot reads it.  Without the MESSAGE_CONTENT intent the fields
         with what people wrote are empty, except in the bot's own messages and those
-        that mention it (https://discord.com/developers/docs/events/gateway#message-content-intent)."""
+        that mention it
+        (https://discord.com/developers/docs/events/gateway#message-content-intent)."""
         shown = dict(message)
         mentioned = any(u["id"] == self.bot_user["id"] for u in message["mentions"])
         if not self.message_content_intent and message["author"]["id"] != \
