@@ -472,3 +472,30 @@ def test_a_deleted_thread_is_no_longer_read_and_its_replacement_is(fake_redmine,
     settle(gateway)
     assert [without_marker(n.notes) for n in notes(fake_redmine, ticket)] == [
         "Typed.", "Found the new thread."]
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_reader_shows_in_metrics_and_healthz_says_when_it_stopped(fake_redmine, fake_discord,
+                                                                      tmp_path):
+    import requests
+
+    from tests.load import wait_until
+    from tests.servers import RunningGateway
+
+    config = config_for(tmp_path, fake_redmine, fake_discord)
+    with RunningGateway(config, lmtp=False, metrics=True) as server:
+        base = f"http://127.0.0.1:{server.metrics_port}"
+        reader = server.gateway.discord_reader
+        assert wait_until(lambda: reader.runner.alive, 10, 0.1)
+        metrics = requests.get(f"{base}/metrics", timeout=5).text
+        assert 'mailgate_runner_up{queue="discord-read"} 1.0' in metrics
+        assert 'mailgate_queue_items{kind="threads",queue="discord-read"}' in metrics
+        assert requests.get(f"{base}/healthz", timeout=5).text == "ok\n"
+
+        def gone(*args):
+            raise SystemExit("the reader's thread ends")     # past the runner's guard
+
+        reader.store.claim = gone
+        assert wait_until(lambda: not reader.runner.alive, 10, 0.1)
+        answer = requests.get(f"{base}/healthz", timeout=5)
+        assert (answer.status_code, answer.text) == (503, "discord-read runner is not running\n")
