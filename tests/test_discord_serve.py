@@ -104,16 +104,18 @@ def test_a_reply_in_the_thread_is_a_note_by_its_writer_and_nothing_echoes(
         [opened] = thread.messages                  # the mail, as a forum post
         assert opened["content"].startswith(f"**New ticket #{ticket}** in site-b: {subject}")
 
-        fake_discord.post_as_user(thread.id, "Turn it off and on again.", **SAM)
-        assert wait_until(lambda: notes(real_redmine, ticket), 30, 0.2)
-        fake_discord.post_as_user(thread.id, "Same problem here.", **DANA)
-        assert wait_until(lambda: len(notes(real_redmine, ticket)) == 2, 30, 0.2)
-        # The watcher has seen both notes, and left them alone: Discord heard nothing back.
+        # Each reply a second after the ticket's last change: the watcher reads an issue
+        # again only when its updated_on, to the second, has moved on (docs/reporters.md).
         told = gateway.watcher.store.journal
-        assert wait_until(lambda: all((told(n.id) or {}).get("state") == "done"
-                                      for n in notes(real_redmine, ticket)), 30, 0.2)
-        assert [told(n.id)["outcome"]["discord"] for n in notes(real_redmine, ticket)] == [
-            False, False]
+        for text, person in (("Turn it off and on again.", SAM), ("Same problem here.", DANA)):
+            time.sleep(1.1)
+            fake_discord.post_as_user(thread.id, text, **person)
+            assert wait_until(lambda: any(text in n.notes for n in notes(real_redmine, ticket)),
+                              30, 0.2)
+            # The watcher sees the note, and leaves it alone: Discord hears nothing back.
+            [note] = [n for n in notes(real_redmine, ticket) if text in n.notes]
+            assert wait_until(lambda: (told(note.id) or {}).get("state") == "done", 30, 0.2)
+            assert told(note.id)["outcome"]["discord"] is False
         time.sleep(1.0)
         assert [m.get("webhook_id") is not None for m in thread.messages] == [
             True, False, False]
