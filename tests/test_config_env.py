@@ -14,7 +14,8 @@ from mailgate.trust import TRUST_KEYS
 
 #: Settings that are lists or mappings: no single value for a variable to hold.
 NOT_ONE_VALUE = {("trust", "trusted_authserv_ids"), ("trust", "trusted_relays"),
-                 ("discord", "channels"), ("discord", "retry"), ("imap", "mailboxes")}
+                 ("discord", "channels"), ("discord", "retry"), ("discord", "users"),
+                 ("imap", "mailboxes")}
 
 
 def one_valued() -> set[tuple[str, str]]:
