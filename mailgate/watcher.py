@@ -56,6 +56,11 @@ log = logging.getLogger("mailgate.watcher")
 
 #: How far behind the watermark each poll looks (seconds).
 MARGIN = 60
+#: How long after an issue's ``updated_on`` (whole seconds) a poll may count it as
+#: handled: another save within that same second would carry the same ``updated_on``,
+#: and a poll that trusted it at once would never read that save's journal.  Until
+#: then the issue is read again each poll (its journals are queued once regardless).
+SETTLE = 2
 #: How long a journal may fail (Redmine down) before it is dead-lettered.
 JOURNAL_MAX_AGE = 2 * 24 * 3600.0
 
@@ -200,13 +205,15 @@ class Watcher:
         # Journals older than this were found by earlier polls (or are history).
         floor = max(_shift(bound, -1), state.started or "")
         handled, watermark, found = dict(state.handled), state.watermark, 0
+        settled = _iso(self.clock() - SETTLE)
         since, offset = bound, 0
         while True:
             changes, total = self.client.changed_since(since, offset)
             for change in changes:
                 if handled.get(change.id) != change.updated_on:
                     found += self._journals_of(change.id, floor)
-                    handled[change.id] = change.updated_on
+                    if change.updated_on <= settled:
+                        handled[change.id] = change.updated_on
                 watermark = max(watermark, change.updated_on)
             if not changes or offset + len(changes) >= total:
                 break

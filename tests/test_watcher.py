@@ -27,6 +27,7 @@ import requests
 from mailgate.clients.redmine import RedmineClient
 from mailgate.config import load_config
 from mailgate.gateway import build_gateway
+from mailgate.watcher import SETTLE
 from support.configs import write_config
 from support.processes import closed_url
 from tests.helpers import fixture
@@ -341,12 +342,33 @@ def test_a_poll_costs_one_request_when_nothing_changed(fake_redmine, relay, desk
     gateway.drain()
     assert len(mails_to(relay, reporter)) == 1
 
+    # An issue is counted as handled once its last second has passed (SETTLE).
+    time.sleep(SETTLE + 1)
+    gateway.drain()
     before = len(fake_redmine.requests)
     gateway.drain()
     [poll] = fake_redmine.requests[before:]
     assert (poll.method, poll.path) == ("GET", "/issues.json")
     assert poll.query["updated_on"].startswith(">=") and poll.query["sort"] == "updated_on"
     assert poll.query["status_id"] == "*"
+
+
+def test_a_second_change_in_the_same_second_is_not_missed(fake_redmine, relay, desk,  # noqa: F811
+                                                         tmp_path):
+    """Redmine's updated_on is to the second: a poll that read an issue, then a save
+    in that same second, left updated_on as it was, and the second note was never
+    mailed (found by the Discord work; test_a_private_note_is_never_mailed flaked)."""
+    reporter = reporter_address()
+    gateway = desk(desk_config(tmp_path, fake_redmine, relay))
+    gateway.drain()
+    ticket = stranger_ticket(fake_redmine, reporter)
+    support_note(fake_redmine, ticket, "Please restart the router.")
+    gateway.drain()
+    stamp = fake_redmine.issues[ticket].updated_on
+    support_note(fake_redmine, ticket, "And check the cable.")
+    fake_redmine.set_updated_on(ticket, stamp)      # saved within the same second
+    gateway.drain()
+    assert len(mails_to(relay, reporter)) == 2
 
 
 def test_a_poll_reads_every_page_of_what_changed(fake_redmine, relay, desk,  # noqa: F811
