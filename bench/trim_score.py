@@ -1,6 +1,6 @@
 """Score reply trimming on the corpus in fixtures/replies/, side by side.
 
-    python bench/trim_score.py [--verbose]
+    python bench/trim_score.py [--verbose] [--from N]
 
 For each trimmer it prints the share of cases whose output is exactly what
 the person wrote, and how many cases lose real text (some line of the
@@ -9,7 +9,8 @@ expected text is missing from the output, in order).  The naive cut
 same run; talon, email-reply-parser and mail-parser-reply too when they are
 importable (they are not project dependencies: install them in a separate
 environment to compare).  The last line is the ratio of our exact-match
-score to the naive cut's.
+score to the naive cut's.  ``--from N`` scores only cases N and above: a
+batch that was held out while the rules were written (docs/trimming.md).
 
 The corpus and its scoring (and the naive cut) are support/trim_corpus.py's,
 which tests/test_trimming.py uses too, so the test and this report can never
@@ -60,9 +61,15 @@ def libraries() -> dict[str, Callable[[str], str]]:
     return found
 
 
+def held_out_from(argv: list[str]) -> int:
+    """The first case number to score (``--from N``), 0 for all."""
+    return int(argv[argv.index("--from") + 1]) if "--from" in argv else 0
+
+
 def main(argv: list[str]) -> int:
     verbose = "--verbose" in argv
-    cases = load_corpus()
+    first = held_out_from(argv)
+    cases = [case for case in load_corpus() if int(case.name[:3]) >= first]
     trimmers = {"mailgate trim_reply": ours, "naive cut": naive, **libraries()}
     scores = {name: score(trim, cases) for name, trim in trimmers.items()}
     print(f"corpus: {len(cases)} cases in {CORPUS.relative_to(ROOT)}")
