@@ -291,6 +291,141 @@ def test_mailing_list_footer_is_cut():
     assert trim_reply(text).reason == "mailing-list footer"
 
 
+# --- issue 17: what more clients write ------------------------------------------------------
+
+# Each line is what a phone, tablet or app appends, as other trimmers' fixtures and
+# issue threads show it (fixtures/replies/SOURCES.md names them); cut like any other.
+MORE_MOBILE_LINES = [
+    "Sent from my iPhone!", "Sent from my HTC smartphone!",
+    "Sent wirelessly from my BlackBerry device on the Bell network.",
+    "Envoyé sans fil par mon terminal mobile BlackBerry sur le réseau de Bell.",
+    "Enviado desde mi oficina móvil BlackBerry® de Telcel",
+    "Sent from my cell, please excuse any typos.", "Sent from my iPhone, please excuse any typos",
+    "Sent from my HTC M8 Android phone.  Please excuse typoze",
+    "Sent from my phone - apologies for brevity",
+    "Sent from a mobile device", "(Sent from mobile device)", "(sent from a phone)",
+    "Sent via mobile",
+    "Sent with ProtonMail Secure Email.",
+    "Diese Nachricht wurde von meinem Android-Mobiltelefon mit K-9 Mail gesendet.",
+    "Gesendet mit der Telekom Mail App", "Von meinem Samsung Galaxy Smartphone gesendet.",
+    "Envoyé de Yahoo Mail pour Android", "Enviado do meu iPhone",
+    "Enviado do Yahoo Mail para iPhone",
+    "Inviato dal mio dispositivo Galaxy", "Verzonden vanuit Outlook", "Verstuurd met BlueMail",
+    "Skickat från Outlook för Android", "Hämta Outlook för iOS", "Sendt fra Outlook til iOS",
+    "Hent Outlook til Android", "Lähetetty iPhonesta", "Wysłane z iPhone'a", "Odesláno z iPhonu",
+    "Отправлено из мобильной Почты Mail.ru", "Надіслано з iPhone", "Στάλθηκε από το iPhone μου",
+    "從我的 iPhone 傳送", "从我的 iPhone 发送", "iPadから送信", "iPhone에서 보냄",
+    "iPhone'umdan gönderildi", "Outlook für iOS beziehen",
+    "Get Outlook for iOShttps://aka.ms/o0ukef",
+]
+
+
+@pytest.mark.parametrize("line", MORE_MOBILE_LINES)
+def test_mobile_and_app_lines_in_more_languages_are_cut(line):
+    assert trim_reply(f"Yes, tomorrow.\n\n{line}") == Trimmed("Yes, tomorrow.", line,
+                                                            "mobile signature")
+
+
+@pytest.mark.parametrize("text", [
+    "Login works from the desktop.\n\nFails from mobile",
+    "The crash report:\n\nOutlook for Android crashes on start",
+    "Sent from my iPhone at ten, then again from the laptop.",
+    "Wysłane z opóźnieniem.", "Lähetetty eilen.", "Sent via FedEx.", "Gesendet mit DHL",
+    "Which app?\nOutlook for Android", "我同意。\n从我的角度来看",
+    "Sent from my iPhone, please excuse the delay in answering your question about the invoice",
+])
+def test_lines_that_only_resemble_app_lines_are_kept(text):
+    assert trimmed(f"Hello,\n\n{text}") == f"Hello,\n\n{text}"
+
+
+@pytest.mark.parametrize("rule", ["-" * 54, "*" * 66, "=" * 40, "_" * 32])
+def test_a_decorative_rule_above_a_header_block_goes_with_it(rule):
+    result = trim_reply(f"It works now.\n\n{rule}\n{HEADER_BLOCKS['english']}\n\nOld text")
+    assert result.text == "It works now."
+    assert result.removed.startswith(rule)
+
+
+@pytest.mark.parametrize("separator", [
+    "*-----Original Message-----*", "**-----Original Message-----**",
+    "--------- **Original Message** ---------", "Forwarded message:",
+    "------------------ 原始邮件 ------------------", "Начало переадресованного сообщения:",
+])
+def test_decorated_and_more_separators_are_cut(separator):
+    assert trimmed(f"See below.\n\n{separator}\nFrom: x@example.com\n\nOld text") == "See below."
+
+
+def test_gmail_bold_signature_delimiter_is_cut():
+    # github/email_reply_parser#46: a bold "-- " arrives as "*-- *".
+    assert trimmed("Done.\n\n*-- *\nJan Novak\n+420 123") == "Done."
+
+
+def test_a_patch_under_a_from_and_subject_is_what_the_person_sent():
+    # A rule, From: and Subject: above a patch (fixtures/replies/190, 189): not history.
+    text = ("Here is v3.\n\n" + "*" * 40 + "\nFrom: Jan Novak <jan@example.com>\n"
+            "Date: Fri, 1 Nov 2019 10:54:14 +0200\nSubject: [PATCH v3] fix the reader\n\n"
+            "Signed-off-by: Jan Novak <jan@example.com>\n---\n--- a/x.c\n+++ b/x.c\n"
+            "@@ -1,2 +1,3 @@\n int x;\n+int y;")
+    assert trim_reply(text) == Trimmed(text, "", None)
+
+
+@pytest.mark.parametrize("attribution", [
+    "Am 13.05.2026 um 09:05 schrieb Vorname Nachname:",      # the verb before the name
+    "Op 13 mei 2026 om 09:05 schreef Jan Jansen:",
+    "29 грудня 2017 р. о 19:09 <support@example.com> написав:",
+    "On Monday, Bob wrote:", "Le lundi, Marie a écrit :",    # no address, no date: a quote below
+])
+def test_attributions_without_an_address_are_cut_above_a_quote(attribution):
+    assert trimmed(f"Thanks, done.\n\n{attribution}\n> Is it done?") == "Thanks, done."
+
+
+@pytest.mark.parametrize("text", [
+    "On Monday, Bob wrote:\nthe list is below, please check it.",
+    "Hi,\n\nOn Monday the team wrote:\n\n- fix the printer\n- order paper",
+])
+def test_an_attribution_with_nothing_to_prove_it_keeps_unquoted_text(text):
+    assert trimmed(text) == text
+
+
+@pytest.mark.parametrize("intro", [
+    "Le client a écrit :",       # "Le" is "the" too, and no day is named
+    "On the forum Bob wrote:",
+])
+def test_a_sentence_introducing_a_quote_stays_though_the_quote_goes(intro):
+    assert trimmed(f"Thanks.\n\n{intro}\n> Nothing works.") == f"Thanks.\n\n{intro}"
+
+
+def test_yahoo_attribution_run_on_into_the_old_text_is_cut():
+    # Yahoo Mail for Android puts the old mail's first line after "wrote:" (cases 185-187).
+    text = ("Yes .. all are zeros\n\nSent from Yahoo Mail on Android\n\n"
+            "  On Mon, 30 Dec 2019 at 15:45, Rob Kossler<rkossler@nd.edu> wrote:   Perhaps the "
+            "digital values are all zero?\nOn Wed, Dec 18, 2019 at 7:02 AM Bob <b@example.com> "
+            "wrote:\n\nOne more thing")
+    result = trim_reply(text)
+    assert result.text == "Yes .. all are zeros"
+    assert result.reason == "attribution line, mobile signature"
+
+
+def test_a_line_with_wrote_and_spaces_in_prose_is_kept():
+    text = "Thanks.\n\nOn the forum Bob wrote:   see the thread for the rest"
+    assert trimmed(text) == text
+
+
+@pytest.mark.parametrize("invisible", ["\u200b", "\ufeff", "\u200e", "\u2060", "\u00ad"])
+def test_invisible_characters_after_the_text_do_not_hide_markers(invisible):
+    assert trimmed(f"Thanks.\n\nSent from my iPhone{invisible}") == "Thanks."
+    assert trimmed(f"Thanks.\n{invisible}\n-- {invisible}\nJan") == "Thanks."
+    text = f"Yes.\n{invisible}\nOn Mon, 2 Jun 2025, Bob <b@example.com> wrote:{invisible}\n> q"
+    assert trim_reply(text).text == "Yes."
+    # A line of invisible characters between the quote's lines is still inside the quote.
+    assert trimmed(f"Yes.\n\n> q\n{invisible}\n> r") == "Yes."
+
+
+def test_invisible_characters_alone_are_no_text_of_ones_own():
+    text = "\u200b\n\nOn Mon, 2 Jun 2025, Bob <b@example.com> wrote:\n> q"
+    assert trim_reply(text) == Trimmed(text, "", None)
+    assert trimmed("\ufeffFixed.\n\n-- \nJan") == "\ufeffFixed."
+
+
 # --- input shapes -------------------------------------------------------------------------
 
 def test_windows_line_ends_are_understood():
@@ -319,7 +454,8 @@ PIECES = [
     "Sent: Thursday, March 3, 2016", "To: Support", "Subject: RE: hi",
     "-----Original Message-----", "---------- Forwarded message ---------",
     "________________________________", "__", "riak mailing list", "Regards, Roman",
-    "yes, friday works", "Get Outlook for iOS",
+    "yes, friday works", "Get Outlook for iOS", "\u200b", "Sent from my iPhone\u200b",
+    "*" * 20, "  On Mon, 2 Jun 2025, Bob <b@example.com> wrote:   old text", "@@ -1 +1 @@",
 ]
 mail_like = st.lists(st.one_of(st.sampled_from(PIECES), plain_line), max_size=25).map("\n".join)
 any_text = st.one_of(mail_like, st.text(max_size=300))

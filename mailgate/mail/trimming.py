@@ -18,6 +18,10 @@ keep real text safe:
 * signatures are recognised only by the ``-- `` delimiter, known mobile/app
   lines and mailing-list footers, never by guessing at names or sign-offs.
 
+Every rule reads the lines with invisible format characters (zero-width
+spaces, byte-order marks, direction marks) taken out, since some clients add
+them after the text; what is returned is always cut from the lines as they came.
+
 Pure and stdlib-only; see docs/trimming.md for the rules and their scores.
 """
 
@@ -47,13 +51,15 @@ def trim_reply(text: str) -> Trimmed:
     'mobile signature'
     """
     lines = re.split(r"\r?\n", text)
-    cut, reasons = _history_cut(lines)
-    if not _has_text(lines[:cut]):
+    # Taking characters out never takes out a line end: seen[i] is lines[i], visible.
+    seen = re.split(r"\r?\n", _INVISIBLE.sub("", text))
+    cut, reasons = _history_cut(seen)
+    if not _has_text(seen[:cut]):
         # Nothing written above the history (a forward, a bare quote):
         # keep the whole mail rather than post an empty note.
         cut, reasons = len(lines), []
-    kept_end, sig_reasons = _signature_cut(lines, cut)
-    if _has_text(lines[:kept_end]):
+    kept_end, sig_reasons = _signature_cut(seen, cut)
+    if _has_text(seen[:kept_end]):
         cut, reasons = kept_end, reasons + sig_reasons
     if not reasons:
         return Trimmed(text=text, removed="", reason=None)
@@ -64,6 +70,14 @@ def trim_reply(text: str) -> Trimmed:
 
 def _has_text(lines: list[str]) -> bool:
     return any(line.strip() for line in lines)
+
+
+# Zero-width spaces and joiners, byte-order marks, direction marks, soft hyphens:
+# the Unicode format characters mail clients use.  Some put them after the text
+# or on otherwise empty lines, where they would hide a marker or make a blank
+# line count as text.
+_INVISIBLE = re.compile("[\u00ad\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064"
+                        "\u2066-\u206f\ufeff]")
 
 
 # --- where the history starts ------------------------------------------------
@@ -93,10 +107,18 @@ def _history_at(lines: list[str], i: int) -> tuple[int, int | None, str] | None:
     if _is_quoted(line):
         return i, i, "quoted history"
     if SEPARATOR.match(line):
-        return i, None, "original-message separator"
-    if _header_block_at(lines, i):
+        # Apple Mail quotes the forwarded mail with ">": then, as below an
+        # attribution, text under the quote makes it an interleaved reply.
+        below = _next_text_line(lines, i + 1)
+        quoted = below is not None and _is_quoted(lines[below])
+        return i, below if quoted else None, "original-message separator"
+    if _header_block_at(lines, i) and not _patch_below(lines, i):
         start = i - 1 if i and RULE.match(lines[i - 1]) else i
         return start, None, "header block of the original message"
+    if _run_on_attribution(line):
+        # Yahoo Mail puts the old mail's first line after "wrote:" on the same
+        # line and pastes the rest below unquoted: all of it is history.
+        return i, None, "attribution line"
     start = i if DASHED_ATTRIBUTION.match(line) else _attribution_ending_at(lines, i)
     if start is not None:
         # Below an attribution the history is either ">"-quoted (and then
@@ -117,22 +139,31 @@ def _is_quoted(line: str) -> bool:
 
 QUOTED = re.compile(r"^[ \t]{0,3}>")
 
-# A horizontal rule Outlook draws above its header block.
-RULE = re.compile(r"^\s*_{10,}\s*$")
+# A horizontal rule drawn above a header block: Outlook's underscores, or the
+# dashes, asterisks or equals signs other clients and people use.
+RULE = re.compile(r"^\s*([_\-*=~—])(?:\s?\1){9,}\s*$")
 
+# Gmail and Markdown conversions put the phrase, or the whole line, in bold:
+# "*-----Original Message-----*", "--------- **Original Message** ---------".
 SEPARATOR = re.compile(
-    r"^\s*-{2,}\s*(?:original message|reply message|message d'origine|message original|"
-    r"ursprüngliche nachricht|originalnachricht|antwort nachricht|oprindelig meddelelse|"
-    r"mensaje original|messaggio originale|oorspronkelijk bericht|originalmeddelande|"
-    r"oprindelig besked|opprinnelig melding|alkuperäinen viesti|mensagem original|"
+    r"^\s*[*_]{0,2}-{2,}\s*[*_]{0,2}(?:original message|reply message|message d'origine|"
+    r"message original|ursprüngliche nachricht|originalnachricht|antwort nachricht|"
+    r"oprindelig meddelelse|mensaje original|messaggio originale|oorspronkelijk bericht|"
+    r"originalmeddelande|oprindelig besked|opprinnelig melding|alkuperäinen viesti|mensagem original|"
     r"wiadomość oryginalna|"
     r"исходное сообщение|původní zpráva|eredeti üzenet|"
     r"forwarded message|weitergeleitete nachricht|message transféré|mensaje reenviado|"
     r"messaggio inoltrato|doorgestuurd bericht|videresendt meddelelse|vidarebefordrat meddelande|"
-    r"mensagem encaminhada|wiadomość przekazana|пересылаемое сообщение)\s*-*\s*$"
-    r"|^\s*(?:begin forwarded message|anfang der weitergeleiteten nachricht|"
+    r"mensagem encaminhada|wiadomość przekazana|пересылаемое сообщение|"
+    r"原始邮件|原始郵件|元のメッセージ|원본 메시지|videresendt melding|přeposlaná zpráva|"
+    r"továbbított üzenet|edelleenlähetetty viesti)[*_]{0,2}\s*-*[*_]{0,2}\s*$"
+    # Apple Mail's (and Sparrow's) forward line, in the languages it speaks.
+    r"|^\s*(?:begin forwarded message|forwarded message|anfang der weitergeleiteten nachricht|"
     r"début du message (?:transféré|réexpédié)|inizio messaggio inoltrato|"
-    r"comienzo del mensaje reenviado|início da mensagem reencaminhada)\s*:\s*$",
+    r"comienzo del mensaje reenviado|inicio del mensaje reenviado|"
+    r"início da mensagem reencaminhada|begin doorgestuurd bericht|vidarebefordrat mejl|"
+    r"początek przekazywanej wiadomości|начало переадресованного сообщения|"
+    r"転送されたメッセージ)\s*[:：]\s*$",
     re.IGNORECASE)
 
 
@@ -148,7 +179,8 @@ DATE_OR_TIME = re.compile(r"\d{1,2}[:.]\d{2}|\b(?:19|20)\d\d\b|\d{4}年|\d+月\d
 WROTE = re.compile(
     r"(?:(?<![^\W\d_])(?:wrote|writes|sent|schrieb|geschrieben|geschreven|het volgende|a écrit|"
     r"a ecrit|escribió|escribio|escreveu|ha scritto|scrisse|schreef|pisze|napisał|napisała|napsal|"
-    r"napsala|napisao|napisala|a scris|пише|написал|написала|писал|kirjoitti|skrev|skriver|írta|"
+    r"napsala|napisao|napisala|a scris|пише|пишет|написал|написала|написав|писал|kirjoitti|skrev|"
+    r"skriver|írta|"
     r"yazdı|đã viết|kirjutas|rašė|rakstīja|έγραψε|כתב|كتب)"
     r"|写道|寫道|のメッセージ|のメール)(?:\s*\([^()]*\))?\s*[:：]\s*$"
     # Some clients drop the colon: "On Wed, 14 Nov 2018 ... <john@doe.com> wrote".
@@ -156,8 +188,41 @@ WROTE = re.compile(
     # Gmail in German and friends put the verb before the date:
     # "Aa Bb <abc@abc.org> schrieb am So., 23. Juni 2024, 21:08:".
     r"|(?<![^\W\d_])(?:schrieb am|wrote on|a écrit le|escribió el|ha scritto il|schreef op|"
-    r"skrev den|napisał w dniu)\b.*[:：]\s*$",
+    r"skrev den|napisał w dniu)\b.*[:：]\s*$"
+    # Verb-second languages put the name after the verb, with no address when the
+    # client has none: "Am 13.05.2026 um 09:05 schrieb Vorname Nachname:".
+    r"|(?<![^\W\d_])(?:schrieb|schreef|skrev)\s+[^\s:<>@][^:<>@]{0,60}[:：]\s*$",
     re.IGNORECASE)
+
+# The word a client opens its attribution with: "On", "Am", "Le", "El", "Il"...
+ON_WORD = re.compile(r"^\s*(?:On|Am|Le|El|Il|Op|Em|Den|Dne|W dniu|Dnia|Dňa)\s", re.IGNORECASE)
+
+# A day named without digits: "On Monday, Bob wrote:", "Le lundi, Marie a écrit :", or
+# "5 May" / "May 5".  "Le", "El" and "Il" are also "the", so "Le client a écrit :"
+# needs one to read as an attribution.
+_WEEKDAYS = (
+    "monday|tuesday|wednesday|thursday|friday|saturday|sunday|montag|dienstag|mittwoch|"
+    "donnerstag|freitag|samstag|sonntag|lundi|mardi|mercredi|jeudi|vendredi|samedi|dimanche|"
+    "lunes|martes|miércoles|jueves|viernes|sábado|domingo|lunedì|martedì|mercoledì|giovedì|"
+    "venerdì|sabato|domenica|maandag|dinsdag|woensdag|donderdag|vrijdag|zaterdag|zondag|"
+    "måndag|tisdag|onsdag|torsdag|fredag|lördag|söndag|mandag|tirsdag|lørdag|søndag|"
+    "segunda-feira|terça-feira|quarta-feira|quinta-feira|sexta-feira")
+_MONTHS = (
+    "january|february|march|april|may|june|july|august|september|october|november|december|"
+    "jan|feb|mar|apr|jun|jul|aug|sep|sept|oct|nov|dec|januar|februar|märz|juni|juli|oktober|"
+    "dezember|janvier|février|mars|avril|mai|juin|juillet|août|septembre|octobre|novembre|"
+    "décembre|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|"
+    "diciembre")
+DATE_WORDS = re.compile(
+    r"(?<![^\W\d_])(?:" + _WEEKDAYS + r")(?![^\W\d_])"
+    r"|\b\d{1,2}\.?\s+(?:" + _MONTHS + r")(?![^\W\d_])"
+    r"|(?<![^\W\d_])(?:" + _MONTHS + r")\.?\s+\d{1,2}\b", re.IGNORECASE)
+
+# Yahoo Mail: "  On Sat, Sep 5, 2020 at 10:43 PM, Bob<bob@x.org> wrote:   Hello," -- the
+# attribution and, after two or more spaces, the old mail's first line.
+RUN_ON = re.compile(
+    r"^(?P<head>\s*(?:On|Am|Le|El|Il|Op|Em|Den)\s.{5,200}?(?<![^\W\d_])(?:wrote|schrieb|"
+    r"geschrieben|a écrit|escribió|ha scritto|schreef|skrev|escreveu)\s?[:：])\s{2,}\S")
 
 # "---- John Smith wrote ----", "------On 12/29/1987 ..., Julius wrote-----".
 DASHED_ATTRIBUTION = re.compile(r"^\s*-{2,}.*\b(?:wrote|schrieb|a écrit|escribió)\b\s*-{2,}\s*$",
@@ -202,12 +267,24 @@ def _reads_as_attribution(joined: str, lines: list[str], end: int) -> bool:
         return False
     has_email, has_date = EMAIL.search(joined), DATE_OR_TIME.search(joined)
     if WROTE.search(joined):
-        # A verb alone is too weak ("The author writes:"): it needs who or when.
-        return bool(has_email or has_date)
+        # A verb alone is too weak ("The author writes:"): it needs who or when,
+        # or, for "On Monday, Bob wrote:", the shape of one above a ">" quote --
+        # then only quotes can be cut below it (the interleaving check).
+        return bool(has_email or has_date or (
+            ON_WORD.match(joined) and DATE_WORDS.search(joined) and _quote_below(lines, end)))
     if ADDRESS_COLON.search(joined):
         return bool(has_date)
+    return bool(DATE_ADDRESS.match(joined) and _quote_below(lines, end))
+
+
+def _quote_below(lines: list[str], end: int) -> bool:
     below = _next_text_line(lines, end + 1)
-    return bool(DATE_ADDRESS.match(joined) and below is not None and _is_quoted(lines[below]))
+    return below is not None and _is_quoted(lines[below])
+
+
+def _run_on_attribution(line: str) -> bool:
+    found = RUN_ON.match(line)
+    return bool(found and (EMAIL.search(found["head"]) or DATE_OR_TIME.search(found["head"])))
 
 
 # --- Outlook header blocks ("From: / Sent: / To: / Subject:") ------------------
@@ -215,11 +292,12 @@ def _reads_as_attribution(joined: str, lines: list[str], end: int) -> bool:
 HEADER_NAMES = {
     "from": "from|von|de|da|van|fra|från|od|lähettäjä|feladó|kimden|от|发件人|寄件者|差出人",
     "date": "sent|date|gesendet|datum|envoyé|enviado|enviado el|enviada em|fecha|inviato|data|"
-            "verzonden|sendt|dato|skickat|wysłano|lähetetty|küldve|odesláno|gönderildi|"
+            "envoyé le|verzonden|sendt|dato|skickat|wysłano|lähetetty|küldve|odesláno|gönderildi|"
             "отправлено|дата|日期|发送时间|寄件日期|送信日時|日時",
-    "to": "to|an|à|a|para|aan|til|till|do|vastaanottaja|címzett|komu|kime|кому|收件人|收件者|宛先",
+    "to": "to|an|à|a|pour|para|aan|til|till|do|vastaanottaja|címzett|komu|kime|кому|收件人|收件者|"
+          "宛先",
     "cc": "cc|kopie|copie|cópia|kopio|másolat|копия|抄送|副本",
-    "subject": "subject|betreff|objet|asunto|assunto|oggetto|ogg|onderwerp|emne|ämne|temat|"
+    "subject": "subject|betreff|objet|sujet|asunto|assunto|oggetto|ogg|onderwerp|emne|ämne|temat|"
                "aihe|tárgy|předmět|konu|тема|主题|主旨|件名",
 }
 HEADER_LINE = re.compile(
@@ -245,6 +323,16 @@ def _header_block_at(lines: list[str], i: int) -> bool:
     if len(kinds) >= 3:
         return "from" in kinds or has_address
     return len(kinds) == 2 and has_address
+
+
+# A patch's own header ("From:/Date:/Subject: [PATCH]"), as git format-patch and
+# akpm's scripts write it, is what the person sends, not an old mail: a unified
+# diff below the fields proves it.
+PATCH_LINE = re.compile(r"^(?:diff --git |@@ -\d+(?:,\d+)? \+\d+(?:,\d+)? @@)")
+
+
+def _patch_below(lines: list[str], i: int) -> bool:
+    return any(PATCH_LINE.match(line) for line in lines[i:])
 
 
 def _header_lines(lines: list[str], i: int) -> list[str]:
@@ -296,29 +384,59 @@ def _continues_quote(lines: list[str], j: int) -> bool:
 
 # --- signatures ------------------------------------------------------------------
 
-SIG_DELIMITER = re.compile(r"^-- ?$")
+# "-- ", or "*-- *" when Gmail's editor made the delimiter bold (email_reply_parser#46).
+SIG_DELIMITER = re.compile(r"^[*_]?-- ?[*_]?$")
 # A longer block after "--" is more likely text that happens to follow one.
 SIGNATURE_MAX_LINES = 20
 
 # Lines a phone or app appends; short, and never a sentence (so "Sent from my
-# desk, is much easier then my mobile phone." is kept).  Without a possessive
-# ("my", "meinem") the next word must be a product name (capitalised, or
-# iPhone-style), so "Sent from the office" stays.
+# desk, is much easier then my mobile phone." is kept).  After a possessive
+# ("my", "meinem") a device is named, in up to eight words ("Sent wirelessly
+# from my BlackBerry device on the Bell network.").  Without one the next word
+# must be a product name (capitalised, or iPhone-style), so "Sent from the
+# office" and "Wysłane z opóźnieniem" stay.
 _POSSESSIVE_LEAD = (
-    r"sent from my |von meinem |gesendet von meinem |envoyé de mon |envoyé depuis mon |"
+    r"sent from my |sent wirelessly from my |sent using my |von meinem |gesendet von meinem |"
+    r"gesendet mit der |"
+    r"diese nachricht wurde von meinem |envoyé de mon |envoyé depuis mon |envoyé sans fil par mon |"
     r"enviado desde mi |enviado do meu |enviado de meu |inviato dal mio |inviato da mio |"
     r"verzonden vanaf mijn |verstuurd vanaf mijn |skickat från min |sendt fra min |"
-    r"get outlook for |download outlook for |télécharger outlook pour |"
-    r"obtener outlook para |scarica outlook per |baixe o outlook para |发自我的|从我的|來自我的")
+    r"wysłane z mojego |odesláno z mého |отправлено с моего |отправлено из мобильной |"
+    r"στάλθηκε από το |"
+    r"get outlook for |download outlook for |télécharger outlook pour |obtener outlook para |"
+    r"scarica outlook per |baixe o outlook para |hämta outlook för |hent outlook til ")
 _PRODUCT_LEAD = (
-    r"sent from |sent with |gesendet von |envoyé depuis |enviado desde |inviato da |"
-    r"verzonden met |wysłano z |отправлено с ")
-_WORD = r"[^\s,.;:!?<(]+"
+    r"sent from |sent with |sent using |gesendet von |envoyé depuis |"
+    r"envoyé de |envoyé à partir de |enviado desde |enviado do |inviato da |verzonden met |"
+    r"verzonden vanuit |verstuurd met |verstuurd vanuit |skickat från |sendt fra |lähetetty |"
+    r"wysłano z |wysłane z |odesláno z |отправлено с |надіслано з ")
+# A word, dots inside it allowed ("Mail.ru"), so a sentence's full stop ends it.
+_WORD = r"[^\s,.;:!?<(]+(?:\.[^\s,.;:!?<(]+)*"
+# "Sent from a mobile device", "(sent from a phone)", "Sent via mobile".
+_ANY_DEVICE = (r"(?i:sent (?:from|via|with|using) (?:a |an |my )?"
+               r"(?:mobile|phone|cell|cellphone|smartphone|tablet|handheld)(?: device| phone)?)")
+# "Sent from my cell, please excuse any typos.", "... - apologies for brevity".
+_APOLOGY = (r"(?:\s*[,;.\-–]\s*|\s+)(?i:(?:please\s+)?(?:excuse|pardon|forgive)\s|"
+            r"(?:sorry|apologies)\s+for\s)[^.!?<]{1,30}[.!]?")
+# A link the app adds, after a space or glued on by an HTML-to-text conversion.
+_APP_LINK = r"(?:\s*<[^>\s]+>|\s*\([^)\s]+\)|https?://\S+)?"
 MOBILE_SIGNATURE = re.compile(
-    r"^\s*(?:(?i:" + _POSSESSIVE_LEAD + r")" + _WORD
-    + r"|(?i:" + _PRODUCT_LEAD + r")(?:[A-Z]|i[A-Z])" + _WORD + r"?)"
-    + r"(?: " + _WORD + r"){0,4}\.?\s*(?:<[^>\s]+>|\([^)\s]+\))?\s*$"
-    r"|^\s*(?i:iphoneから送信|androidから送信)\s*$")
+    r"^\s*(?:\(|<<)?(?:"
+    r"(?i:" + _POSSESSIVE_LEAD + r")" + _WORD + r"(?: " + _WORD + r"){0,7}"
+    r"|(?i:" + _PRODUCT_LEAD + r")(?:[A-Z]|i[A-Z])" + _WORD + r"?(?: " + _WORD + r"){0,4}"
+    r"|" + _ANY_DEVICE + r")"
+    r"[.!]?(?:" + _APOLOGY + r")?" + _APP_LINK + r"\s*(?:\)|>>)?\s*$"
+    # Chinese: "发自我的iPhone", "從我的 iPhone 傳送", "发自我的华为手机"; a device named,
+    # so "从我的角度来看" ("from my point of view") stays.
+    r"|^\s*(?:发自|從|从|來自|来自)我的\s?(?:[A-Za-z][\w ]{0,20}?|\S{0,6}?(?:手机|手機|设备|裝置))"
+    r"(?:\s?(?:发送|傳送|發送))?\s*$"
+    # The device first: Japanese, Korean, Turkish, Hungarian.
+    r"|^\s*(?:Az\s+)?(?i:iphone|ipad|android|galaxy|xperia)['’\-\w]*\s?"
+    r"(?:から送信(?:しました|されました)?|에서 보냄|gönderildi|küldve)\s*$"
+    # Outlook's line said the other way round, its verb last: "Outlook für iOS beziehen"
+    # ("Outlook for Android" alone can be an answer).
+    r"|^\s*(?i:outlook (?:für|for|pour|para|per|voor|til|för|dla) (?:ios|android) "
+    r"(?:beziehen|herunterladen|abrufen|downloaden|pobierz|を入手))" + _APP_LINK + r"\s*$")
 
 LIST_FOOTER_WORDS = re.compile(r"mailing list|/listinfo/|mailman", re.IGNORECASE)
 
