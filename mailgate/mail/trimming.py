@@ -263,7 +263,10 @@ def _starts_a_paragraph(lines: list[str], i: int) -> bool:
 
 
 def _reads_as_attribution(joined: str, lines: list[str], end: int) -> bool:
-    if len(joined) > 250:
+    tail = joined.rstrip()
+    if len(joined) > 250 or not (tail.endswith((":", "：", ">")) or tail.lower().endswith("wrote")):
+        # Every form below ends so; most lines of prose do not, and searching
+        # them with every pattern is most of what trimming costs.
         return False
     has_email, has_date = EMAIL.search(joined), DATE_OR_TIME.search(joined)
     if WROTE.search(joined):
