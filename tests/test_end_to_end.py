@@ -120,3 +120,21 @@ def test_default_cell_lands_in_redmine(entry, role, state, action, to_state, cli
     assert issue.status_id == status_ids[to_state], f"expected {to_state}, got {issue.status_name}"
     assert note.user_name == SENDERS[role][0] if role != "admin" else note.user_id == 1
     assert "(mailgate:" in note.notes.splitlines()[-1]
+
+
+def test_a_yahoo_android_reply_lands_as_what_the_person_wrote(client, status_ids, config_path):
+    """Issue 17: Yahoo Mail for Android runs its attribution on into the old mail and
+    adds its line above it (fixtures/replies/185); through `pipe`, the note in the
+    real Redmine is the one line the person wrote."""
+    ticket = ticket_in_state(client, status_ids, "open")
+    mine = f"What is the difference with Unikraft? {uuid.uuid4().hex[:6]}"
+    body = (f"{mine}\n\nSent from Yahoo Mail on Android \n \n  On Sat, Sep 5, 2020 at 10:43 PM, "
+            "Samuel Thibault<samuel.thibault@ens-lyon.org> wrote:   Hello,\n\n"
+            "Jason Long, le ven. 04 sept. 2020 22:01:42 +0000, a ecrit:\n"
+            "> Can anyone tell me about the goal and features of Mini-OS?\n\n"
+            "https://wiki.xen.org/wiki/Mini-OS\n\nSamuel\n")
+    result = run_mailgate("pipe", "--config", str(config_path),
+                          stdin=mail_from("owner", ticket, body),
+                          env={"MAILGATE_LOG_LEVEL": "WARNING"})
+    assert result.returncode == 0, result.stderr.decode()
+    wait_for_note(client, ticket, mine)

@@ -124,6 +124,43 @@ def test_outlook_header_block_is_trimmed_but_the_mail_is_a_persons():
     assert without_marker(result["body"]) == "Written by a person in Outlook: still broken."
 
 
+# Replies as Yahoo Mail for Android, an iPhone set to German and git format-patch write
+# them (fixtures/replies/185, 154, 190), through the real command.
+YAHOO = ("What is the difference with Unikraft?\n\nSent from Yahoo Mail on Android \n \n"
+         "  On Sat, Sep 5, 2020 at 10:43 PM, Samuel Thibault<samuel.thibault@ens-lyon.org> "
+         "wrote:   Hello,\n\nJason Long, le ven. 04 sept. 2020 22:01:42 +0000, a ecrit:\n"
+         "> Can anyone tell me about the goal and features of Mini-OS?\n\n"
+         "https://wiki.xen.org/wiki/Mini-OS\n\nSamuel\n")
+GERMAN = ("Hier ist meine neue Antwort.\n\nVon meinem iPhone gesendet\u200b\n\n"
+          "Am 13.05.2026 um 09:05 schrieb Vorname Nachname:\n> Hier steht der alte Text.\n")
+PATCH = ("Here is v3.\n\n" + "*" * 40 + "\nFrom: Olive Owner <owner@example.org>\n"
+         "Subject: [PATCH v3] router: keep the link up\n\n---\n--- a/link.c\n+++ b/link.c\n"
+         "@@ -1,1 +1,2 @@\n int up;\n+int kept;\n")
+
+
+@pytest.mark.parametrize("body, note", [
+    (YAHOO, "What is the difference with Unikraft?"),
+    (GERMAN, "Hier ist meine neue Antwort."),
+    (PATCH, None),                        # kept whole (textile escapes its "@@")
+], ids=["yahoo-run-on-attribution", "german-mobile-line-and-attribution", "patch-kept"])
+def test_what_more_clients_write_is_trimmed_to_the_persons_text(tmp_path, body, note):
+    mail = tmp_path / "reply.eml"
+    mail.write_bytes(("Authentication-Results: mx.example.org; dkim=pass header.d=example.org\n"
+                      "From: Olive Owner <owner@example.org>\nTo: ticket1@example.org\n"
+                      "Subject: Re: [site-a - Support #1] The router\n"
+                      "Message-ID: <issue17-trim@mail.example.org>\nMIME-Version: 1.0\n"
+                      "Content-Type: text/plain; charset=utf-8\n"
+                      "Content-Transfer-Encoding: 8bit\n\n" + body).encode())
+    [result] = explain_json(str(mail))
+    attached = [a["filename"] for a in result["attachments"]]
+    if note is None:
+        assert "Subject: [PATCH v3]" in result["body"] and "+int kept;" in result["body"]
+        assert "original.eml" not in attached      # nothing was cut
+    else:
+        assert without_marker(result["body"]) == note
+        assert "original.eml" in attached
+
+
 @pytest.mark.parametrize("mail, reason", [
     ("out-of-office-reply.eml", "Auto-Submitted"),
     ("bounce-dsn.eml", "multipart/report"),
