@@ -54,14 +54,14 @@ class PrivateRedmine:
         self.api_key = ADMIN_KEY
         self.process: subprocess.Popen | None = None
         self.state = state
-        self.db = state / "redmine.sqlite3"
+        # A file per instance: two benches running at once must not share one.
+        self.db = state / f"redmine-{port}.sqlite3"
 
     def start(self) -> "PrivateRedmine":
         if not GOLDEN.exists():
             raise SystemExit(f"no {GOLDEN}: run scripts/redmine-local start once first")
         self.state.mkdir(mode=0o750, exist_ok=True)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{self.db}{suffix}").unlink(missing_ok=True)
+        self._remove_db()
         shutil.copyfile(GOLDEN, self.db)
         shutil.chown(self.state, "www-data", "www-data")
         shutil.chown(self.db, "www-data", "www-data")
@@ -92,6 +92,11 @@ class PrivateRedmine:
                 self.process.kill()
                 self.process.wait(10)
         self.process = None
+        self._remove_db()
+
+    def _remove_db(self) -> None:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{self.db}{suffix}").unlink(missing_ok=True)
 
     def reset(self) -> None:
         self.stop()
