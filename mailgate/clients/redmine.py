@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import requests
 
+from mailgate.clients import transport
 from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
                              RedmineUnavailable, UnknownUser)
 
@@ -187,7 +188,7 @@ class RedmineClient:
         """This thread's HTTP session (keep-alive connections are per thread)."""
         session = getattr(self._local, "session", None)
         if session is None:
-            session = requests.Session()
+            session = transport.session()
             session.headers.update({"X-Redmine-API-Key": self._api_key,
                                     "Accept": "application/json"})
             session.hooks["response"] = self.response_hooks

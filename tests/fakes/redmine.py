@@ -18,10 +18,17 @@ tests against both:
 * a status change the user's roles and workflow do not allow is dropped and
   the rest of the write is kept (204); a new issue always starts in its
   tracker's default status (the seed has no "new issue" transitions);
+* ``include=allowed_statuses`` lists what the workflow offers the user (the
+  switched-to one), whether or not they may edit the issue: a Requester who
+  is not the author is offered statuses a PUT of theirs then drops;
+* ``/issues.json?issue_id=1,2`` lists those issues (ids that do not exist are
+  left out);
 * a stale ``lock_version`` (someone saved in between) is 422 with no message.
 
 Tests can make it misbehave on purpose: ``fail_next(status, count)``,
-``delay`` (seconds before each answer), and they can see what it was sent
+``delay`` (seconds before each answer), ``stall_answer(method, path)`` (serve
+the next such request, then hold its answer until ``release()``: a client
+killed meanwhile never learns its write happened), and they can see what it was sent
 (``requests``, ``request_count``).  ``reset()`` brings back the seed.
 """
 
@@ -282,7 +289,13 @@ class FakeRedmine:
             self._ids = {"issue": 0, "journal": 0, "upload": 0}
             self._failures: list[tuple[Response, str | None, str | None]] = []
             self.delay = 0.0
+            #: False: answer as WEBrick does, Nagle's algorithm on (header and body are
+            #: two writes, so the body waits for the client's ACK of the header).
+            self.nodelay = True
             self.chaos: Chaos | None = None
+            self._stall: tuple[str, str, threading.Event] | None = None
+            self._released = threading.Event()
+            self._released.set()
             self.requests: list[Seen] = []
             #: The seed's users, then any made over the API (POST /users.json).
             self.users: list[SeedUser] = list(USERS)
@@ -298,6 +311,19 @@ class FakeRedmine:
         ``method``) with ``status``."""
         with self._lock:
             self._failures.extend([(Response(status, body), path, method)] * count)
+
+    def stall_answer(self, method: str, path: str) -> threading.Event:
+        """Serve the next ``method`` request to a path starting with ``path``, then hold
+        its answer back until ``release()`` (30 s at most).  The event returned is set
+        once the request was served."""
+        served = threading.Event()
+        with self._lock:
+            self._released.clear()
+            self._stall = (method, path, served)
+        return served
+
+    def release(self) -> None:
+        self._released.set()
 
     @property
     def request_count(self) -> int:
@@ -331,6 +357,7 @@ class FakeRedmine:
         if trouble in Chaos.BEFORE:
             return Chaos.BEFORE[trouble]()
         response = self._serve(request)
+        self._hold_if_stalled(request)
         if trouble == "timeout-after":
             # The write is done, but the client gives up before it hears so.
             time.sleep(self.chaos.timeout)
@@ -346,6 +373,16 @@ class FakeRedmine:
                 return action(self, request)
         except HTTPError as error:
             return error.response
+
+    def _hold_if_stalled(self, request: Request) -> None:
+        with self._lock:
+            stall = self._stall
+            if stall is None or request.method != stall[0] \
+                    or not request.path.startswith(stall[1]):
+                return
+            self._stall = None
+        stall[2].set()
+        self._released.wait(30)
 
     def _take_failure(self, path: str, method: str) -> Response | None:
         for i, (response, prefix, only) in enumerate(self._failures):
@@ -447,6 +484,9 @@ class FakeRedmine:
             if project is None:
                 raise HTTPError(404)
             issues = [i for i in issues if i.project_id == project]
+        if "issue_id" in q:
+            wanted = {int(i) for i in q["issue_id"].split(",") if i.strip().isdigit()}
+            issues = [i for i in issues if i.id in wanted]
         issues = [i for i in issues if _status_matches(i.status_id, q.get("status_id", "open"))]
         if q.get("updated_on", "").startswith(">="):
             # Redmine reads ">=T" as "after the second before T" (Query#date_clause).
@@ -470,7 +510,13 @@ class FakeRedmine:
     def show_issue(self, request: Request, issue_id: str) -> Response:
         issue = self._find_issue(issue_id)
         include = set(request.query.get("include", "").split(","))
-        return Response(200, {"issue": self._issue_json(issue, include, request.user)})
+        data = self._issue_json(issue, include, request.user)
+        if "allowed_statuses" in include and request.user is not None:
+            # The workflow's offer only: Redmine does not check here who may edit.
+            data["allowed_statuses"] = [
+                {"id": i, "name": STATUSES[i][0], "is_closed": STATUSES[i][1]}
+                for i in sorted(_allowed_statuses(request.user, issue.status_id))]
+        return Response(200, {"issue": data})
 
     def create_issue(self, request: Request) -> Response:
         user = _logged_in(request)
@@ -818,7 +864,8 @@ def _handler_for(fake: FakeRedmine) -> type[BaseHTTPRequestHandler]:
             super().setup()
             # Headers and body go out in two writes: without this, Nagle's
             # algorithm and delayed ACKs add 40 ms to every answer.
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if fake.nodelay:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
         def _serve(self) -> None:
             url = urlsplit(self.path)
