@@ -79,8 +79,10 @@ def _post_note(plan: PostNote, client, status_ids: Mapping[str, int]) -> Outcome
     decision = plan.decision
     status_id = status_ids[decision.to_state] if decision.changes_state else None
     uploads, refused = _uploads(client, plan)
+    # Read back only when what Redmine keeps of it is not known (RedmineClient.add_note).
     result = client.add_note(plan.ticket, _naming(plan.text, refused, plan),
-                             status_id=status_id, uploads=uploads, as_user=plan.as_user)
+                             status_id=status_id, uploads=uploads, as_user=plan.as_user,
+                             read_back=False)
     kind, reason = "applied", None
     if status_id is not None and not result.status_applied:
         # Redmine keeps the note but silently drops a status change its own
@@ -96,7 +98,7 @@ def _post_note(plan: PostNote, client, status_ids: Mapping[str, int]) -> Outcome
 
 def _open_ticket(plan: OpenTicket, client) -> Outcome:
     site = plan.site
-    if plan.marker:
+    if plan.marker and plan.may_exist:
         # A crash after Redmine created the ticket but before we recorded it.
         found = client.find_issue_with_text(site.project, plan.marker)
         if found is not None:

@@ -14,12 +14,10 @@ Run it through scripts/demo, which installs and starts everything first.
 
 from __future__ import annotations
 
-import json
 import email
 import email.policy
 import os
 import signal
-import sqlite3
 import smtplib
 import socket
 import subprocess
@@ -37,6 +35,7 @@ import yaml  # noqa: E402
 from aiosmtpd.controller import Controller  # noqa: E402
 
 from mailgate.clients.redmine import RedmineClient  # noqa: E402
+from mailgate.mail.idempotency import markers_in  # noqa: E402
 from tests.fakes.discord import FakeDiscord  # noqa: E402
 
 CONFIG = ROOT / "fixtures" / "config" / "demo.yaml"
@@ -289,17 +288,28 @@ def _has_note(client: RedmineClient, ticket: int, line: str) -> bool:
     return any(line in j.notes for j in client.get_issue(ticket).journals)
 
 
-def actions_taken(ticket: int) -> dict[int | None, str]:
+def actions_taken(ticket: int) -> dict[str | None, str]:
     """The action mailgate chose for each mail on this ticket, from its spool, by the
-    journal it wrote (None: the mail that opened the ticket)."""
+    marker its note carries (None: the mail that opened the ticket).  Not by journal
+    id: a note whose read-back was skipped has none (issue 16)."""
     from mailgate.config import load_config
+    from mailgate.mail.idempotency import marker
+    from mailgate.mail.message import parse_mail
+    from mailgate.store import open_spool
 
-    path = load_config(ROOT / "var" / "demo-with-discord.yaml").spool_path
-    rows = sqlite3.connect(path).execute(
-        "SELECT outcome FROM messages WHERE state = 'done' ORDER BY id").fetchall()
-    outcomes = [json.loads(row[0]) for row in rows]
-    return {o.get("journal_id"): o.get("action", o["kind"])
-            for o in outcomes if o.get("ticket") == ticket}
+    config = load_config(ROOT / "var" / "demo-with-discord.yaml")
+    spool = open_spool(config.store)
+    actions: dict[str | None, str] = {}
+    for mail in spool.mails(state="done"):
+        outcome = mail.outcome or {}
+        if outcome.get("ticket") != ticket:
+            continue
+        route = (outcome.get("plan") or {}).get("route", f"ticket:{ticket}")
+        mark = None if outcome["kind"] == "created" else marker(
+            parse_mail(mail.raw).key, route, config.redmine.marker_secret)
+        actions[mark] = outcome.get("action", outcome["kind"])
+    spool.close()
+    return actions
 
 
 def print_timeline(client: RedmineClient, ticket: int) -> None:
@@ -320,7 +330,8 @@ def print_timeline(client: RedmineClient, ticket: int) -> None:
             continue
         if journal.status_change:
             state = names.get(journal.status_change[1], str(journal.status_change[1]))
-        action = actions.get(journal.id, "(in Redmine)")
+        marks = markers_in(journal.notes)
+        action = next((actions[m] for m in marks if m in actions), "(in Redmine)")
         print(f"  {journal.user_name:13} {action:14} {state:18} {_first(journal.notes)}")
     print(f"\nFinal status: {issue.status_name}")
 

@@ -276,6 +276,95 @@ def test_a_key_that_cannot_switch_user_does_not_write_as_itself(redmine, client)
     assert client.get_issue(issue_id).journals == ()
 
 
+# ------------------------------------- what Redmine keeps, known before the write
+# add_note(read_back=False) skips the read-back when Redmine's own answers say what it
+# keeps (mailgate.clients.knowledge); these pin the answers it relies on.
+
+
+def test_allowed_statuses_are_the_workflow_of_the_writer(client, status):
+    issue_id = new_issue(client)
+    assert client.allowed_statuses(issue_id, "support") == {
+        status["open"], status["needs-info"], status["answered"]}
+    assert client.allowed_statuses(issue_id, "owner") == {status["open"], status["solved"]}
+    client.add_note(issue_id, "Answered.", status_id=status["answered"], as_user="support")
+    assert client.allowed_statuses(issue_id, "support") == {
+        status["answered"], status["needs-info"]}
+
+
+def test_allowed_statuses_are_offered_to_a_writer_whose_change_redmine_drops(client, status):
+    """The workflow's offer only: "other" (a Requester, not the author, so not allowed
+    to edit) is offered Solved, and a PUT of theirs drops it.  What a writer may edit
+    is learnt from a read-back instead."""
+    issue_id = new_issue(client)
+    assert status["solved"] in client.allowed_statuses(issue_id, "other")
+    result = client.add_note(issue_id, "Done?", status_id=status["solved"], as_user="other")
+    assert result.status_refused
+
+
+def test_issues_by_id_in_one_request(client, status):
+    first, second = new_issue(client), new_issue(client, project="site-b")
+    client.add_note(second, "Answered.", status_id=status["answered"], as_user="support")
+    found = client.read_issues([first, second, NO_SUCH_ISSUE])
+    assert set(found) == {first, second}
+    assert (found[first].status_id, found[second].status_id) == (status["open"],
+                                                                  status["answered"])
+    assert (found[second].project_name, found[second].author_email) == ("site-b",
+                                                                         "owner@example.org")
+
+
+def test_a_note_is_read_back_until_the_writer_was_seen_to_keep_notes(client):
+    issue_id = new_issue(client)
+    client.get_issue(issue_id)
+    first = client.add_note(issue_id, "One.", as_user="owner", read_back=False)
+    assert first.journal_id is not None                 # read back: nothing known yet
+    client.get_issue(issue_id)
+    second = client.add_note(issue_id, "Two.", as_user="owner", read_back=False)
+    assert (second.journal_id, second.issue) == (None, None)
+    assert [j.notes for j in client.get_issue(issue_id).journals] == ["One.", "Two."]
+
+
+def test_a_status_change_redmine_offers_a_proven_writer_is_not_read_back(client, status):
+    first, second = new_issue(client), new_issue(client)
+    client.get_issue(first)
+    proof = client.add_note(first, "Answer.", status_id=status["answered"], as_user="support",
+                            read_back=False)
+    assert proof.status_applied and proof.journal_id is not None
+    client.get_issue(second)
+    result = client.add_note(second, "Answer.", status_id=status["answered"],
+                             as_user="support", read_back=False)
+    assert (result.status_applied, result.journal_id) == (True, None)
+    assert client.get_issue(second).status_id == status["answered"]
+
+
+def test_a_writer_proven_on_their_own_ticket_is_read_back_on_anothers(client, status):
+    """edit_own_issues: "other" may move their own ticket, not the owner's; the proof of
+    the one is no proof of the other."""
+    theirs, owners = new_issue(client, as_user="other"), new_issue(client)
+    client.get_issue(theirs)
+    assert client.add_note(theirs, "Fixed.", status_id=status["solved"], as_user="other",
+                           read_back=False).status_applied
+    client.add_note(theirs, "Broken again.", status_id=status["open"], as_user="other")
+    client.get_issue(owners)
+    client.add_note(owners, "Me too.", as_user="other")
+    client.add_note(owners, "Info.", status_id=status["needs-info"], as_user="support")
+    client.get_issue(owners)
+    result = client.add_note(owners, "Back to you.", status_id=status["open"], as_user="other",
+                             read_back=False)
+    assert result.status_refused and result.journal_id is not None
+    assert client.get_issue(owners).status_id == status["needs-info"]
+
+
+def test_a_closing_status_is_always_read_back(client, status):
+    """Whether an issue may close depends on its subtasks and blocking relations, which
+    a read of the issue does not show."""
+    first, second = new_issue(client), new_issue(client)
+    for issue_id in (first, second):
+        client.get_issue(issue_id)
+        result = client.add_note(issue_id, "Works now.", status_id=status["solved"],
+                                 as_user="owner", read_back=False)
+        assert result.status_applied and result.journal_id is not None
+
+
 # ------------------------------------------------------------------- reads
 
 

@@ -26,6 +26,10 @@ pins each of them against a real Redmine and against tests/fakes/redmine.py:
   client checks who it really writes as before it writes for someone.
 * A bad key is served as the anonymous user on public reads (200), and only
   ``/users/current.json`` says 401: ``current_user`` is the start-up check.
+
+What it read and what a read-back proved are remembered (``knowledge``): a
+note's read-back is skipped when what Redmine keeps of it is already known
+(``add_note(read_back=False)``).
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import requests
 
 from mailgate.clients import transport
+from mailgate.clients.knowledge import FRESH_SECONDS, Proofs, Reads
 from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
                              RedmineUnavailable, UnknownUser)
 
@@ -109,6 +114,8 @@ class Issue:
     updated_on: str
     attachments: tuple[Attachment, ...] = ()
     status_closed: bool = False
+    assigned_to_id: int | None = None
+    parent_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -121,11 +128,12 @@ class Change:
 
 @dataclass(frozen=True)
 class NoteResult:
+    #: None when the note was not read back (what Redmine kept was known).
     journal_id: int | None
     status_requested: int | None
     status_applied: bool
-    #: The issue as read back after the write.
-    issue: Issue
+    #: The issue as read back after the write (None: not read back).
+    issue: Issue | None
 
     @property
     def status_refused(self) -> bool:
@@ -178,6 +186,9 @@ class RedmineClient:
         self._by_email = _Cache(USER_CACHE_SECONDS)   # lower-case address -> User | None
         self._by_login = _Cache(USER_CACHE_SECONDS)   # login (None: the key's own) -> User
         self._custom_field_ids: dict[str, int] | None = None
+        self._closed: dict[int, bool] | None = None         # status id -> is closed
+        self.reads = Reads()
+        self._proofs = Proofs()
 
     @classmethod
     def from_settings(cls, settings: RedmineSettings) -> RedmineClient:
@@ -250,7 +261,9 @@ class RedmineClient:
 
     def status_ids(self, names: Mapping[str, str]) -> dict[str, int]:
         """{state id: status name} -> {state id: status id}; a missing status is a ConfigError."""
-        known = {s["name"]: s["id"] for s in self._get("/issue_statuses.json")["issue_statuses"]}
+        statuses = self._get("/issue_statuses.json")["issue_statuses"]
+        self._closed = {s["id"]: bool(s.get("is_closed")) for s in statuses}
+        known = {s["name"]: s["id"] for s in statuses}
         missing = sorted(f"{name!r} (for state {state})" for state, name in names.items()
                          if name not in known)
         if missing:
@@ -286,19 +299,44 @@ class RedmineClient:
 
     def get_issue(self, issue_id: int) -> Issue:
         """The issue with its journals and attachments, and its author's address."""
+        asked = time.monotonic()
         path = f"/issues/{int(issue_id)}.json"
         data = self._get(path, params={"include": "journals,attachments"},
                          missing=_no_ticket(issue_id))
-        return self._issue(data["issue"])
+        return self._read(data["issue"], asked)
+
+    def read_issues(self, issue_ids: Sequence[int]) -> dict[int, Issue]:
+        """Up to a page of issues by id, any status, in one request; no journals.  An id
+        Redmine does not list (missing, or not visible) is not in the answer."""
+        asked = time.monotonic()
+        wanted = sorted({int(i) for i in issue_ids})[:PAGE_SIZE]
+        params = {"issue_id": ",".join(map(str, wanted)), "status_id": "*", "limit": PAGE_SIZE}
+        found = self._get("/issues.json", params=params)["issues"]
+        return {raw["id"]: self._read(raw, asked) for raw in found}
+
+    def current_issue(self, issue_id: int, max_age: float = FRESH_SECONDS) -> Issue | None:
+        """The issue as this client last read it, if that read was asked for after our
+        last write to it and is at most ``max_age`` seconds old (knowledge.Reads)."""
+        return self.reads.current(int(issue_id), max_age)
 
     def issue_exists(self, issue_id: int) -> bool:
         """Whether the ticket is there for mail: one Redmine will not show (403) is
         answered like a missing one, so RCPT does not tell the two apart."""
+        asked = time.monotonic()
         try:
-            self._request("GET", f"/issues/{int(issue_id)}.json", missing=_no_ticket(issue_id))
+            data = self._get(f"/issues/{int(issue_id)}.json", missing=_no_ticket(issue_id))
         except (NoSuchTicket, Forbidden):
             return False
+        self._read(data["issue"], asked)
         return True
+
+    def allowed_statuses(self, issue_id: int, as_user: str | None) -> frozenset[int]:
+        """The statuses Redmine's workflow offers ``as_user`` on the issue now (its own
+        status among them when any is offered).  The workflow's answer only: a PUT by a
+        writer who may not edit the issue drops any of them (tests/test_redmine_contract.py)."""
+        data = self._get(f"/issues/{int(issue_id)}.json", params={"include": "allowed_statuses"},
+                         as_user=as_user, missing=_no_ticket(issue_id))
+        return frozenset(s["id"] for s in data["issue"].get("allowed_statuses") or ())
 
     def find_user_by_email(self, email: str) -> User | None:
         """The active user whose address this is (any case), or None."""
@@ -420,6 +458,11 @@ class RedmineClient:
         author = self._user(raw["author"]["id"])
         return _issue(raw, author.email if author else None)
 
+    def _read(self, raw: Mapping[str, Any], asked: float) -> Issue:
+        issue = self._issue(raw)
+        self.reads.saw(issue, asked)
+        return issue
+
     # ---------------------------------------------------------------- writes
 
     def upload(self, data: bytes, filename: str, content_type: str, *,
@@ -468,16 +511,23 @@ class RedmineClient:
                         result.issue.status_name, STATUS_REFUSED, status_id, as_user)
 
     def add_note(self, issue_id: int, notes: str, *, status_id: int | None = None,
-                 uploads: Sequence[dict] = (), as_user: str | None = None) -> NoteResult:
-        """Post a note (and a status change) as ``as_user``; say what Redmine really kept."""
+                 uploads: Sequence[dict] = (), as_user: str | None = None,
+                 read_back: bool = True) -> NoteResult:
+        """Post a note (and a status change) as ``as_user``; say what Redmine really kept.
+
+        Redmine answers 204 whatever it kept, so the issue is read back after the write.
+        ``read_back=False``: not when what Redmine keeps of this write is already known
+        (``_kept_unread``); the result then has no journal id and no issue."""
         actor = self._actor(as_user)
         body: dict[str, Any] = {"notes": notes}
         if status_id is not None:
             body["status_id"] = status_id
         if uploads:
             body["uploads"] = list(uploads)
-        self._write("PUT", f"/issues/{int(issue_id)}.json", {"issue": body}, as_user=as_user,
-                    missing=_no_ticket(issue_id))
+        known = not read_back and self._kept_unread(issue_id, notes, status_id, actor, as_user)
+        self._write_issue(issue_id, {"issue": body}, as_user=as_user)
+        if known:
+            return NoteResult(None, status_id, True, None)
         issue = self.get_issue(issue_id)
         journal = _written_journal(issue, actor.id, notes)
         if notes.strip() and journal is None:
@@ -485,7 +535,65 @@ class RedmineClient:
                                   f" (may {actor.login!r} add notes there?)")
         applied = status_id is None or issue.status_id == status_id or bool(
             journal and journal.status_change and journal.status_change[1] == status_id)
+        self._learn(issue, actor, notes, journal, status_id if applied else None)
         return NoteResult(journal.id if journal else None, status_id, applied, issue)
+
+    # What Redmine keeps of a note, known without reading it back (knowledge.Proofs).
+
+    def _kept_unread(self, issue_id: int, notes: str, status_id: int | None, actor: User,
+                     as_user: str | None) -> bool:
+        """Whether Redmine is known to keep all of this write, from the issue as read since
+        our last write to it: the note, if this writer's notes were shown kept in its
+        project and tracker; the status change, if Redmine's workflow offers it to this
+        writer (allowed_statuses, per issue shape) and this writer's status changes were
+        shown kept on such issues.  A closing status, or an issue with a parent, is always
+        read back: whether they may close or reopen depends on subtasks and blocking
+        relations, which the shape does not show."""
+        issue = self.current_issue(issue_id)
+        if issue is None or issue.parent_id is not None:
+            return False
+        where = (actor.login, issue.project_id, issue.tracker_id)
+        if notes.strip() and not self._proofs.known(("notes", *where)):
+            return False
+        if status_id is None:
+            return True
+        if self._is_closed(status_id):
+            return False
+        author = issue.author_id == actor.id
+        if not self._proofs.known(("status", *where, author)):
+            return False
+        return status_id in self._offered(issue, actor, as_user, author)
+
+    def _offered(self, issue: Issue, actor: User, as_user: str | None,
+                 author: bool) -> frozenset[int]:
+        """allowed_statuses for this writer on issues of this shape.  For a parentless
+        issue and an open status, Redmine's answer depends only on the writer's roles in
+        the project, the tracker, the current status, and whether the writer is the
+        author or the assignee (Issue#new_statuses_allowed_to)."""
+        key = ("offered", actor.login, issue.project_id, issue.tracker_id, issue.status_id,
+               author, issue.assigned_to_id)
+        offered = self._proofs.known(key)
+        if offered is None:
+            offered = self.allowed_statuses(issue.id, as_user)
+            self._proofs.learn(key, offered)
+        return offered
+
+    def _learn(self, issue: Issue, actor: User, notes: str, journal: Journal | None,
+               status_kept: int | None) -> None:
+        where = (actor.login, issue.project_id, issue.tracker_id)
+        if notes.strip() and journal is not None:
+            self._proofs.learn(("notes", *where))
+        # Only a change this write made proves the writer may change the status here.
+        if status_kept is not None and journal is not None and journal.status_change \
+                and journal.status_change[1] == status_kept:
+            self._proofs.learn(("status", *where, issue.author_id == actor.id))
+
+    def _is_closed(self, status_id: int) -> bool:
+        if self._closed is None:
+            statuses = self._get("/issue_statuses.json")["issue_statuses"]
+            self._closed = {s["id"]: bool(s.get("is_closed")) for s in statuses}
+        # An unknown status is dropped by Redmine: read back, as for a closing one.
+        return self._closed.get(status_id, True)
 
     def create_user(self, login: str, mail: str, firstname: str, lastname: str, *,
                     tell_them: bool = False) -> User:
@@ -507,12 +615,20 @@ class RedmineClient:
         """Set one custom field by name, and check that Redmine kept it."""
         values = self._custom_field_values({name: value})
         path = f"/issues/{int(issue_id)}.json"
-        self._write("PUT", path, {"issue": {"custom_fields": values}},
-                    missing=_no_ticket(issue_id))
+        self._write_issue(issue_id, {"issue": {"custom_fields": values}})
         kept = _issue(self._get(path, missing=_no_ticket(issue_id))["issue"], None)
         if not _same_value(kept.custom_fields.get(name), values[0]["value"]):
             raise RedmineRejected(f"Redmine did not keep {name}={value!r} on #{issue_id}"
                                   f" (it has {kept.custom_fields.get(name)!r})")
+
+    def _write_issue(self, issue_id: int, body: Mapping[str, Any],
+                     as_user: str | None = None) -> None:
+        try:
+            self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
+                        missing=_no_ticket(issue_id))
+        finally:
+            # Even a failed write may have happened: earlier reads no longer stand for it.
+            self.reads.wrote(int(issue_id))
 
     def _custom_field_values(self, named: Mapping[str, Any]) -> list[dict]:
         ids = self._custom_fields()
@@ -537,6 +653,8 @@ class RedmineClient:
         for cache in (self._users, self._by_email, self._by_login):
             cache.clear()
         self._custom_field_ids = None
+        self._closed = None
+        self._proofs.clear()
 
 
 # ---------------------------------------------------------------- errors
@@ -630,6 +748,8 @@ def _issue(raw: Mapping[str, Any], author_email: str | None) -> Issue:
         custom_fields={f["name"]: f.get("value") for f in raw.get("custom_fields", ())},
         updated_on=raw["updated_on"],
         attachments=tuple(_attachment(a) for a in raw.get("attachments", ())),
+        assigned_to_id=(raw.get("assigned_to") or {}).get("id"),
+        parent_id=(raw.get("parent") or {}).get("id"),
     )
 
 
