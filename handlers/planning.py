@@ -5,7 +5,8 @@
 1. the route (``ticket<N>@``, a subject tag or a Redmine Message-ID, a site),
    with its fallback: a tag naming no ticket, sent to a site, opens one;
 2. automatic mail (auto-replies, bounces, loops): ignored, never answered;
-3. a duplicate: the (mail, route) was applied before;
+3. a duplicate: the (mail, route) was applied before (or, when an earlier attempt
+   may have written it, its marker is on the ticket already);
 4. the sender: role (owner / admin / other), Redmine login, verification,
    and the unknown- and unverified-sender policies;
 5. the workflow decision and the note (``handlers.reply``, ``handlers.new_ticket``);
@@ -25,13 +26,13 @@ does I/O itself, so ``explain`` can plan with facts from the command line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 
 from mailgate.config import Config, Site
 from mailgate.errors import NoSuchTicket, UnknownAddress
 from mailgate.mail.addresses import unread_mailbox
-from mailgate.mail.idempotency import marker, normalise_key, route_key
+from mailgate.mail.idempotency import ATTEMPTED, marker, normalise_key, route_key
 from mailgate.mail.message import ParsedMail
 from mailgate.routing import Route, resolve_recipient, route_mail
 from mailgate.trust import Verdict
@@ -50,14 +51,17 @@ description = "Route, screen, identify, decide: one plan per mail and recipient.
 class Facts(Protocol):
     """What the planner asks about the world (``mailgate.facts`` answers)."""
 
-    def ticket(self, ticket_id: int) -> TicketView: ...
+    def ticket(self, ticket_id: int, history: bool = True) -> TicketView:
+        """``history=False``: the markers may be left out, and ``has_answer`` given only
+        when known (``TicketView.answer_known``)."""
 
     def login_for(self, address: str) -> str | None: ...
 
     def sender_verdict(self, mail: ParsedMail, via_our_mta: bool) -> Verdict: ...
 
 
-#: ``seen(mail_key, route_key)``: the recorded outcome of an earlier delivery, or None.
+#: ``seen(mail_key, route_key)``: the recorded outcome of an earlier delivery, or None;
+#: ``{"kind": ATTEMPTED}`` when an earlier attempt began to write and did not record.
 Seen = Callable[[str, str], "dict | None"]
 
 @dataclass(frozen=True)
@@ -149,9 +153,15 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
         return _plan(mail, recipient, route, automatic, _unknown(mail),
                      Ignore(f"automatic mail: {automatic}"), envelope_sender, facts,
                      via_our_mta)
-    route, ticket, step = _ticket_for(route, facts)
+    asked = _key_of(route)
+    earlier = seen(key, asked)
+    # Only a mail whose write was begun before can be on the ticket already (a crash
+    # after Redmine answered): only then are the ticket's markers looked for.
+    route, ticket, step = _ticket_for(route, facts, history=_attempted(earlier))
+    if _key_of(route) != asked:
+        earlier = seen(key, _key_of(route))     # a tag naming no ticket: a new one
     if step is None:
-        step = _duplicate(seen(key, _key_of(route)))
+        step = _duplicate(earlier)
     if step is not None:
         return _plan(mail, recipient, route, None, _unknown(mail), step, envelope_sender,
                      facts, via_our_mta)
@@ -163,8 +173,13 @@ def plan_mail(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
         if needs_proof(claimed, login, route.site, config) else NOT_NEEDED
     if ticket is None:
         step = new_ticket.handle(mail, route.site, login, config, mark, verdict)
+        if isinstance(step, OpenTicket):
+            step = replace(step, may_exist=_attempted(earlier))
     else:
         step = reply.handle(mail, ticket, login, route.site, config, mark, verdict)
+        if _decided_without(step, ticket):
+            ticket = facts.ticket(ticket.id, history=True)
+            step = reply.handle(mail, ticket, login, route.site, config, mark, verdict)
     return _plan(mail, recipient, route, None, _sender(step, mail, login), step,
                  envelope_sender, facts, via_our_mta)
 
@@ -206,17 +221,19 @@ def _reporter_of(route: Route, mail: ParsedMail, facts: Facts, config: Config) -
     if route.kind != "reply" or not config.redmine.reporter_field:
         return False
     try:
-        return mail.from_address.lower() == (facts.ticket(route.ticket).reporter_address or "")
+        reporter = facts.ticket(route.ticket, history=False).reporter_address
+        return mail.from_address.lower() == (reporter or "")
     except NoSuchTicket:
         return False
 
 
-def _ticket_for(route: Route, facts: Facts) -> tuple[Route, TicketView | None, Plan | None]:
+def _ticket_for(route: Route, facts: Facts, history: bool
+                ) -> tuple[Route, TicketView | None, Plan | None]:
     """(the route, as it stands; the ticket it replies to; a step, if that decides it)."""
     if route.kind != "reply":
         return route, None, None
     try:
-        return route, facts.ticket(route.ticket), None
+        return route, facts.ticket(route.ticket, history=history), None
     except NoSuchTicket as exc:
         if route.site is None:
             return route, None, Refuse(str(exc), NoSuchTicket, notice="unknown-ticket")
@@ -225,8 +242,20 @@ def _ticket_for(route: Route, facts: Facts) -> tuple[Route, TicketView | None, P
     return Route("new", None, route.site, f"{route.how} names no ticket"), None, None
 
 
+def _attempted(earlier: dict | None) -> bool:
+    return earlier is not None and earlier.get("kind") == ATTEMPTED
+
+
+def _decided_without(step: Plan, ticket: TicketView) -> bool:
+    """Whether the workflow refused a command on facts read without the ticket's history
+    that did not know if it had an answer: a confirm needs one, so decide again on
+    the whole ticket (the only fact read without the history that can be short)."""
+    return (isinstance(step, PostNote) and step.decision.refused is not None
+            and not ticket.answer_known)
+
+
 def _duplicate(earlier: dict | None) -> Duplicate | None:
-    if earlier is None:
+    if earlier is None or _attempted(earlier):
         return None
     ticket = earlier.get("ticket")
     return Duplicate(f"already on ticket #{ticket}" if ticket

@@ -49,6 +49,10 @@ class TicketView:
     reporter_address: str | None = None
     #: The first mail's Cc: addresses (``redmine.participants_field``).
     participants: tuple[str, ...] = ()
+    #: ``has_answer`` is known: False when the facts were read without the ticket's
+    #: history and found no answer (there may have been one: the planner asks again
+    #: when a decision depends on it).
+    answer_known: bool = True
 
     @property
     def owners(self) -> tuple[str, ...]:
@@ -104,6 +108,8 @@ class OpenTicket:
     as_user: str | None
     #: The idempotency marker the description carries, to find it after a crash.
     marker: str = ""
+    #: An earlier attempt at this mail may have made the ticket: look for the marker.
+    may_exist: bool = True
     #: Made first when the sender has no account yet (``unknown_senders: create``).
     new_account: Account | None = None
     #: Issue custom fields that record who the ticket is for (field name -> value):

@@ -42,7 +42,9 @@ class Gateway:
         if self._facts is None:
             from mailgate.facts import RedmineFacts
 
-            self._facts = RedmineFacts(self.client, self.config)
+            # Tickets with mail waiting are read together (one list request).
+            self._facts = RedmineFacts(self.client, self.config,
+                                       waiting=self.spool.waiting_tickets)
         return self._facts
 
     @cached_property

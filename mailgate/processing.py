@@ -71,6 +71,10 @@ class Processor:
             return outcome
         from mailgate.executor import execute
 
+        if isinstance(step, (PostNote, OpenTicket)):
+            # Committed before the write: a later try of this mail (or a copy of it)
+            # then knows this one may have written, and looks for its marker first.
+            self.spool.attempt(plan.mail_key, plan.route_key)
         try:
             outcome = execute(step, self.client, self.facts.status_ids)
         except PermanentError as exc:
@@ -81,7 +85,11 @@ class Processor:
         outcome = replace(outcome, plan=plan.record())
         if outcome.kind != "duplicate":
             self._tell_discord(plan, outcome)
-            self.spool.remember(plan.mail_key, plan.route_key, outcome.as_dict())
+        if plan.route_key is not None:
+            # A duplicate found by its marker is recorded too, over its attempt (with
+            # the ticket it is on): a later copy of the mail is then a duplicate at once.
+            record = {"ticket": plan.ticket, **outcome.as_dict()}
+            self.spool.remember(plan.mail_key, plan.route_key, record)
         self._tell_sender(plan, outcome)
         return outcome
 

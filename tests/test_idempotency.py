@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import mailbox
 import smtplib
+import subprocess
+import sys
 import time
 from email.message import EmailMessage
 
@@ -15,9 +17,11 @@ import pytest
 
 from mailgate.config import load_config
 from mailgate.gateway import Envelope, build_gateway
+from mailgate.store import open_spool
 from mailgate.clients.redmine import RedmineClient
 from mailgate.worker import Worker
 from support.configs import VERIFIED, write_config
+from support.processes import child_env
 from tests.helpers import run_mailgate, without_marker
 from tests.servers import RunningGateway
 
@@ -49,9 +53,32 @@ def reply(ticket: int, body: str = "Still broken.", msgid: str = "<same-1@mail.t
     return bytes(msg)
 
 
-def lose_state_store(tmp_path) -> None:
-    for name in ("spool.db", "spool.db-wal", "spool.db-shm"):
-        (tmp_path / name).unlink(missing_ok=True)
+def killed_after_the_write(config, raw: bytes, fake_redmine, method: str, path: str) -> None:
+    """`mailgate pipe` killed (SIGKILL) after Redmine made its write and before its answer
+    arrived: the write is in Redmine, the outcome is recorded nowhere."""
+    served = fake_redmine.stall_answer(method, path)
+    pipe = subprocess.Popen([sys.executable, "-m", "mailgate", "pipe", "--config", str(config)],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=child_env())
+    pipe.stdin.write(raw)
+    pipe.stdin.close()
+    try:
+        assert served.wait(30), "the pipe never made its write"
+    finally:
+        pipe.kill()
+        pipe.wait(30)
+        fake_redmine.release()
+
+
+def spool_outcome(config, kind: str) -> dict:
+    """The outcome of the one mail of the spool that has ``kind``."""
+    spool = open_spool(load_config(config, environ={}).store)
+    try:
+        [found] = [m.outcome for m in spool.mails(state=None) if (m.outcome or {}).get("kind")
+                   == kind]
+    finally:
+        spool.close()
+    return found
 
 
 def notes(client, ticket) -> list[str]:
@@ -80,25 +107,60 @@ def test_mta_retry_reply_all_and_replay_make_one_note(config, client, ticket, tm
     assert notes(client, ticket) == ["Still broken."]
 
 
-def test_the_marker_catches_a_note_whose_record_was_lost(config, client, ticket, tmp_path):
-    """A crash after Redmine stored the note but before the state store did."""
+def test_the_marker_catches_a_note_whose_record_was_lost(config, client, ticket, fake_redmine):
+    """A crash after Redmine stored the note but before the state store did: the try
+    after it, and every copy of the mail after that, is a duplicate."""
     raw = reply(ticket)
-    assert run_mailgate("pipe", "--config", str(config), stdin=raw).returncode == 0
-    lose_state_store(tmp_path)        # the note is in Redmine, the record of it is gone
-    result = run_mailgate("pipe", "--config", str(config), stdin=raw)
-    assert result.returncode == 0
-    assert f"duplicate (already on ticket #{ticket} as (mailgate:" in result.stderr.decode()
+    killed_after_the_write(config, raw, fake_redmine, "PUT", f"/issues/{ticket}.json")
+    assert notes(client, ticket) == ["Still broken."]       # written, recorded nowhere
+    assert run_mailgate("worker", "--config", str(config)).returncode == 0
+    found = spool_outcome(config, "duplicate")
+    assert found["reason"].startswith(f"already on ticket #{ticket} as (mailgate:")
+    again = run_mailgate("pipe", "--config", str(config), stdin=raw)   # the MTA, again
+    assert f"duplicate (already on ticket #{ticket})" in again.stderr.decode()
     assert notes(client, ticket) == ["Still broken."]
 
 
-def test_a_new_ticket_is_not_opened_twice_after_a_lost_record(config, client, tmp_path):
+def test_a_new_ticket_is_not_opened_twice_after_a_lost_record(config, client, fake_redmine):
     raw = reply(0, body="Please help.", msgid="<new-1@mail.test>", to="site-a@example.org",
                 subject="Printer on fire")
-    assert run_mailgate("pipe", "--config", str(config), stdin=raw).returncode == 0
-    lose_state_store(tmp_path)
-    result = run_mailgate("pipe", "--config", str(config), stdin=raw)
-    assert "duplicate #1 (already ticket #1)" in result.stderr.decode()
+    killed_after_the_write(config, raw, fake_redmine, "POST", "/issues.json")
+    assert run_mailgate("worker", "--config", str(config)).returncode == 0
+    assert spool_outcome(config, "duplicate")["reason"] == "already ticket #1"
     assert [i.subject for i in client.issues(project="site-a")] == ["Printer on fire"]
+
+
+def test_a_first_attempt_does_not_search_the_ticket_for_its_marker(config, client, ticket,
+                                                                    fake_redmine):
+    """No earlier attempt, no write to find: the ticket's journals are not read before the
+    note is written, nor Redmine searched for a new ticket's marker."""
+    fake_redmine.requests.clear()
+    assert run_mailgate("pipe", "--config", str(config), stdin=reply(ticket)).returncode == 0
+    sent = [(r.method, r.query.get("include", "")) for r in fake_redmine.requests]
+    before = sent[:sent.index(("PUT", ""))]
+    assert before and not [s for s in before if "journals" in s[1]]
+    opened = reply(0, body="Please help.", msgid="<new-2@mail.test>", to="site-a@example.org",
+                   subject="Printer on fire")
+    assert run_mailgate("pipe", "--config", str(config), stdin=opened).returncode == 0
+    assert not [r for r in fake_redmine.requests if "description" in r.query]
+    assert notes(client, ticket) == ["Still broken."]
+
+
+def test_an_attempt_that_failed_before_redmine_wrote_is_written_once(config, client, ticket,
+                                                                      fake_redmine):
+    """A retry after a 503 looks for the marker, finds none, and writes."""
+    fake_redmine.fail_next(status=503, count=1, method="PUT")
+    first = run_mailgate("pipe", "--config", str(config), stdin=reply(ticket))
+    assert "spooled as 1" in first.stderr.decode()
+    assert notes(client, ticket) == []
+    spool = open_spool(load_config(config, environ={}).store)
+    assert spool.retry() == 1                      # due now (an operator's "retry")
+    spool.close()
+    fake_redmine.requests.clear()
+    assert run_mailgate("worker", "--config", str(config)).returncode == 0
+    assert [r for r in fake_redmine.requests
+            if "journals" in r.query.get("include", "")], "the retry did not look"
+    assert notes(client, ticket) == ["Still broken."]
 
 
 def test_mail_without_message_id_is_keyed_by_its_bytes(config, client, ticket):

@@ -143,7 +143,7 @@ class Facts:
         self.state, self.verified, self.known = state, verified, known
         self.spf_pass = spf_pass
 
-    def ticket(self, ticket_id: int) -> TicketView:
+    def ticket(self, ticket_id: int, history: bool = True) -> TicketView:
         if ticket_id == 99:
             raise NoSuchTicket("no such ticket #99")
         return TicketView(ticket_id, self.state, self.state.title(), "owner@example.org",

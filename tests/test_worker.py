@@ -66,9 +66,10 @@ def test_a_poison_mail_is_dead_lettered_and_the_others_go_on(fake_redmine, tmp_p
         raw = fixture("support-answer.eml").replace(b"ticket1@", f"ticket{ticket}@".encode())
         raw = raw.replace(b"<support-answer-1@", f"<support-answer-{ticket}@".encode())
         gateway.receive(Envelope("s@x", (f"ticket{ticket}@example.org",), raw, via="lmtp"))
-    # Redmine answers the first ticket with JSON that is not an issue: the handler crashes.
-    fake_redmine.fail_next(status=200, count=1, body={"not": "an issue"},
-                           path=f"/issues/{first}.json")
+    # Redmine answers the first read of the tickets with JSON that is not a list of
+    # issues: the handler crashes.
+    fake_redmine.fail_next(status=200, count=1, body={"not": "issues"}, path="/issues.json",
+                           method="GET")
     with caplog.at_level(logging.ERROR, logger="mailgate.worker"):
         results = Worker(gateway).run_until_idle()
     assert [type(r[1]).__name__ for r in results] == ["KeyError", "Outcome"]

@@ -6,8 +6,10 @@ but the same mail reaching ticket 5 by two addresses (reply-all) is one.
 
 The state store remembers every (key, route) it has applied.  That record is
 written after Redmine answers, so a crash in between would forget it; for
-that window every note carries a short marker on its last line, and the
-ticket's journals are searched for it before posting.
+that window every note carries a short marker on its last line.  Before the
+write the store records the attempt (``ATTEMPTED``); a (key, route) with an
+attempt and no outcome may have been written, and only then is the ticket
+searched for its marker before posting again.
 """
 
 from __future__ import annotations
@@ -17,6 +19,10 @@ import hmac
 import re
 
 _MARKER = re.compile(r"\(mailgate:([0-9a-f]{16})\)")
+
+#: The kind of the state store's record of a (key, route) whose write was begun
+#: and whose outcome was not recorded yet.
+ATTEMPTED = "attempted"
 
 
 def normalise_key(mail_key: str) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Sequence
 
 from mailgate.errors import MailTakenElsewhere
+from mailgate.mail.idempotency import ATTEMPTED
 from mailgate.store import receipts, retention
 from mailgate.store.claims import holder_is_gone, host_prefix, this_process
 from mailgate.store.connect import connect
@@ -37,6 +38,9 @@ from mailgate.store.receipts import Receipt, Receipts
 from mailgate.store.spool_sql import COLUMNS, POSTGRES, SQLITE, SpoolSQL
 
 __all__ = ["COLUMNS", "PostgresSpool", "Spool", "SpooledMail", "SqliteSpool"]
+
+#: The record of an attempt (mailgate.mail.idempotency.ATTEMPTED), as stored.
+_ATTEMPT = json.dumps({"kind": ATTEMPTED})
 
 
 @dataclass(frozen=True)
@@ -189,11 +193,23 @@ class Spool:
         row = self._one(self.sql.seen, (mail_key, route))
         return json.loads(row[0]) if row else None
 
+    def attempt(self, mail_key: str, route: str) -> None:
+        """Record, before writing to Redmine, that a (mail, route) is being written: until
+        its outcome is remembered, any later try looks for the mail's marker first."""
+        self._run(self.sql.attempt, (mail_key, route, _ATTEMPT, time.time()))
+
     def remember(self, mail_key: str, route: str, outcome: dict) -> bool:
-        """Record what a (mail, route) became; False if it was already recorded."""
+        """Record what a (mail, route) became (over the record of its attempt); False if
+        an outcome was already recorded."""
         return self._run(self.sql.remember, (
             mail_key, route, outcome.get("ticket"), outcome.get("journal_id"),
-            json.dumps(outcome), time.time())) == 1
+            json.dumps(outcome), time.time(), _ATTEMPT)) == 1
+
+    def waiting_tickets(self, limit: int = 100) -> list[int]:
+        """Tickets whose next mail is due and not in hand (their facts are read together)."""
+        now = time.time()
+        rows = self._all(self.sql.waiting, (now, now, limit))
+        return [int(key.split(":", 1)[1]) for (key,) in rows if key.split(":", 1)[1].isdigit()]
 
     # -- retention (the sweep) --------------------------------------------------------
 

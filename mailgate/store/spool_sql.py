@@ -26,7 +26,9 @@ class SpoolSQL:
     defer: str
     bury: str
     seen: str
+    attempt: str
     remember: str
+    waiting: str
     get: str
     mails: str
     mails_in: str
@@ -40,6 +42,12 @@ class SpoolSQL:
 _NEXT_DUE = ("SELECT min(CASE WHEN next_attempt_at > lease_until"
              " THEN next_attempt_at ELSE lease_until END) FROM messages WHERE state='queued'")
 _COUNTS = "SELECT state, count(*) FROM messages GROUP BY state"
+# The tickets whose next mail is due and in nobody's hands (facts are read for them
+# together: mailgate.facts).
+_WAITING = ("SELECT DISTINCT m.order_key FROM messages m WHERE m.state = 'queued'"
+            " AND m.order_key LIKE 'ticket:%%' AND m.next_attempt_at <= {p}"
+            " AND NOT EXISTS (SELECT 1 FROM messages e WHERE e.order_key = m.order_key"
+            " AND e.state = 'queued' AND e.lease_until > {p}) LIMIT {p}")
 _OLDEST = "SELECT min(received_at) FROM messages WHERE state='queued'"
 _RETRY_ALL = ("UPDATE messages SET state='queued', next_attempt_at=0, lease_until=0"
               " WHERE state = 'dead' OR state = 'queued'")
@@ -70,9 +78,15 @@ SQLITE = SpoolSQL(
     bury="UPDATE messages SET state='dead', last_error=?, outcome=?, finished_at=?,"
          " lease_until=0 WHERE id=?",
     seen="SELECT outcome FROM processed WHERE mail_key=? AND route_key=?",
+    attempt="INSERT INTO processed (mail_key, route_key, outcome, created_at)"
+            " VALUES (?, ?, ?, ?) ON CONFLICT (mail_key, route_key) DO NOTHING",
+    # An outcome replaces the record of an attempt, and nothing else.
     remember="INSERT INTO processed (mail_key, route_key, ticket, journal_id, outcome,"
              " created_at) VALUES (?, ?, ?, ?, ?, ?)"
-             " ON CONFLICT (mail_key, route_key) DO NOTHING",
+             " ON CONFLICT (mail_key, route_key) DO UPDATE SET ticket = excluded.ticket,"
+             " journal_id = excluded.journal_id, outcome = excluded.outcome,"
+             " created_at = excluded.created_at WHERE processed.outcome = ?",
+    waiting=_WAITING.replace("{p}", "?").replace("%%", "%"),
     get=f"SELECT {COLUMNS} FROM messages WHERE id=?",
     mails=f"SELECT {COLUMNS} FROM messages ORDER BY id LIMIT ?",
     mails_in=f"SELECT {COLUMNS} FROM messages WHERE state=? ORDER BY id LIMIT ?",
@@ -116,9 +130,14 @@ POSTGRES = SpoolSQL(
     bury="UPDATE messages SET state='dead', last_error=%s, outcome=%s, finished_at=%s,"
          " lease_until=0 WHERE id=%s",
     seen="SELECT outcome FROM processed WHERE mail_key=%s AND route_key=%s",
+    attempt="INSERT INTO processed (mail_key, route_key, outcome, created_at)"
+            " VALUES (%s, %s, %s, %s) ON CONFLICT (mail_key, route_key) DO NOTHING",
     remember="INSERT INTO processed (mail_key, route_key, ticket, journal_id, outcome,"
              " created_at) VALUES (%s, %s, %s, %s, %s, %s)"
-             " ON CONFLICT (mail_key, route_key) DO NOTHING",
+             " ON CONFLICT (mail_key, route_key) DO UPDATE SET ticket = excluded.ticket,"
+             " journal_id = excluded.journal_id, outcome = excluded.outcome,"
+             " created_at = excluded.created_at WHERE processed.outcome = %s",
+    waiting=_WAITING.replace("{p}", "%s"),
     get=f"SELECT {COLUMNS} FROM messages WHERE id=%s",
     mails=f"SELECT {COLUMNS} FROM messages ORDER BY id LIMIT %s",
     mails_in=f"SELECT {COLUMNS} FROM messages WHERE state=%s ORDER BY id LIMIT %s",
