@@ -36,6 +36,8 @@ def test_metrics_health_and_the_log_line(fake_redmine, tmp_path, caplog):
         assert 'mailgate_mails_total{outcome="applied"} 1.0' in metrics
         assert 'mailgate_spool_mails{state="done"} 1.0' in metrics
         assert 'mailgate_redmine_request_seconds_count{method="PUT"} 1.0' in metrics
+        # By kind, without the ids (bench B reports requests per note by kind).
+        assert 'mailgate_redmine_requests_total{request="PUT /issues/:id.json"} 1.0' in metrics
         assert "mailgate_spool_oldest_age_seconds 0.0" in metrics
         assert requests.get(f"{base}/healthz", timeout=5).text == "ok\n"
 

@@ -132,6 +132,10 @@ class Intake:
         now = time.monotonic()
         if confirmed is not None and now - confirmed < KNOWN_TICKET_SECONDS:
             return
+        # The worker (same client) read it lately: it exists, no need to ask again.
+        reads = getattr(self.client, "reads", None)
+        if reads is not None and reads.seen_within(ticket, KNOWN_TICKET_SECONDS):
+            return
         try:
             exists = self.client.issue_exists(ticket)
         except RedmineUnavailable:

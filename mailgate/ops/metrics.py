@@ -8,8 +8,10 @@ queue) is read when Prometheus scrapes, by a collector.
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Iterable
+from urllib.parse import parse_qs, urlsplit
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
@@ -27,6 +29,10 @@ class Metrics:
         self.redmine_latency = Histogram("mailgate_redmine_request_seconds",
                                          "Redmine REST answers, by method", ["method"],
                                          buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.redmine_requests = Counter("mailgate_redmine_requests",
+                                        "Redmine REST requests, by kind: method, path with"
+                                        " ids as :id, and what it included",
+                                        ["request"], registry=self.registry)
         self.redmine_errors = Counter("mailgate_redmine_errors",
                                       "Redmine failures, by error class", ["error"],
                                       registry=self.registry)
@@ -57,6 +63,7 @@ class Metrics:
         def observe(response, *args, **kwargs):
             self.redmine_latency.labels(response.request.method).observe(
                 response.elapsed.total_seconds())
+            self.redmine_requests.labels(request_kind(response.request)).inc()
         client.response_hooks.append(observe)
 
     def watch_discord(self, client) -> None:
@@ -133,3 +140,11 @@ def health(metrics: Metrics, spool, *, redmine_alarm: float, stuck_alarm: float,
     if oldest is not None and now - oldest > stuck_alarm:
         problems.append(f"spool stuck: oldest waiting mail is {now - oldest:.0f} s old")
     return problems
+
+
+def request_kind(request) -> str:
+    """``GET /issues/:id?include=journals,attachments``: a request, without its ids."""
+    url = urlsplit(request.url)
+    path = re.sub(r"/\d+(?=[./]|$)", "/:id", url.path)
+    include = parse_qs(url.query).get("include")
+    return f"{request.method} {path}" + (f"?include={include[0]}" if include else "")

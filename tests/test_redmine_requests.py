@@ -1,0 +1,160 @@
+"""What mailgate asks of Redmine per mail, and that asking less keeps every guarantee
+(issue 16): a status change Redmine drops is still reported, each ticket's mail is
+still applied in arrival order, and nothing is asked twice that was just read.
+
+Through the gateway's own entry points (``Gateway.receive`` + ``Worker``, ``serve``)
+against the fake Redmine, which counts what it is sent.  Not timed: only what is
+sent, and what lands.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import time
+from email.message import EmailMessage
+
+import pytest
+
+from mailgate.clients.redmine import RedmineClient
+from mailgate.config import load_config
+from mailgate.gateway import Envelope, build_gateway
+from mailgate.worker import Worker
+from support.configs import VERIFIED, write_config
+from tests.fakes import redmine as fake_seed
+from tests.helpers import without_marker
+from tests.servers import RunningGateway
+
+SENDERS = {"owner": ("Olive Owner", "owner@example.org"),
+           "support": ("Sam Support", "support@example.org")}
+
+
+@pytest.fixture
+def client(fake_redmine):
+    return RedmineClient(fake_redmine.url, fake_redmine.admin_key)
+
+
+@pytest.fixture
+def gateway(tmp_path, fake_redmine):
+    config = write_config(tmp_path / "mailgate.yaml", fake_redmine.url, fake_redmine.admin_key)
+    return build_gateway(load_config(config, environ={}))
+
+
+def mail(ticket: int, who: str, body: str, n: int) -> bytes:
+    name, address = SENDERS[who]
+    msg = EmailMessage()
+    msg["Authentication-Results"] = VERIFIED.split(": ", 1)[1]
+    msg["From"] = f"{name} <{address}>"
+    msg["To"] = f"ticket{ticket}@example.org"
+    msg["Subject"] = f"Re: [site-a - Support #{ticket}] Router drops"
+    msg["Message-ID"] = f"<requests-{n}@mail.test>"
+    msg.set_content(body)
+    return bytes(msg)
+
+
+def receive(gateway, ticket: int, who: str, body: str, n: int) -> None:
+    raw = mail(ticket, who, body, n)
+    gateway.receive(Envelope(SENDERS[who][1], (f"ticket{ticket}@example.org",), raw,
+                             via="lmtp"))
+
+
+def notes(client, ticket: int) -> list[str]:
+    return [without_marker(j.notes) for j in client.get_issue(ticket).journals if j.notes]
+
+
+def sent(fake_redmine, method: str, path: str) -> list:
+    return [r for r in fake_redmine.requests if r.method == method and r.path == path]
+
+
+def test_a_burst_is_read_in_rounds_and_proven_writers_are_not_read_back(
+        gateway, client, fake_redmine):
+    """Six notes to three tickets: the tickets are read together, a round at a time,
+    and only the first note of the writer is read back after its PUT."""
+    tickets = [client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
+               for n in range(3)]
+    for n in range(6):
+        receive(gateway, tickets[n % 3], "owner", f"Still broken ({n}).", n)
+    fake_redmine.requests.clear()
+    results = Worker(gateway).run_until_idle()
+    assert [r[1].kind for r in results] == ["applied"] * 6
+    assert len(sent(fake_redmine, "PUT", f"/issues/{tickets[0]}.json")) == 2
+    shown = [r for r in fake_redmine.requests if r.method == "GET"
+             and r.path.startswith("/issues/")]
+    # The one read-back: the writer's first note (knowledge.Proofs).
+    assert [(r.path, r.query.get("include")) for r in shown] == [
+        (f"/issues/{tickets[0]}.json", "journals,attachments")]
+    lists = sent(fake_redmine, "GET", "/issues.json")
+    assert 1 <= len(lists) <= 3, [r.query for r in lists]
+    assert set(lists[0].query["issue_id"].split(",")) == set(map(str, tickets))
+    for n, ticket in enumerate(tickets):
+        assert notes(client, ticket) == [f"Still broken ({n}).", f"Still broken ({n + 3})."]
+
+
+def test_a_status_change_redmine_refuses_is_reported_where_the_read_back_is_skipped(
+        gateway, client, fake_redmine, monkeypatch):
+    """Once support's notes and status changes were seen kept, their next status change
+    is not read back when Redmine's workflow offers it; one it does not offer (here:
+    Support may not answer a ticket waiting for information) is read back, and
+    reported as refused."""
+    support = fake_seed.WORKFLOWS["Support"] - {("Needs information", "Answered")}
+    monkeypatch.setitem(fake_seed.WORKFLOWS, "Support", support)
+    first, second = (client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
+                     for n in range(2))
+    worker = Worker(gateway)
+    receive(gateway, first, "support", "Try a new cable.", 1)
+    [(_, proving)] = worker.run_until_idle()
+    assert (proving.kind, proving.to_state) == ("applied", "answered")
+    assert proving.journal_id is not None                  # read back: nothing known yet
+
+    receive(gateway, second, "support", "Status: needs information\n\nWhich model?", 2)
+    fake_redmine.requests.clear()
+    [(_, asked)] = worker.run_until_idle()
+    assert (asked.kind, asked.to_state, asked.journal_id) == ("applied", "needs-info", None)
+    assert not [r for r in sent(fake_redmine, "GET", f"/issues/{second}.json")
+                if "journals" in r.query.get("include", "")]
+
+    receive(gateway, second, "support", "It is the cable.", 3)
+    [(_, refused)] = worker.run_until_idle()
+    assert (refused.kind, refused.from_state, refused.to_state) == (
+        "status-refused", "needs-info", "needs-info")
+    assert "refused by Redmine's workflow" in refused.reason
+    assert client.get_issue(second).status_name == "Needs information"
+    assert notes(client, second) == ["Which model?", "It is the cable."]
+
+
+def test_mail_to_each_ticket_lands_in_arrival_order_with_several_workers(
+        tmp_path, client, fake_redmine):
+    """Four workers, five tickets, forty mails sent one after another: the tickets are
+    worked on side by side, each ticket's notes in the order its mail arrived."""
+    config = write_config(tmp_path / "mailgate.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          spool={"workers": 4})
+    tickets = [client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
+               for n in range(5)]
+    fake_redmine.delay = 0.01       # answers take a while: the workers overlap
+    with RunningGateway(config, lmtp=False) as server:
+        assert server.gateway.worker.runner.concurrency == 4
+        with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+            for n in range(40):
+                who = ("owner", "support")[(n // 5) % 2]
+                smtp.sendmail(SENDERS[who][1], [f"ticket{tickets[n % 5]}@example.org"],
+                              mail(tickets[n % 5], who, f"Mail {n}.", n))
+        deadline = time.monotonic() + 30
+        while server.gateway.spool.counts().get("done", 0) < 40 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.gateway.spool.counts() == {"done": 40}
+    for t, ticket in enumerate(tickets):
+        assert notes(client, ticket) == [f"Mail {n}." for n in range(t, 40, 5)]
+
+
+def test_the_rcpt_check_asks_nothing_about_a_ticket_the_worker_just_read(
+        gateway, client, fake_redmine):
+    ticket = client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+    receive(gateway, ticket, "owner", "Still broken.", 1)
+    Worker(gateway).run_until_idle()
+    fake_redmine.requests.clear()
+    gateway.check_recipient(f"ticket{ticket}@example.org")
+    assert fake_redmine.requests == []
+    # A ticket nobody read is still asked about.
+    other = client.create_issue("site-a", "Other", "Drops.", as_user="owner")
+    fake_redmine.requests.clear()
+    gateway.check_recipient(f"ticket{other}@example.org")
+    assert [r.path for r in fake_redmine.requests] == [f"/issues/{other}.json"]
