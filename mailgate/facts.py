@@ -14,6 +14,7 @@ planner asks for it.
 
 from __future__ import annotations
 
+import threading
 from typing import Callable, Iterable, Mapping, Protocol
 
 from handlers.plans import TicketView
@@ -64,6 +65,9 @@ class RedmineFacts(_Trust):
         self.config = config
         self.waiting = waiting
         self._status_ids: dict[str, int] | None = None
+        # One read at a time: workers that start a round together would each read all
+        # the waiting tickets; the second one waits and finds its ticket read.
+        self._reading = threading.Lock()
         #: Tickets seen answered: an answer, once given, stays given.
         self._answered: set[int] = set()
 
@@ -87,8 +91,12 @@ class RedmineFacts(_Trust):
     def _current(self, ticket_id: int):
         issue = self.client.current_issue(ticket_id)
         if issue is None:
-            wanted = [ticket_id, *self.waiting()]
-            issue = self.client.read_issues(wanted).get(ticket_id)
+            with self._reading:
+                issue = self.client.current_issue(ticket_id)
+                if issue is None:
+                    # With it, the waiting tickets whose last read no longer stands.
+                    stale = [t for t in self.waiting() if self.client.current_issue(t) is None]
+                    issue = self.client.read_issues([ticket_id, *stale]).get(ticket_id)
         if issue is None:
             raise NoSuchTicket(f"Redmine has no ticket #{ticket_id}")
         return issue
