@@ -7,7 +7,19 @@ same Debian Redmine: the same code and configuration (/usr/share/redmine,
 /etc/redmine/default, Rack::Lock), started from the same golden seeded
 database that `scripts/redmine-local reset` restores, but on a copy of it
 (``DATABASE_URL``) and on its own loopback port.  "Reset" is: stop, copy the
-golden database again, start (~5 s).  ``--shared`` uses scripts/redmine-local
+golden database again, start (~5 s).
+
+Served two ways (``server``):
+
+* ``webrick``: as scripts/redmine-local serves it, `rackup -s webrick` with
+  Rack::Lock: one request at a time.
+* ``puma``: Debian's Puma (``apt-get install puma``), 2 worker processes of 4
+  threads each, with bench/redmine_puma.ru in place of Redmine's config.ru: no
+  Rack::Lock, reads side by side, writes one at a time through a lock file (Rails
+  6.1 on SQLite answers concurrent writes with 500 "database is locked"), the
+  database in WAL mode so that reads do not wait for a write.  Puma is not in
+  Redmine's Gemfile: a Gemfile of our own (``BUNDLE_GEMFILE``, in the state
+  directory) takes Redmine's and adds it.  ``--shared`` uses scripts/redmine-local
 itself (port 3000, `reset` between the halves) when nobody else needs it.
 """
 
@@ -15,6 +27,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
 import time
 import urllib.request
@@ -26,6 +40,8 @@ REDMINE_DIR = Path("/usr/share/redmine")
 GOLDEN = Path("/var/lib/mailgate-redmine/golden.sqlite3")
 STATE = Path("/var/lib/mailgate-bench-redmine")
 ADMIN_KEY = "0000000000000000000000000000000000000a11"
+PUMA_RACKUP = Path(__file__).resolve().parent / "redmine_puma.ru"
+PUMA_WORKERS, PUMA_THREADS = 2, 4
 
 
 def _bundler_version() -> str:
@@ -46,9 +62,12 @@ def _answers(url: str) -> bool:
 
 
 class PrivateRedmine:
-    def __init__(self, port: int, state: Path = STATE):
-        """``state``: the directory of its database (a bench of its own may run
-        beside bench B with another one)."""
+    def __init__(self, port: int, server: str = "webrick", state: Path = STATE):
+        """``server``: webrick or puma (above); ``state``: the directory of its database
+        (a bench of its own may run beside bench B with another one)."""
+        if server not in ("webrick", "puma"):
+            raise ValueError(f"no such server {server!r}")
+        self.server = server
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
         self.api_key = ADMIN_KEY
@@ -66,14 +85,13 @@ class PrivateRedmine:
         shutil.chown(self.state, "www-data", "www-data")
         shutil.chown(self.db, "www-data", "www-data")
         log = open(f"/tmp/mailgate-bench-redmine-{self.port}.log", "ab")
-        # setsid, setpriv and env all exec: self.process.pid is the rackup process.
+        env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/var/www",
+               "LANG=C.UTF-8", "RAILS_ENV=production", f"BUNDLER_VERSION={_bundler_version()}",
+               f"DATABASE_URL=sqlite3:{self.db}"]
+        # setsid, setpriv and env all exec: self.process.pid is the server's process.
         self.process = subprocess.Popen(
             ["setsid", "setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups",
-             "env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/var/www",
-             "LANG=C.UTF-8", "RAILS_ENV=production", f"BUNDLER_VERSION={_bundler_version()}",
-             f"DATABASE_URL=sqlite3:{self.db}",
-             "rackup", "-s", "webrick", "-o", "127.0.0.1", "-p", str(self.port),
-             "-E", "production", "config.ru"],
+             *env, *(self._puma() if self.server == "puma" else self._webrick())],
             cwd=REDMINE_DIR, stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         deadline = time.monotonic() + 120
         while not _answers(self.url):
@@ -83,13 +101,47 @@ class PrivateRedmine:
             time.sleep(0.2)
         return self
 
+    def describe(self) -> str:
+        if self.server == "puma":
+            return (f"Puma, {PUMA_WORKERS} processes x {PUMA_THREADS} threads, reads side by"
+                    " side, writes one at a time (SQLite, WAL)")
+        return "WEBrick, one request at a time (Rack::Lock), SQLite"
+
+    def _webrick(self) -> list[str]:
+        return ["rackup", "-s", "webrick", "-o", "127.0.0.1", "-p", str(self.port),
+                "-E", "production", "config.ru"]
+
+    def _puma(self) -> list[str]:
+        if shutil.which("puma") is None:
+            raise SystemExit("--redmine puma needs Debian's Puma: apt-get install puma")
+        home = self.state / f"puma-{self.port}"
+        home.mkdir(mode=0o750, exist_ok=True)
+        (home / "Gemfile").write_text(f'eval_gemfile "{REDMINE_DIR}/Gemfile"\ngem "puma"\n')
+        shutil.copyfile(PUMA_RACKUP, home / "config.ru")    # www-data may not read ours
+        for path in (home, home / "Gemfile", home / "config.ru"):
+            shutil.chown(path, "www-data", "www-data")
+        with sqlite3.connect(self.db) as db:
+            db.execute("PRAGMA journal_mode=WAL")
+        for suffix in ("-wal", "-shm"):
+            if Path(f"{self.db}{suffix}").exists():
+                shutil.chown(f"{self.db}{suffix}", "www-data", "www-data")
+        return [f"BUNDLE_GEMFILE={home / 'Gemfile'}", f"REDMINE_WRITE_LOCK={home / 'write.lock'}",
+                "puma", "-w", str(PUMA_WORKERS), "-t", f"{PUMA_THREADS}:{PUMA_THREADS}",
+                "-b", f"tcp://127.0.0.1:{self.port}", "-e", "production",
+                str(home / "config.ru")]
+
     def stop(self) -> None:
+        self._halt()
+        shutil.rmtree(self.state / f"puma-{self.port}", ignore_errors=True)
+
+    def _halt(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                # Its own session (setsid): Puma's workers go with their master.
+                os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait(10)
         self.process = None
         self._remove_db()
@@ -99,7 +151,7 @@ class PrivateRedmine:
             Path(f"{self.db}{suffix}").unlink(missing_ok=True)
 
     def reset(self) -> None:
-        self.stop()
+        self._halt()
         self.start()
 
 
@@ -131,6 +183,9 @@ class SharedRedmine:
 
     def stop(self) -> None:
         pass
+
+    def describe(self) -> str:
+        return "scripts/redmine-local (WEBrick, one request at a time)"
 
 
 def environ_without_proxy() -> dict:

@@ -2,13 +2,15 @@
 REST loop of the same note PUTs, in one run.
 
     python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--compare REF]
-                              [--base REF] [--quick]
+                              [--base REF] [--quick] [--scenarios steady,burst,trickle]
+                              [--trickle 30] [--redmine webrick|puma]
 
 300 replies from 3 senders (owner, support, other @example.org, all Redmine
 users) across 30 tickets (opened by owner in site-a), one note each.  Before
 each contender Redmine is reset to the seeded golden database and the 30
-tickets are opened again (not timed).  Contenders:
+tickets are opened again (not timed).  Three scenarios:
 
+steady: the mails arrive while mailgate works.
   rdm-mailhandler.rb   /usr/share/redmine/extra/mail_handler/rdm-mailhandler.rb --url URL
                        --key mailhandler-key < mail, one ruby process per mail, as an MTA
                        runs it, CONCURRENCY at a time; timed from the first start to
@@ -23,22 +25,35 @@ tickets are opened again (not timed).  Contenders:
   bare REST loop       one requests.Session, PUT /issues/N.json {"issue": {"notes": ...}}
                        as the sender (X-Redmine-Switch-User), one after another: the
                        most notes per second this Redmine takes
+burst: 300 mails already queued.  mailgate's spool is filled first (Gateway.receive,
+  as its SMTP listener takes mail from our MTA; not timed), then `mailgate serve` is
+  started and timed from its launch to the last mail done.  rdm-mailhandler.rb has no
+  queue of its own: an MTA hands its queue over as in steady, whose figure stands.
+trickle: one mail at a time (--trickle N, 10 tickets, the three senders in turn),
+  each sent when the one before was applied: the latency of each, p50 and p95.
+  rdm-mailhandler.rb: the run of its process; mailgate serve: from the SMTP
+  connection to the spool row done.
 
-Each contender's notes are then counted in Redmine (300 expected, none missing,
-none twice).  mailgate's Redmine requests are counted from its /metrics.
+Each contender's notes are then counted in Redmine (every one, none missing,
+none twice).  mailgate's Redmine requests are counted from its /metrics, by kind.
 Redmine: a private instance of the local Debian Redmine on its own port and
 its own copy of the golden database (bench/_redmine.py explains why), or with
 --shared the team's scripts/redmine-local (reset between contenders).
---quick: 30 mails (one per ticket), concurrency 2: proves it runs; no figure.
+--redmine puma: the private Redmine served by Puma, two worker processes of
+four threads, reads side by side (bench/_redmine.py says what that takes).
+--quick: 30 mails (one per ticket), concurrency 2, trickle 6: proves it runs; no figure.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import itertools
+import json
 import re
 import smtplib
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -103,8 +118,9 @@ def count_notes(redmine, tickets: list[int]) -> tuple[int, int]:
 
 
 def make_mails(tickets: list[int], count: int, run: str) -> list[tuple[str, str, bytes]]:
-    """(sender, recipient, raw) per mail: mail n to ticket n % 30, from the senders in turn
-    (each ticket hears owner, support, other, owner, ...: answers, reopenings, comments)."""
+    """(sender, recipient, raw) per mail: mail n to ticket n % 30 (of ``tickets``), from
+    the senders in turn (each ticket hears owner, support, other, owner, ...: answers,
+    reopenings, comments)."""
     mails = []
     for n in range(count):
         ticket = tickets[n % len(tickets)]
@@ -171,51 +187,145 @@ def send_smtp(port: int, mails, sessions: int) -> None:
         raise RuntimeError(f"SMTP refusals: {errors[:3]}")
 
 
-def metrics_counts(port: int) -> dict[str, tuple[int, float]]:
+def metrics_counts(port: int) -> dict:
+    """mailgate's Redmine requests: by method (count, seconds), and by kind when the code
+    under test counts them (``kinds``: request -> count)."""
     import urllib.request
 
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     out: dict[str, list[float]] = {}
+    kinds: dict[str, int] = {}
     for line in text.splitlines():
         found = re.match(r'mailgate_redmine_request_seconds_(count|sum)\{method="(\w+)"\} (\S+)',
                          line)
         if found:
             out.setdefault(found.group(2), [0, 0.0])
             out[found.group(2)][0 if found.group(1) == "count" else 1] = float(found.group(3))
-    return {k: (int(v[0]), v[1]) for k, v in out.items()}
+        kind = re.match(r'mailgate_redmine_requests_total\{request="([^"]+)"\} (\S+)', line)
+        if kind:
+            kinds[kind.group(1)] = int(float(kind.group(2)))
+    return {"methods": {k: (int(v[0]), v[1]) for k, v in out.items()}, "kinds": kinds}
+
+
+def wait_done(spool: Path, count: int, deadline: float, server, poll: float = 0.05) -> dict:
+    """Poll the spool's SQLite file until ``count`` mails are done or dead."""
+    while True:
+        with sqlite3.connect(f"file:{spool}?mode=ro", uri=True, timeout=5) as db:
+            states = dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state"))
+        if states.get("done", 0) + states.get("dead", 0) >= count:
+            return states
+        if time.monotonic() > deadline or server.process.poll() is not None:
+            raise RuntimeError(f"mailgate: {states} after the deadline; see {server.log}")
+        time.sleep(poll)
+
+
+def outcomes(spool: Path) -> dict[str, int]:
+    with sqlite3.connect(spool) as db:
+        return dict(db.execute("SELECT json_extract(outcome, '$.kind'), count(*)"
+                               " FROM messages GROUP BY 1"))
+
+
+class Mailgate:
+    """One `mailgate serve` set-up for a contender: its directory, config and ports."""
+
+    def __init__(self, redmine, work: Path, tree):
+        self.directory = Path(tempfile.mkdtemp(dir=work))
+        self.config = bench_config(self.directory / "mailgate.yaml", redmine.url,
+                                   redmine.api_key, trust={"verify_dkim": False})
+        self.tree = tree
+        self.smtp_port, self.metrics_port = free_port(), free_port()
+        self.spool = self.directory / "spool.db"
+
+    def serve(self) -> ServeProcess:
+        # cwd: not the repository, whose mailgate/ `python -m` would put first on sys.path.
+        return ServeProcess(self.config, self.smtp_port, self.directory / "serve.log",
+                            "--metrics", f"127.0.0.1:{self.metrics_port}", cwd=self.directory,
+                            timeout=60,
+                            env=tree_env(self.tree, {"MAILGATE_LOG_LEVEL": "WARNING"}))
+
+    def finish(self, server, count: int) -> dict:
+        counts = metrics_counts(self.metrics_port)
+        server.stop(60)
+        found = outcomes(self.spool)
+        if found.get(None) or len(found) == 0:
+            raise RuntimeError(f"mailgate: {found}; see {server.log}")
+        counts["outcomes"] = found
+        counts["mails"] = count
+        return counts
 
 
 def run_mailgate(redmine, mails, concurrency: int, work: Path, tree) -> tuple[float, dict]:
-    directory = Path(tempfile.mkdtemp(dir=work))
-    config = bench_config(directory / "mailgate.yaml", redmine.url, redmine.api_key,
-                          trust={"verify_dkim": False})
-    smtp_port, metrics_port = free_port(), free_port()
-    spool = directory / "spool.db"
-    # cwd: not the repository, whose mailgate/ `python -m` would put first on sys.path.
-    with ServeProcess(config, smtp_port, directory / "serve.log",
-                      "--metrics", f"127.0.0.1:{metrics_port}", cwd=directory, timeout=60,
-                      env=tree_env(tree, {"MAILGATE_LOG_LEVEL": "WARNING"})) as server:
+    gate = Mailgate(redmine, work, tree)
+    with gate.serve() as server:
         started = time.perf_counter()
-        send_smtp(smtp_port, mails, concurrency)
-        deadline = time.monotonic() + 170
-        while True:
-            with sqlite3.connect(f"file:{spool}?mode=ro", uri=True, timeout=5) as db:
-                states = dict(db.execute("SELECT state, count(*) FROM messages GROUP BY state"))
-            if states.get("done", 0) + states.get("dead", 0) >= len(mails):
-                break
-            if time.monotonic() > deadline or server.process.poll() is not None:
-                raise RuntimeError(f"mailgate: {states} after the deadline; see {server.log}")
-            time.sleep(0.05)
+        send_smtp(gate.smtp_port, mails, concurrency)
+        states = wait_done(gate.spool, len(mails), time.monotonic() + 170, server)
         seconds = time.perf_counter() - started
-        counts = metrics_counts(metrics_port)
-        server.stop(60)
-    if states.get("dead"):
-        raise RuntimeError(f"mailgate dead-lettered {states['dead']} mails; see {server.log}")
-    with sqlite3.connect(spool) as db:
-        kinds = dict(db.execute("SELECT json_extract(outcome, '$.kind'), count(*)"
-                                " FROM messages GROUP BY 1"))
-    counts["outcomes"] = kinds
-    return seconds, counts
+        if states.get("dead"):
+            raise RuntimeError(f"mailgate dead-lettered {states['dead']} mails; see {server.log}")
+        return seconds, gate.finish(server, len(mails))
+
+
+#: Run in a child on the tree under test: the burst's queue, taken in as serve's SMTP
+#: listener takes mail from our MTA (Gateway.receive), with no worker running.
+SPOOL_ONLY = """
+import json, sys
+from pathlib import Path
+from mailgate.config import load_config
+from mailgate.gateway import Envelope, build_gateway
+gateway = build_gateway(load_config(sys.argv[1]))
+folder = Path(sys.argv[2])
+for sender, rcpt, name in json.loads((folder / "index.json").read_text()):
+    [done] = gateway.receive(Envelope(sender, (rcpt,), (folder / name).read_bytes(),
+                                      via="smtp 127.0.0.1"))
+    assert done.spool_id is not None, done
+"""
+
+
+def run_burst(redmine, mails, work: Path, tree) -> tuple[float, dict]:
+    gate = Mailgate(redmine, work, tree)
+    folder = gate.directory / "queue"
+    folder.mkdir()
+    index = []
+    for n, (sender, rcpt, raw) in enumerate(mails):
+        (folder / f"{n}.eml").write_bytes(raw)
+        index.append((sender, rcpt, f"{n}.eml"))
+    (folder / "index.json").write_text(json.dumps(index))
+    subprocess.run([sys.executable, "-c", SPOOL_ONLY, str(gate.config), str(folder)],
+                   cwd=gate.directory, env=tree_env(tree), check=True, timeout=300)
+    started = time.perf_counter()
+    with gate.serve() as server:
+        states = wait_done(gate.spool, len(mails), time.monotonic() + 170, server)
+        seconds = time.perf_counter() - started
+        if states.get("dead"):
+            raise RuntimeError(f"mailgate dead-lettered {states['dead']} mails; see {server.log}")
+        return seconds, gate.finish(server, len(mails))
+
+
+def trickle_mailhandler(redmine, mails, work: Path) -> list[float]:
+    latencies = []
+    for n, (_, _, raw) in enumerate(mails):
+        started = time.perf_counter()
+        code = subprocess.run(["ruby", str(MAILHANDLER), "--url", redmine.url, "--key",
+                               "mailhandler-key"], input=raw, capture_output=True,
+                              timeout=120).returncode
+        latencies.append(time.perf_counter() - started)
+        if code != 0:
+            raise RuntimeError(f"rdm-mailhandler: exit {code} on mail {n}")
+    return latencies
+
+
+def trickle_mailgate(redmine, mails, work: Path, tree) -> tuple[list[float], dict]:
+    gate = Mailgate(redmine, work, tree)
+    latencies = []
+    with gate.serve() as server:
+        for n, (sender, rcpt, raw) in enumerate(mails):
+            started = time.perf_counter()
+            with smtplib.SMTP("127.0.0.1", gate.smtp_port, timeout=60) as smtp:
+                smtp.sendmail(sender, [rcpt], raw)
+            wait_done(gate.spool, n + 1, time.monotonic() + 60, server, poll=0.002)
+            latencies.append(time.perf_counter() - started)
+        return latencies, gate.finish(server, len(mails))
 
 
 def run_rest(redmine, mails, tickets) -> float:
@@ -232,10 +342,16 @@ def run_rest(redmine, mails, tickets) -> float:
 
 
 def request_costs(redmine, ticket: int, n: int = 20) -> dict[str, float]:
-    """Redmine's time per request kind on a ticket with ~10 notes (ms, median)."""
-    import statistics
-
+    """Redmine's time per request kind on a ticket with ~10 notes (ms, median), as a client
+    that acknowledges answers at once sees it (mailgate.clients.transport: WEBrick's
+    answers otherwise wait 40 ms for a delayed ACK)."""
     s = session(redmine)
+    try:
+        from mailgate.clients.transport import QuickAckAdapter
+    except ImportError:
+        pass        # a tree before it: the plain client
+    else:
+        s.mount("http://", QuickAckAdapter())
     kinds = {
         "GET issue +journals,attachments": lambda: s.get(
             f"{redmine.url}/issues/{ticket}.json",
@@ -247,7 +363,18 @@ def request_costs(redmine, ticket: int, n: int = 20) -> dict[str, float]:
         "PUT note": lambda: s.put(f"{redmine.url}/issues/{ticket}.json",
                                   json={"issue": {"notes": "cost probe"}},
                                   headers={"X-Redmine-Switch-User": "support"}, timeout=30),
+        "PUT note + status change": lambda: s.put(
+            f"{redmine.url}/issues/{ticket}.json",
+            json={"issue": {"notes": "cost probe", "status_id": next(statuses)}},
+            headers={"X-Redmine-Switch-User": "support"}, timeout=30),
+        "GET 30 issues by id": lambda: s.get(f"{redmine.url}/issues.json", params={
+            "issue_id": ",".join(map(str, range(ticket, ticket + TICKETS))), "status_id": "*",
+            "limit": 100}, timeout=30),
     }
+    # Support may move a ticket between Needs information and Answered, both ways.
+    names = {x["name"]: x["id"] for x in s.get(f"{redmine.url}/issue_statuses.json",
+                                               timeout=30).json()["issue_statuses"]}
+    statuses = itertools.cycle([names["Answered"], names["Needs information"]])
     out = {}
     for name, call in kinds.items():
         times = []
@@ -261,6 +388,137 @@ def request_costs(redmine, ticket: int, n: int = 20) -> dict[str, float]:
 
 # -- the run ------------------------------------------------------------------------------
 
+def percentile(values: list[float], q: float) -> float:
+    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1] \
+        if len(values) > 1 else values[0]
+
+
+class Run:
+    """The contenders of one run, each on a Redmine reset to the golden database."""
+
+    def __init__(self, args, redmine, work: Path, trees, run: str):
+        self.args, self.redmine, self.work, self.trees, self.run = args, redmine, work, trees, run
+        self.results: dict[str, float] = {}
+        self.extra: dict[str, dict] = {}
+        self.latencies: dict[str, list[float]] = {}
+        self.costs: dict[str, float] = {}
+
+    def fresh(self, name: str, count: int, ticket_count: int = TICKETS):
+        self.redmine.reset()
+        tickets = open_tickets(self.redmine)
+        mails = make_mails(tickets[:ticket_count], count, self.run + str(len(self.results)
+                                                                           + len(self.latencies)))
+        return tickets, mails
+
+    def check(self, name: str, tickets: list[int], count: int) -> None:
+        notes, distinct = count_notes(self.redmine, tickets)
+        if (notes, distinct) != (count, count):
+            raise RuntimeError(f"{name}: {notes} notes ({distinct} distinct) in Redmine,"
+                               f" {count} expected")
+
+    def steady(self) -> None:
+        args = self.args
+        for name, tree in [("rdm-mailhandler.rb", None)] + \
+                [(f"mailgate serve{t.label}", t) for t in self.trees] + [("bare REST loop", None)]:
+            tickets, mails = self.fresh(name, args.mails)
+            if name == "rdm-mailhandler.rb":
+                seconds = run_mailhandler(self.redmine, mails, args.concurrency, self.work)
+            elif tree is not None:
+                seconds, self.extra[name] = run_mailgate(self.redmine, mails, args.concurrency,
+                                                         self.work, tree)
+            else:
+                seconds = run_rest(self.redmine, mails, tickets)
+            self.check(name, tickets, args.mails)
+            self.results[name] = args.mails / seconds
+            print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
+            if name == "bare REST loop":
+                self.costs = request_costs(self.redmine, tickets[0])
+
+    def burst(self) -> None:
+        for tree in self.trees:
+            name = f"mailgate serve{tree.label} (burst)"
+            tickets, mails = self.fresh(name, self.args.mails)
+            seconds, self.extra[name] = run_burst(self.redmine, mails, self.work, tree)
+            self.check(name, tickets, self.args.mails)
+            self.results[name] = self.args.mails / seconds
+            print(f"# burst, {name}: {self.args.mails} queued notes in {seconds:.1f} s"
+                  " (from its launch)", flush=True)
+
+    def trickle(self) -> None:
+        count = self.args.trickle
+        for name, tree in [("rdm-mailhandler.rb", None)] + \
+                [(f"mailgate serve{t.label}", t) for t in self.trees]:
+            tickets, mails = self.fresh(name, count, ticket_count=10)
+            if tree is None:
+                self.latencies[name] = trickle_mailhandler(self.redmine, mails, self.work)
+            else:
+                self.latencies[name], self.extra[name + " (trickle)"] = trickle_mailgate(
+                    self.redmine, mails, self.work, tree)
+            self.check(name, tickets[:10], count)
+            print(f"# trickle, {name}: p50 {1000 * percentile(self.latencies[name], 50):.0f}"
+                  " ms", flush=True)
+
+
+def print_requests(run: Run) -> None:
+    for name, counts in run.extra.items():
+        mails = counts["mails"]
+        per_method = ", ".join(f"{m} {c / mails:.2f} ({1000 * t / max(c, 1):.0f} ms each)"
+                               for m, (c, t) in sorted(counts["methods"].items()))
+        print(f"- {name}: Redmine requests per note: {per_method}; outcomes"
+              f" {counts['outcomes']}")
+        for kind, count in sorted(counts["kinds"].items(), key=lambda kv: -kv[1]):
+            print(f"    {count / mails:5.2f}  {kind}")
+
+
+def print_results(args, run: Run, trees) -> None:
+    results, rest = run.results, run.results.get("bare REST loop")
+    rdm = results.get("rdm-mailhandler.rb")
+    print()
+    if rdm and rest:
+        table([(name, f"{value:.1f}", f"{value / rdm:.2f}", f"{value / rest:.2f}")
+               for name, value in results.items()],
+              ("contender", "notes/s", "x rdm-mailhandler", "x bare REST loop"))
+    if run.latencies:
+        print()
+        table([(name, len(values), f"{1000 * percentile(values, 50):.0f}",
+                f"{1000 * percentile(values, 95):.0f}", f"{1000 * max(values):.0f}")
+               for name, values in run.latencies.items()],
+              ("trickle, one mail at a time", "mails", "p50 ms", "p95 ms", "max ms"))
+    print_requests(run)
+    if run.costs:
+        print("- Redmine's time per request (ms, median of 20, a ticket with ~10 notes, answers"
+              " acknowledged at once): " + ", ".join(f"{k} {v:.0f}" for k, v in run.costs.items()))
+    print()
+    if rdm and rest:
+        ratio("bare REST loop / rdm-mailhandler", rest / rdm)
+    for tree in trees[1:]:
+        for suffix in ("", " (burst)"):
+            other = results.get(f"mailgate serve{tree.label}{suffix}")
+            if other and rdm:
+                ratio(f"mailgate serve{tree.label}{suffix} / rdm-mailhandler", other / rdm)
+            if other and results.get(f"mailgate serve{suffix}"):
+                ratio(f"mailgate serve{suffix} notes/s: {trees[0].name} / {tree.name}",
+                      results[f"mailgate serve{suffix}"] / other)
+        if f"mailgate serve{tree.label}" in run.latencies and "mailgate serve" in run.latencies:
+            ratio(f"trickle p50 latency: {tree.name} / {trees[0].name}",
+                  percentile(run.latencies[f"mailgate serve{tree.label}"], 50)
+                  / percentile(run.latencies["mailgate serve"], 50))
+    mh = run.latencies.get("rdm-mailhandler.rb")
+    if mh and "mailgate serve" in run.latencies:
+        ours = run.latencies["mailgate serve"]
+        ratio("trickle p50 latency: rdm-mailhandler / mailgate",
+              percentile(mh, 50) / percentile(ours, 50))
+        ratio("trickle p95 latency: rdm-mailhandler / mailgate",
+              percentile(mh, 95) / percentile(ours, 95))
+    if rdm and rest and "mailgate serve (burst)" in results:
+        burst = results["mailgate serve (burst)"]
+        ratio("burst: mailgate / rdm-mailhandler", burst / rdm, ">= 2")
+        ratio("burst: mailgate / bare REST loop", burst / rest, ">= 0.8")
+    if rdm and rest and "mailgate serve" in results:
+        ratio("mailgate / rdm-mailhandler", results["mailgate serve"] / rdm, ">= 2")
+        ratio("mailgate / bare REST loop", results["mailgate serve"] / rest, ">= 0.8")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mails", type=int, default=300)
@@ -268,74 +526,37 @@ def main() -> None:
                         help="rdm-mailhandler processes at a time, and SMTP sessions")
     parser.add_argument("--shared", action="store_true",
                         help="use scripts/redmine-local (port 3000) instead of a private one")
+    parser.add_argument("--scenarios", default="steady,burst,trickle",
+                        help="which of steady, burst, trickle to run (comma-separated)")
+    parser.add_argument("--trickle", type=int, default=30, help="mails in the trickle")
+    parser.add_argument("--redmine", choices=("webrick", "puma"), default="webrick",
+                        help="how the private Redmine is served (bench/_redmine.py)")
     add_compare_option(parser)
     parser.add_argument("--quick", action="store_true",
-                        help="30 mails, concurrency 2 (proves it runs)")
+                        help="30 mails, concurrency 2, trickle 6 (proves it runs)")
     args = parser.parse_args()
     if args.quick:
-        args.mails, args.concurrency = TICKETS, 2
-    run = uuid.uuid4().hex[:6]
-    results: dict[str, float] = {}
-    extra: dict[str, dict] = {}
+        args.mails, args.concurrency, args.trickle = TICKETS, 2, 6
+    scenarios = set(args.scenarios.split(","))
+    if args.shared and args.redmine != "webrick":
+        parser.error("--shared is scripts/redmine-local's WEBrick")
     with tempfile.TemporaryDirectory(prefix="bench-b-") as tmp:
         work = Path(tmp)
         trees = code_trees(args, work)
         header("B. End to end into the local real Redmine (notes per second)", trees)
-        redmine = SharedRedmine() if args.shared else PrivateRedmine(free_port())
+        redmine = SharedRedmine() if args.shared else PrivateRedmine(free_port(), args.redmine)
         print(f"# Redmine: {'shared scripts/redmine-local' if args.shared else 'private'}"
-              f" at {redmine.url}; {args.mails} mails, concurrency {args.concurrency}")
-        contenders = ["rdm-mailhandler.rb"]
-        code = {}
-        for tree in trees:
-            contenders.append(f"mailgate serve{tree.label}")
-            code[contenders[-1]] = tree
-        contenders.append("bare REST loop")
+              f" at {redmine.url}, {redmine.describe()}; {args.mails} mails,"
+              f" concurrency {args.concurrency}; scenarios {','.join(sorted(scenarios))}")
+        run = Run(args, redmine, work, trees, uuid.uuid4().hex[:6])
         redmine.start()
         try:
-            for name in contenders:
-                redmine.reset()
-                tickets = open_tickets(redmine)
-                mails = make_mails(tickets, args.mails, run + str(contenders.index(name)))
-                if name == "rdm-mailhandler.rb":
-                    seconds = run_mailhandler(redmine, mails, args.concurrency, work)
-                elif name in code:
-                    seconds, extra[name] = run_mailgate(redmine, mails, args.concurrency, work,
-                                                        code[name])
-                else:
-                    seconds = run_rest(redmine, mails, tickets)
-                notes, distinct = count_notes(redmine, tickets)
-                if (notes, distinct) != (args.mails, args.mails):
-                    raise RuntimeError(f"{name}: {notes} notes ({distinct} distinct) in"
-                                       f" Redmine, {args.mails} expected")
-                results[name] = args.mails / seconds
-                print(f"# {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
-                if name == "bare REST loop":
-                    costs = request_costs(redmine, tickets[0])
+            for scenario in ("steady", "burst", "trickle"):
+                if scenario in scenarios:
+                    getattr(run, scenario)()
         finally:
             redmine.stop()
-    rest = results["bare REST loop"]
-    print()
-    table([(name, f"{results[name]:.1f}", f"{results[name] / results['rdm-mailhandler.rb']:.2f}",
-            f"{results[name] / rest:.2f}") for name in contenders],
-          ("contender", "notes/s", "x rdm-mailhandler", "x bare REST loop"))
-    for name, counts in extra.items():
-        methods = {k: v for k, v in counts.items() if k != "outcomes"}
-        per_mail = ", ".join(f"{m} {c / args.mails:.2f} ({1000 * s / max(c, 1):.0f} ms each)"
-                             for m, (c, s) in sorted(methods.items()))
-        print(f"- {name}: Redmine requests per mail: {per_mail}; outcomes {counts['outcomes']}")
-    print("- Redmine's own time per request (ms, median of 20, ticket with ~10 notes): "
-          + ", ".join(f"{k} {v:.0f}" for k, v in costs.items()))
-    print()
-    ratio("bare REST loop / rdm-mailhandler", rest / results["rdm-mailhandler.rb"])
-    for tree in trees[1:]:
-        other = results["mailgate serve" + tree.label]
-        ratio(f"mailgate serve{tree.label} / rdm-mailhandler",
-              other / results["rdm-mailhandler.rb"])
-        ratio(f"mailgate serve notes/s: {trees[0].name} / {tree.name}",
-              results["mailgate serve"] / other)
-    ratio("mailgate / rdm-mailhandler", results["mailgate serve"] / results["rdm-mailhandler.rb"],
-          ">= 2")
-    ratio("mailgate / bare REST loop", results["mailgate serve"] / rest, ">= 0.8")
+    print_results(args, run, trees)
 
 
 if __name__ == "__main__":
