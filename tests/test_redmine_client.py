@@ -276,3 +276,31 @@ def test_a_fake_issue_can_be_made_old(client, fake_redmine, issue_id):
     fake_redmine.set_updated_on(issue_id, datetime(2020, 1, 1, tzinfo=timezone.utc))
     old = client.issues(updated_before=datetime(2021, 1, 1, tzinfo=timezone.utc))
     assert [i.id for i in old] == [issue_id]
+
+
+# ------------------------------------------------------------ what it remembers
+
+
+def test_a_read_stands_for_an_issue_only_after_our_last_write_and_briefly():
+    """knowledge.Reads: a read asked for before a write finished (or during it) does not
+    show it; an old read does not stand; a long-running gateway forgets old reads."""
+    from types import SimpleNamespace
+
+    from mailgate.clients import knowledge
+
+    now = [100.0]
+    reads = knowledge.Reads(clock=lambda: now[0])
+    issue = SimpleNamespace(id=7)
+    reads.saw(issue, asked_at=100.0)
+    assert reads.current(7) is issue
+    now[0] = 100.5
+    reads.wrote(7)                                  # finished after the read was asked
+    assert reads.current(7) is None
+    reads.saw(issue, asked_at=100.6)
+    assert reads.current(7) is issue
+    now[0] = 100.6 + knowledge.FRESH_SECONDS + 0.1
+    assert reads.current(7) is None and reads.seen_within(7, 300)
+    now[0] += knowledge.KEEP_SECONDS
+    for n in range(knowledge.KEEP_AT_MOST + 1):
+        reads.saw(SimpleNamespace(id=1000 + n), asked_at=now[0])
+    assert not reads.seen_within(7, 10 ** 6)

@@ -34,6 +34,11 @@ FRESH_SECONDS = 2.0
 #: How long what a read-back proved about a writer's permissions is relied on.
 PROOF_SECONDS = 300.0
 
+#: How long a read is kept at all (``seen_within``: RCPT's "it exists").
+KEEP_SECONDS = 300.0
+#: Above this many issues, what is older than KEEP_SECONDS is forgotten.
+KEEP_AT_MOST = 512
+
 
 @dataclass(frozen=True)
 class _Read:
@@ -53,6 +58,13 @@ class Reads:
             known = self._reads.get(issue.id)
             if known is None or known.asked_at <= asked_at:
                 self._reads[issue.id] = _Read(issue, asked_at)
+            if len(self._reads) > KEEP_AT_MOST:
+                self._forget(self.clock() - KEEP_SECONDS)
+
+    def _forget(self, before: float) -> None:
+        # A long-running gateway reads many tickets: keep only what can still count.
+        self._reads = {k: r for k, r in self._reads.items() if r.asked_at >= before}
+        self._written = {k: t for k, t in self._written.items() if t >= before}
 
     def wrote(self, issue_id: int) -> None:
         """A write to the issue finished (or failed: it may have happened all the same)."""
