@@ -111,6 +111,14 @@ class Gateway:
         watchers once made (``serve`` makes them when it has mailboxes)."""
         return [*self.runners(), *self.__dict__.get("mailbox_watchers", [])]
 
+    def close(self) -> None:
+        """Close what this gateway opened: the sides made so far (a side never asked for
+        is not made just to be closed), the spool and the Redmine session."""
+        made = [self.__dict__.get("discord_reader"), self.__dict__.get("watcher")]
+        for part in (*made, self.fanout, self.notifier, self.spool, self.client):
+            if part is not None and hasattr(part, "close"):
+                part.close()
+
     # -- the intake's calls, as every source uses them ------------------------------
 
     @property

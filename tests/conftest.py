@@ -139,3 +139,21 @@ def dovecot():
 def mailbox(dovecot):
     """A fresh, empty mailbox (a new Dovecot user) for this test."""
     return dovecot.new_mailbox()
+
+
+@pytest.fixture
+def gateways():
+    """Gateways as ``serve`` builds them (``gateways(config_path)``), closed after the test."""
+    from mailgate.config import load_config
+    from mailgate.gateway import build_gateway
+
+    made = []
+
+    def make(config):
+        gateway = build_gateway(load_config(config, environ={}))
+        made.append(gateway)
+        return gateway
+
+    yield make
+    for gateway in made:
+        gateway.close()

@@ -18,7 +18,7 @@ import pytest
 from mailgate.clients.redmine import RedmineClient
 from mailgate.config import load_config
 from mailgate.errors import ConfigError
-from mailgate.gateway import Envelope, build_gateway
+from mailgate.gateway import Envelope
 from support.configs import write_config
 from tests.fakes.discord import FakeDiscord
 from tests.helpers import without_marker
@@ -45,28 +45,6 @@ def config_for(tmp_path, redmine, fake, *, spool=None, name="mailgate.yaml", **d
     return write_config(tmp_path / name, redmine.url, redmine.admin_key,
                         spool=spool or {"path": str(tmp_path / "spool.db")},
                         discord=discord_section(fake, **discord), watch={"poll_interval": 0.1})
-
-
-@pytest.fixture
-def gateways():
-    """Gateways as ``serve`` builds them, closed after the test."""
-    made = []
-
-    def make(config):
-        gateway = build_gateway(load_config(config, environ={}))
-        made.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in made:
-        close(gateway)
-
-
-def close(gateway) -> None:
-    for part in (gateway.discord_reader, gateway.watcher, gateway.fanout, gateway.notifier,
-                 gateway.spool, gateway.client):
-        if part is not None:
-            part.close()
 
 
 def settle(*gateways, rounds: int = 3) -> None:
@@ -360,7 +338,7 @@ def test_a_host_that_dies_after_writing_the_note_never_makes_a_second(
     item = reader.store.claim(time.time(), lease=60)
     reader.apply(item)
     reader.store.defer(item.id, "the host died", until=0, failed=False)
-    close(first)
+    first.close()
 
     second = gateways(config)
     settle(second)

@@ -25,8 +25,6 @@ import pytest
 import requests
 
 from mailgate.clients.redmine import RedmineClient
-from mailgate.config import load_config
-from mailgate.gateway import build_gateway
 from mailgate.watcher import SETTLE
 from support.configs import write_config
 from support.processes import closed_url
@@ -58,28 +56,6 @@ def desk_config(tmp_path, redmine, relay, *, discord=None, spool=None,  # noqa: 
         spool=spool or {"path": str(tmp_path / "spool.db")},
         notify={"relay": f"127.0.0.1:{relay.controller.port}", "from": "mailgate@example.org"},
         watch={"poll_interval": poll}, answers={"max_per_hour": 10}, **extra)
-
-
-@pytest.fixture
-def desk():
-    """Gateways as `serve` builds them, closed after the test."""
-    made = []
-
-    def make(config):
-        gateway = build_gateway(load_config(config, environ={}))
-        made.append(gateway)
-        return gateway
-
-    yield make
-    for gateway in made:
-        close(gateway)
-
-
-def close(gateway) -> None:
-    for part in (gateway.watcher, gateway.fanout, gateway.notifier, gateway.spool,
-                 gateway.client):
-        if part is not None:
-            part.close()
 
 
 def stranger_ticket(redmine, reporter: str, subject: str = "No internet since Monday") -> int:
@@ -125,9 +101,9 @@ def flat(text: str) -> str:
 # --- the answer ------------------------------------------------------------------------------
 
 def test_a_note_typed_by_support_is_mailed_once_to_the_reporter_threaded_and_posted(
-        real_redmine, relay, fake_discord, desk, tmp_path):  # noqa: F811
+        real_redmine, relay, fake_discord, gateways, tmp_path):  # noqa: F811
     reporter = reporter_address()
-    gateway = desk(desk_config(tmp_path, real_redmine, relay, discord=fake_discord))
+    gateway = gateways(desk_config(tmp_path, real_redmine, relay, discord=fake_discord))
     gateway.drain()                  # the first poll: what Redmine holds now is history
     ticket = stranger_ticket(real_redmine, reporter)
     journal = support_note(real_redmine, ticket, "Please restart the router.\n\nSam",
@@ -159,10 +135,10 @@ def test_a_note_typed_by_support_is_mailed_once_to_the_reporter_threaded_and_pos
     assert gateway.watcher.store.journal(journal)["outcome"]["mailed"] == {reporter: "queued"}
 
 
-def test_a_private_note_is_never_mailed(real_redmine, relay, fake_discord, desk,  # noqa: F811
+def test_a_private_note_is_never_mailed(real_redmine, relay, fake_discord, gateways,  # noqa: F811
                                         tmp_path):
     reporter = reporter_address()
-    gateway = desk(desk_config(tmp_path, real_redmine, relay, discord=fake_discord))
+    gateway = gateways(desk_config(tmp_path, real_redmine, relay, discord=fake_discord))
     gateway.drain()
     ticket = stranger_ticket(real_redmine, reporter)
     private = support_note(real_redmine, ticket, "Between us: their line is faulty.",
@@ -183,27 +159,27 @@ def test_a_private_note_is_never_mailed(real_redmine, relay, fake_discord, desk,
 
 # --- exactly once ----------------------------------------------------------------------------
 
-def test_a_restarted_watcher_never_sends_twice(real_redmine, relay, fake_discord, desk,  # noqa: F811
+def test_a_restarted_watcher_never_sends_twice(real_redmine, relay, fake_discord, gateways,  # noqa: F811
                                                tmp_path):
     reporter = reporter_address()
     config = desk_config(tmp_path, real_redmine, relay, discord=fake_discord)
-    first = desk(config)
+    first = gateways(config)
     first.drain()
     ticket = stranger_ticket(real_redmine, reporter)
     journal = support_note(real_redmine, ticket, "Please restart the router.")
     # The poll finds the journal; the process dies before telling it.
     first.watcher.force = True
     assert first.watcher.runner.run_once().result.found >= 1
-    close(first)
+    first.close()
 
-    second = desk(config)
+    second = gateways(config)
     # A host that tells the journal and dies before recording it: its lease runs out...
     second.watcher.tell(_claim(second, journal))
     second.watcher.store.defer(journal, "the host died", until=0, failed=False)
     # ... and the next one tells it again, which queues nothing new.
     for _ in range(3):
         second.drain()
-    third = desk(config)
+    third = gateways(config)
     third.drain()
 
     assert len(mails_to(relay, reporter)) == 1
@@ -223,10 +199,10 @@ def _claim(gateway, journal: int):
 
 
 def test_two_watchers_on_one_postgresql_store_send_once(real_redmine, relay, fake_discord,  # noqa: F811
-                                                        desk, pg_url, tmp_path):
+                                                        gateways, pg_url, tmp_path):
     reporter = reporter_address()
     spool = {"url": pg_url}
-    hosts = [desk(desk_config(tmp_path, real_redmine, relay, discord=fake_discord,
+    hosts = [gateways(desk_config(tmp_path, real_redmine, relay, discord=fake_discord,
                               spool=spool, name=f"host{n}.yaml")) for n in (1, 2)]
     hosts[0].drain()
     ticket = stranger_ticket(real_redmine, reporter)
@@ -252,17 +228,17 @@ def test_two_watchers_on_one_postgresql_store_send_once(real_redmine, relay, fak
     assert hosts[1].watcher.store.journal(journal)["state"] == "done"
 
 
-def test_redmine_down_during_a_poll_loses_nothing(real_redmine, relay, desk,  # noqa: F811
+def test_redmine_down_during_a_poll_loses_nothing(real_redmine, relay, gateways,  # noqa: F811
                                                   tmp_path):
     reporter = reporter_address()
-    good = desk(desk_config(tmp_path, real_redmine, relay))
+    good = gateways(desk_config(tmp_path, real_redmine, relay))
     good.drain()
     before = good.watcher.store.state()["watermark"]
     ticket = stranger_ticket(real_redmine, reporter)
     support_note(real_redmine, ticket, "Please restart the router.")
 
     # The same store, a Redmine that does not answer: the poll fails, nothing moves.
-    down = desk(desk_config(tmp_path, real_redmine, relay, url=closed_url(), name="down.yaml"))
+    down = gateways(desk_config(tmp_path, real_redmine, relay, url=closed_url(), name="down.yaml"))
     down.drain()
     state = down.watcher.store.state()
     assert (state["watermark"], state["failures"]) == (before, 1)
@@ -332,10 +308,10 @@ def test_the_reporters_reply_to_the_answer_lands_on_the_same_ticket(real_redmine
 
 # --- what a poll costs, and how far it reads (the fake Redmine counts requests) -------------
 
-def test_a_poll_costs_one_request_when_nothing_changed(fake_redmine, relay, desk,  # noqa: F811
+def test_a_poll_costs_one_request_when_nothing_changed(fake_redmine, relay, gateways,  # noqa: F811
                                                        tmp_path):
     reporter = reporter_address()
-    gateway = desk(desk_config(tmp_path, fake_redmine, relay))
+    gateway = gateways(desk_config(tmp_path, fake_redmine, relay))
     gateway.drain()
     ticket = stranger_ticket(fake_redmine, reporter)
     support_note(fake_redmine, ticket, "Please restart the router.")
@@ -353,13 +329,13 @@ def test_a_poll_costs_one_request_when_nothing_changed(fake_redmine, relay, desk
     assert poll.query["status_id"] == "*"
 
 
-def test_a_second_change_in_the_same_second_is_not_missed(fake_redmine, relay, desk,  # noqa: F811
+def test_a_second_change_in_the_same_second_is_not_missed(fake_redmine, relay, gateways,  # noqa: F811
                                                          tmp_path):
     """Redmine's updated_on is to the second: a poll that read an issue, then a save
     in that same second, left updated_on as it was, and the second note was never
     mailed (found by the Discord work; test_a_private_note_is_never_mailed flaked)."""
     reporter = reporter_address()
-    gateway = desk(desk_config(tmp_path, fake_redmine, relay))
+    gateway = gateways(desk_config(tmp_path, fake_redmine, relay))
     gateway.drain()
     ticket = stranger_ticket(fake_redmine, reporter)
     support_note(fake_redmine, ticket, "Please restart the router.")
@@ -371,9 +347,9 @@ def test_a_second_change_in_the_same_second_is_not_missed(fake_redmine, relay, d
     assert len(mails_to(relay, reporter)) == 2
 
 
-def test_a_poll_reads_every_page_of_what_changed(fake_redmine, relay, desk,  # noqa: F811
+def test_a_poll_reads_every_page_of_what_changed(fake_redmine, relay, gateways,  # noqa: F811
                                                  tmp_path):
-    gateway = desk(desk_config(tmp_path, fake_redmine, relay))
+    gateway = gateways(desk_config(tmp_path, fake_redmine, relay))
     gateway.drain()
     admin = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
     support = RedmineClient(fake_redmine.url, fake_redmine.key("support"))
@@ -386,12 +362,12 @@ def test_a_poll_reads_every_page_of_what_changed(fake_redmine, relay, desk,  # n
     assert gateway.watcher.store.counts() == {"queued": 0, "done": 130, "dead": 0}
 
 
-def test_answers_to_one_address_are_limited_per_hour(fake_redmine, relay, desk,  # noqa: F811
+def test_answers_to_one_address_are_limited_per_hour(fake_redmine, relay, gateways,  # noqa: F811
                                                      tmp_path):
     reporter = reporter_address()
     config = desk_config(tmp_path, fake_redmine, relay)
     config.write_text(config.read_text().replace("max_per_hour: 10", "max_per_hour: 2"))
-    gateway = desk(config)
+    gateway = gateways(config)
     gateway.drain()
     ticket = stranger_ticket(fake_redmine, reporter)
     notes = [support_note(fake_redmine, ticket, f"Note {n}.") for n in range(3)]
