@@ -4,7 +4,8 @@ Both sources answer the same two questions: what is this ticket's state and
 who owns it, and which Redmine login (if any) does a mail address belong to.
 
 Redmine's answers come from reads the client made after its last write to the
-ticket, at most ``FRESH_SECONDS`` old (``mailgate.clients.knowledge``), else
+ticket (or before it, brought up to it when what Redmine kept of it is known), at
+most ``FRESH_SECONDS`` old (``mailgate.clients.knowledge``), else
 from one list request for the ticket and every other ticket with mail waiting
 in the spool: a burst of mail to many tickets costs one read per round of
 them, not one per mail.  The ticket's history (its journals: the markers of

@@ -304,3 +304,35 @@ def test_a_read_stands_for_an_issue_only_after_our_last_write_and_briefly():
     for n in range(knowledge.KEEP_AT_MOST + 1):
         reads.saw(SimpleNamespace(id=1000 + n), asked_at=now[0])
     assert not reads.seen_within(7, 10 ** 6)
+
+
+def test_a_read_brought_up_to_our_own_write_stands_until_it_is_old():
+    """knowledge.Reads.wrote(..., becomes=): a write whose result is known turns the read
+    it was decided on into the issue after it, dated when the read was asked; not when
+    another read or write came in between."""
+    from types import SimpleNamespace
+
+    from mailgate.clients import knowledge
+
+    now = [100.0]
+    reads = knowledge.Reads(clock=lambda: now[0])
+    read, after = SimpleNamespace(id=7), SimpleNamespace(id=7)
+    reads.saw(read, asked_at=100.0)
+    now[0] = 100.5
+    reads.wrote(7, was=read, becomes=after)
+    assert reads.current(7) is after
+    now[0] = 100.0 + knowledge.FRESH_SECONDS + 0.1          # old: dated from the read
+    assert reads.current(7) is None
+
+    reads.saw(read, asked_at=now[0])
+    now[0] += 0.1
+    reads.wrote(7)                                          # a write of ours in between
+    reads.wrote(7, was=read, becomes=after)
+    assert reads.current(7) is None
+
+    reads.saw(read, asked_at=now[0])
+    other = SimpleNamespace(id=7)
+    reads.saw(other, asked_at=now[0] + 0.01)                # another read in between
+    now[0] += 0.1
+    reads.wrote(7, was=read, becomes=after)
+    assert reads.current(7) is None

@@ -121,6 +121,34 @@ def test_a_status_change_redmine_refuses_is_reported_where_the_read_back_is_skip
     assert notes(client, second) == ["Which model?", "It is the cable."]
 
 
+def test_a_ticket_we_just_wrote_to_is_decided_on_without_reading_it_again(
+        gateway, client, fake_redmine):
+    """Once a note and status change are known kept without a read-back, the ticket as
+    read before the write, with that status, decides the next mail: no read in between,
+    and the decision is the one the ticket's new status calls for (issue 16, b-2)."""
+    ticket = client.create_issue("site-a", "Router", "Drops.", as_user="owner")
+    worker = Worker(gateway)
+    # Each writer's first note and status change is read back: then they are known kept.
+    for n, (who, body) in enumerate([("support", "Try a new cable."),
+                                     ("owner", "Still broken."),
+                                     ("support", "Try another port.")]):
+        receive(gateway, ticket, who, body, n)
+        [(_, outcome)] = worker.run_until_idle()
+        assert outcome.kind == "applied"
+    assert outcome.journal_id is None           # known kept: not read back
+    fake_redmine.requests.clear()
+
+    receive(gateway, ticket, "owner", "Still broken, with another port.", 3)
+    [(_, reopened)] = worker.run_until_idle()
+    assert (reopened.kind, reopened.from_state, reopened.to_state) == (
+        "applied", "answered", "open")
+    assert not [r for r in fake_redmine.requests if r.method == "GET"
+                and r.path in ("/issues.json", f"/issues/{ticket}.json")
+                and "allowed_statuses" not in r.query.get("include", "")]
+    assert client.get_issue(ticket).status_name == "Open"
+    assert notes(client, ticket)[-1] == "Still broken, with another port."
+
+
 def test_mail_to_each_ticket_lands_in_arrival_order_with_several_workers(
         tmp_path, client, fake_redmine):
     """Four workers, five tickets, forty mails sent one after another: the tickets are

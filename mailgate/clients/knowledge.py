@@ -7,8 +7,11 @@ moment each of its own writes to an issue finished.  A read stands for the
 issue only if it was asked for after the client's last write to it had
 finished: it then shows everything this client wrote.  A write still on its
 way when the read was asked for makes the read worthless (it may or may not
-show it).  Changes made by others (the web UI) are seen by the next read only,
-so a read is trusted for a short time (``FRESH_SECONDS``).
+show it), unless the writer knows what Redmine kept of it (a note and a status
+change known kept, ``RedmineClient.add_note``): the read then becomes the issue
+as it now is, still dated when it was asked.  Changes made by others (the web
+UI) are seen by the next read only, so a read is trusted for a short time
+(``FRESH_SECONDS``) from when it was asked, our own writes or not.
 
 ``Proofs``: what Redmine was seen to keep, learnt from reading a note back
 after writing it.  Redmine answers 204 to a note from a writer without "Add
@@ -44,6 +47,13 @@ KEEP_AT_MOST = 512
 class _Read:
     issue: Any          # clients.redmine.Issue
     asked_at: float     # time.monotonic() when the request went out
+    #: The finish of our write this read was brought up to (``Reads.wrote``'s
+    #: ``becomes``): it shows that write although asked for before it.
+    shows_write: float | None = None
+
+    def shows(self, written: float) -> bool:
+        """Whether the read shows our write that finished at ``written``."""
+        return self.asked_at > written or self.shows_write == written
 
 
 class Reads:
@@ -66,17 +76,28 @@ class Reads:
         self._reads = {k: r for k, r in self._reads.items() if r.asked_at >= before}
         self._written = {k: t for k, t in self._written.items() if t >= before}
 
-    def wrote(self, issue_id: int) -> None:
-        """A write to the issue finished (or failed: it may have happened all the same)."""
+    def wrote(self, issue_id: int, was: Any = None, becomes: Any = None) -> None:
+        """A write to the issue finished (or failed: it may have happened all the same).
+
+        ``becomes``: what the issue is after this write, when the writer knows it and
+        decided on ``was`` (the read ``current`` gave it).  If that read still stood when
+        the write finished (no other read replaced it, no other write of ours came
+        between), it becomes ``becomes``, dated as before: the next mail to the ticket
+        needs no read of its own within FRESH_SECONDS of the first."""
         with self._lock:
-            self._written[issue_id] = self.clock()
+            before = self._written.get(issue_id, float("-inf"))
+            finished = self._written[issue_id] = self.clock()
+            read = self._reads.get(issue_id)
+            if becomes is not None and read is not None and read.issue is was \
+                    and read.shows(before):
+                self._reads[issue_id] = _Read(becomes, read.asked_at, shows_write=finished)
 
     def current(self, issue_id: int, max_age: float = FRESH_SECONDS):
         """The issue as last read, if that read shows all our writes and is recent."""
         with self._lock:
             read = self._reads.get(issue_id)
             written = self._written.get(issue_id, float("-inf"))
-        if read is None or read.asked_at <= written or self.clock() - read.asked_at > max_age:
+        if read is None or not read.shows(written) or self.clock() - read.asked_at > max_age:
             return None
         return read.issue
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -186,7 +186,7 @@ class RedmineClient:
         self._by_email = _Cache(USER_CACHE_SECONDS)   # lower-case address -> User | None
         self._by_login = _Cache(USER_CACHE_SECONDS)   # login (None: the key's own) -> User
         self._custom_field_ids: dict[str, int] | None = None
-        self._closed: dict[int, bool] | None = None         # status id -> is closed
+        self._statuses: dict[int, tuple[str, bool]] | None = None  # id -> (name, closed)
         self.reads = Reads()
         self._proofs = Proofs()
 
@@ -262,7 +262,7 @@ class RedmineClient:
     def status_ids(self, names: Mapping[str, str]) -> dict[str, int]:
         """{state id: status name} -> {state id: status id}; a missing status is a ConfigError."""
         statuses = self._get("/issue_statuses.json")["issue_statuses"]
-        self._closed = {s["id"]: bool(s.get("is_closed")) for s in statuses}
+        self._statuses = _statuses(statuses)
         known = {s["name"]: s["id"] for s in statuses}
         missing = sorted(f"{name!r} (for state {state})" for state, name in names.items()
                          if name not in known)
@@ -524,9 +524,11 @@ class RedmineClient:
             body["status_id"] = status_id
         if uploads:
             body["uploads"] = list(uploads)
-        known = not read_back and self._kept_unread(issue_id, notes, status_id, actor, as_user)
-        self._write_issue(issue_id, {"issue": body}, as_user=as_user)
-        if known:
+        known = None if read_back else self._kept_unread(issue_id, notes, status_id, actor,
+                                                         as_user)
+        self._write_issue(issue_id, {"issue": body}, as_user=as_user,
+                          was=known, becomes=self._after(known, status_id) if known else None)
+        if known is not None:
             return NoteResult(None, status_id, True, None)
         issue = self.get_issue(issue_id)
         journal = _written_journal(issue, actor.id, notes)
@@ -541,16 +543,23 @@ class RedmineClient:
     # What Redmine keeps of a note, known without reading it back (knowledge.Proofs).
 
     def _kept_unread(self, issue_id: int, notes: str, status_id: int | None, actor: User,
-                     as_user: str | None) -> bool:
-        """Whether Redmine is known to keep all of this write, from the issue as read since
-        our last write to it: the note, if this writer's notes were shown kept in its
-        project and tracker; the status change, if Redmine's workflow offers it to this
-        writer (allowed_statuses, per issue shape) and this writer's status changes were
-        shown kept on such issues.  A closing status, or an issue with a parent, is always
-        read back: whether they may close or reopen depends on subtasks and blocking
-        relations, which the shape does not show."""
+                     as_user: str | None) -> Issue | None:
+        """The issue as read since our last write to it, if that read shows Redmine will
+        keep all of this write; else None (read it back)."""
         issue = self.current_issue(issue_id)
-        if issue is None or issue.parent_id is not None:
+        if issue is None or not self._all_kept(issue, notes, status_id, actor, as_user):
+            return None
+        return issue
+
+    def _all_kept(self, issue: Issue, notes: str, status_id: int | None, actor: User,
+                  as_user: str | None) -> bool:
+        """Whether Redmine keeps the note, since this writer's notes were shown kept in
+        its project and tracker, and the status change, since Redmine's workflow offers
+        it to this writer (allowed_statuses, per issue shape) and this writer's status
+        changes were shown kept on such issues.  A closing status, or an issue with a
+        parent, is always read back: whether they may close or reopen depends on
+        subtasks and blocking relations, which the shape does not show."""
+        if issue.parent_id is not None:
             return False
         where = (actor.login, issue.project_id, issue.tracker_id)
         if notes.strip() and not self._proofs.known(("notes", *where)):
@@ -563,6 +572,16 @@ class RedmineClient:
         if not self._proofs.known(("status", *where, author)):
             return False
         return status_id in self._offered(issue, actor, as_user, author)
+
+    def _after(self, issue: Issue, status_id: int | None) -> Issue:
+        """The issue once a write known kept (``_all_kept``) set ``status_id``.  Its
+        journals and attachments are not known, so it has none: a current read is used
+        for the ticket's state, never for its history."""
+        unknown = replace(issue, journals=(), attachments=())
+        if status_id is None:
+            return unknown
+        name, closed = self._status(status_id)
+        return replace(unknown, status_id=status_id, status_name=name, status_closed=closed)
 
     def _offered(self, issue: Issue, actor: User, as_user: str | None,
                  author: bool) -> frozenset[int]:
@@ -588,12 +607,16 @@ class RedmineClient:
                 and journal.status_change[1] == status_kept:
             self._proofs.learn(("status", *where, issue.author_id == actor.id))
 
+    def _status(self, status_id: int) -> tuple[str, bool] | None:
+        """The status's name and whether it closes; None: Redmine has no such status."""
+        if self._statuses is None:
+            self._statuses = _statuses(self._get("/issue_statuses.json")["issue_statuses"])
+        return self._statuses.get(status_id)
+
     def _is_closed(self, status_id: int) -> bool:
-        if self._closed is None:
-            statuses = self._get("/issue_statuses.json")["issue_statuses"]
-            self._closed = {s["id"]: bool(s.get("is_closed")) for s in statuses}
         # An unknown status is dropped by Redmine: read back, as for a closing one.
-        return self._closed.get(status_id, True)
+        status = self._status(status_id)
+        return status is None or status[1]
 
     def create_user(self, login: str, mail: str, firstname: str, lastname: str, *,
                     tell_them: bool = False) -> User:
@@ -622,13 +645,17 @@ class RedmineClient:
                                   f" (it has {kept.custom_fields.get(name)!r})")
 
     def _write_issue(self, issue_id: int, body: Mapping[str, Any],
-                     as_user: str | None = None) -> None:
+                     as_user: str | None = None, *, was: Issue | None = None,
+                     becomes: Issue | None = None) -> None:
+        """PUT the issue; ``becomes``: what it is then, known from ``was`` (Reads.wrote)."""
         try:
             self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
                         missing=_no_ticket(issue_id))
-        finally:
+        except BaseException:
             # Even a failed write may have happened: earlier reads no longer stand for it.
             self.reads.wrote(int(issue_id))
+            raise
+        self.reads.wrote(int(issue_id), was=was, becomes=becomes)
 
     def _custom_field_values(self, named: Mapping[str, Any]) -> list[dict]:
         ids = self._custom_fields()
@@ -653,8 +680,12 @@ class RedmineClient:
         for cache in (self._users, self._by_email, self._by_login):
             cache.clear()
         self._custom_field_ids = None
-        self._closed = None
+        self._statuses = None
         self._proofs.clear()
+
+
+def _statuses(listed: Sequence[Mapping[str, Any]]) -> dict[int, tuple[str, bool]]:
+    return {s["id"]: (s["name"], bool(s.get("is_closed"))) for s in listed}
 
 
 # ---------------------------------------------------------------- errors
