@@ -21,6 +21,9 @@ start to its exit, when every mail is a note:
                       the spool, MOVE to processed, then the worker applies the spool)
   ... --queue-only    the same pass without applying: what the IMAP side costs alone
                       (the mail is taken and spooled; no note; not in the ratio)
+  bare REST loop      bench B's: the same notes as PUT /issues/N.json, one after another,
+                      no IMAP, no status change, no check: the most any client of Redmine's
+                      REST API gets from this Redmine (the ceiling for mailgate fetch)
 
 Each also runs once on an empty mailbox first: its fixed cost (start-up, login).
 Then each contender's notes are counted in Redmine (MAILS expected, none twice)
@@ -45,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, child_env, header, ratio, table, write_config  # noqa: E402
 from _redmine import PrivateRedmine, _bundler_version  # noqa: E402
 from support.processes import free_port  # noqa: E402
-from b_redmine import TICKETS, count_notes, make_mails, open_tickets  # noqa: E402
+from b_redmine import TICKETS, count_notes, make_mails, open_tickets, run_rest  # noqa: E402
 
 DOVECOT_LOCAL = ROOT / "scripts" / "dovecot-local"
 REDMINE_DIR = Path("/usr/share/redmine")
@@ -181,17 +184,21 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="bench-f-") as tmp:
             work = Path(tmp)
-            contenders = (("rake receive_imap", lambda u, p: run_rake(redmine, imap, u, p)),
-                          ("mailgate fetch", lambda u, p: run_fetch(redmine, imap, u, p, work)),
-                          ("mailgate fetch --queue-only", lambda u, p: run_fetch(
-                              redmine, imap, u, p, work, "--queue-only")))
+            contenders = (
+                ("rake receive_imap", lambda u, p, m, t: run_rake(redmine, imap, u, p)),
+                ("mailgate fetch", lambda u, p, m, t: run_fetch(redmine, imap, u, p, work)),
+                ("mailgate fetch --queue-only", lambda u, p, m, t: run_fetch(
+                    redmine, imap, u, p, work, "--queue-only")),
+                ("bare REST loop", lambda u, p, m, t: run_rest(redmine, m, t)))
             for name, contender in contenders:
-                empty = contender(*new_mailbox(imap, "empty"))
+                empty = 0.0 if name == "bare REST loop" else contender(
+                    *new_mailbox(imap, "empty"), [], [])
                 tickets = open_tickets(redmine)
                 mails = make_mails(tickets, args.mails, f"{run}{name[0]}")
                 user, password = new_mailbox(imap, name.split()[0])
-                fill(imap, user, password, mails)
-                seconds[name] = contender(user, password)
+                if name != "bare REST loop":
+                    fill(imap, user, password, mails)
+                seconds[name] = contender(user, password, mails, tickets)
                 notes, distinct = count_notes(redmine, tickets)
                 left = inbox_count(imap, user, password)
                 if name.endswith("--queue-only"):
@@ -207,6 +214,12 @@ def main() -> None:
         redmine.stop()
     table(rows, ("contender", "empty mailbox (s)", f"{args.mails} mails (s)", "mails/s",
                  "notes in Redmine"))
+    # What any client of the REST API could reach: if the bare loop is not 2x rake, no
+    # REST client is.
+    ratio("rake receive_imap / bare REST loop (time): the ceiling over REST",
+          seconds["rake receive_imap"] / seconds["bare REST loop"])
+    ratio("bare REST loop / mailgate fetch (time)",
+          seconds["bare REST loop"] / seconds["mailgate fetch"])
     ratio("rake receive_imap / mailgate fetch (time)",
           seconds["rake receive_imap"] / seconds["mailgate fetch"], ">= 2")
 

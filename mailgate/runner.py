@@ -25,6 +25,7 @@ import threading
 import time
 import traceback
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Protocol, TypeVar
 
@@ -202,7 +203,17 @@ class Runner(Generic[Item]):
 
     def drain(self, max_wait: float = 10.0) -> list[Handled[Item]]:
         """Everything due now, and what comes due within ``max_wait`` seconds (a rate
-        limit's short wait): the one-shot ``mailgate worker``."""
+        limit's short wait): the one-shot ``mailgate worker`` and ``fetch``.  In
+        ``concurrency`` threads, as ``start`` would work the queue: one ticket's mail
+        waits for another's reply from Redmine no more here than in ``serve``."""
+        if self.concurrency == 1:
+            return self._drain(max_wait)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"drain-{self.name}"
+                                ) as pool:
+            parts = list(pool.map(self._drain, [max_wait] * self.concurrency))
+        return [handled for part in parts for handled in part]
+
+    def _drain(self, max_wait: float) -> list[Handled[Item]]:
         handled: list[Handled[Item]] = []
         deadline = self.clock() + max_wait
         while True:

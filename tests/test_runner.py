@@ -79,6 +79,25 @@ def test_a_crash_is_one_item_s_dead_letter_with_its_traceback(tmp_path, caplog):
     assert (runner.counts["crashes"], runner.counts["dead"]) == (1, 1)
 
 
+def test_drain_works_in_as_many_threads_as_the_runner_runs(tmp_path):
+    """The one-shot drain (``mailgate worker``, ``fetch``) has ``concurrency`` mails in
+    hand at once, as ``serve`` does: two tickets' mail meet at the barrier."""
+    spool = spool_with(tmp_path, 4)
+    together = threading.Barrier(2, timeout=5)
+    seen = []
+
+    def work(mail):
+        if len(seen) < 2:
+            seen.append(mail.id)
+            together.wait()         # broken (BrokenBarrierError) if only one thread works
+        return APPLIED
+
+    handled = runner_for(spool, work, concurrency=2).drain(max_wait=0)
+    assert sorted(h.item.id for h in handled if h.error is None) == sorted(
+        m.id for m in spool.mails(state=None))
+    assert len(handled) == 4 and not together.broken
+
+
 def test_a_wait_is_not_a_failure_and_can_hold_the_whole_queue(tmp_path):
     spool = spool_with(tmp_path, 2)
     until = time.time() + 0.3
