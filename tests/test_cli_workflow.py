@@ -128,7 +128,7 @@ def test_check_config_redmine_finds_what_redmine_lacks(tmp_path, redmine):
     from support.configs import write_config
 
     good = write_config(tmp_path / "good.yaml", redmine.url, redmine.admin_key,
-                        redmine={"reporter_field": "reporter-email"})
+                        redmine={"reporter_field": "reporter-email"}, unknown_senders="create")
     ok = mailgate("check-config", "--redmine", str(good), env=_redmine_env())
     assert ok.returncode == 0, ok.stderr
     assert "has what it names" in ok.stdout
@@ -147,3 +147,29 @@ def test_check_config_redmine_finds_what_redmine_lacks(tmp_path, redmine):
     assert any(line.startswith("mailgate: redmine.gateway_user:") for line in lines), lines
     assert "mailgate: redmine.reporter_field: Redmine has no issue custom field 'reporter'" \
         in lines
+
+
+def test_check_config_redmine_says_when_created_accounts_could_not_write(
+        tmp_path, fake_redmine, monkeypatch):
+    """unknown_senders: create makes accounts that are members of no project: check-config
+    --redmine names a private project, and the rights Redmine's Non member role lacks."""
+    from support.configs import write_config
+    from tests.fakes import redmine as fake_seed
+
+    monkeypatch.setitem(fake_seed.PERMISSIONS, "Non member", {"view_issues"})
+    config = write_config(tmp_path / "m.yaml", fake_redmine.url, fake_redmine.admin_key,
+                          unknown_senders="create")
+    result = mailgate("check-config", "--redmine", str(config), env=_redmine_env())
+    assert result.returncode == 78
+    assert ("mailgate: sites.site-a.unknown_senders: 'create' makes accounts with Redmine's"
+            " Non member role, which lacks add_issues, add_issue_notes (Administration >"
+            " Roles and permissions > Non member)") in result.stderr.splitlines()
+    # site-b keeps its own policy (reject): nothing said about it.
+    assert "sites.site-b" not in result.stderr
+
+    monkeypatch.setitem(fake_seed.PERMISSIONS, "Non member", fake_seed._BASE)
+    monkeypatch.setattr(fake_seed, "PRIVATE_PROJECTS", {"site-a"})
+    result = mailgate("check-config", "--redmine", str(config), env=_redmine_env())
+    assert result.returncode == 78
+    assert ("mailgate: sites.site-a.unknown_senders: 'create' makes accounts that are members"
+            " of no project, and project 'site-a' is not public") in result.stderr.splitlines()

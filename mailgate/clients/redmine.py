@@ -58,6 +58,8 @@ STATUS_REFUSED = "status change refused by Redmine's workflow"
 
 #: Redmine's largest page for list endpoints.
 PAGE_SIZE = 100
+#: The id of Redmine's built-in Non member role (``non_member_permissions``).
+NON_MEMBER_ROLE = 1
 
 #: How long what we learnt about a user (email, login) is trusted.
 USER_CACHE_SECONDS = 300.0
@@ -273,12 +275,23 @@ class RedmineClient:
 
     def project_exists(self, identifier: str) -> bool:
         """Whether the project is there and the key may see it."""
+        return self.project(identifier) is not None
+
+    def project(self, identifier: str) -> dict | None:
+        """The project as Redmine shows it, or None if it is not there (or not visible)."""
         try:
-            self._request("GET", f"/projects/{identifier}.json",
-                          missing=lambda where: _NotFound(where))
+            response = self._request("GET", f"/projects/{identifier}.json",
+                                     missing=lambda where: _NotFound(where))
         except _NotFound:
-            return False
-        return True
+            return None
+        return _json(response, f"GET /projects/{identifier}.json")["project"]
+
+    def non_member_permissions(self) -> frozenset[str]:
+        """What Redmine's built-in Non member role may do in public projects: all that
+        an account which is a member of no project (``unknown_senders: create``) may do.
+        Redmine makes its built-in roles first, so Non member is role 1."""
+        role = self._get(f"/roles/{NON_MEMBER_ROLE}.json")["role"]
+        return frozenset(role.get("permissions") or ())
 
     def acting_user(self, login: str) -> User:
         """The active user ``login``, as a write as them would be made (UnknownUser when

@@ -59,6 +59,8 @@ TRACKERS = {3: ("Support", 7)}
 PRIORITY = {"id": 2, "name": "Normal"}
 #: project id -> identifier (the name is the identifier too)
 PROJECTS = {1: "site-a", 2: "site-b", 3: "triage"}
+#: Projects shown as not public (only their ``is_public``: the seed's are all public).
+PRIVATE_PROJECTS: set[str] = set()
 #: custom field id -> (name, format)
 CUSTOM_FIELDS = {1: ("discord-thread", "bool"), 2: ("discord-thread-id", "string"),
                  3: ("reporter-email", "string"), 4: ("participants", "text")}
@@ -85,6 +87,9 @@ WORKFLOWS = {
     "Manager": {(a, b) for a, _ in STATUSES.values() for b, _ in STATUSES.values() if a != b},
 }
 WORKFLOWS["Non member"] = WORKFLOWS["Requester"]
+#: role id -> name, as the seed makes them (Redmine makes its built-in roles first:
+#: Non member is 1, Anonymous 2; GET /roles.json lists only the others).
+ROLE_IDS = {1: "Non member", 3: "Manager", 4: "Requester", 5: "Support"}
 
 
 #: Redmine's default Setting.attachment_max_size (5120 kB), in bytes.
@@ -457,7 +462,20 @@ class FakeRedmine:
             raise HTTPError(404)
         ident = PROJECTS[project]
         return Response(200, {"project": {"id": project, "name": ident, "identifier": ident,
-                                          "description": "", "status": 1, "is_public": True}})
+                                          "description": "", "status": 1,
+                                          "is_public": ident not in PRIVATE_PROJECTS}})
+
+    def list_roles(self, request: Request) -> Response:
+        return Response(200, {"roles": [{"id": i, "name": n} for i, n in ROLE_IDS.items()
+                                        if i > 2]})
+
+    def show_role(self, request: Request, ref: str) -> Response:
+        name = ROLE_IDS.get(int(ref))
+        if name is None:
+            raise HTTPError(404)
+        return Response(200, {"role": {"id": int(ref), "name": name, "assignable": True,
+                                       "issues_visibility": "default",
+                                       "permissions": sorted(PERMISSIONS[name])}})
 
     def list_statuses(self, request: Request) -> Response:
         return Response(200, {"issue_statuses": [
@@ -704,6 +722,8 @@ ROUTES: list[tuple[str, re.Pattern, Callable]] = [
     ("POST", re.compile(r"/users\.json"), FakeRedmine.create_user),
     ("GET", re.compile(r"/issue_statuses\.json"), FakeRedmine.list_statuses),
     ("GET", re.compile(r"/projects/([^/]+)\.json"), FakeRedmine.show_project),
+    ("GET", re.compile(r"/roles\.json"), FakeRedmine.list_roles),
+    ("GET", re.compile(r"/roles/(\d+)\.json"), FakeRedmine.show_role),
     ("GET", re.compile(r"/trackers\.json"), FakeRedmine.list_trackers),
     ("GET", re.compile(r"/custom_fields\.json"), FakeRedmine.list_custom_fields),
     ("GET", re.compile(r"/issues\.json"), FakeRedmine.list_issues),
