@@ -13,7 +13,7 @@ Served two ways (``server``):
 
 * ``webrick``: as scripts/redmine-local serves it, `rackup -s webrick` with
   Rack::Lock: one request at a time.
-* ``puma``: Debian's Puma (``apt-get install puma``), 2 worker processes of 4
+* ``puma``: Debian's Puma (installed by scripts/redmine-local), 2 worker processes of 4
   threads each, with bench/redmine_puma.ru in place of Redmine's config.ru: no
   Rack::Lock, reads side by side, writes one at a time through a lock file (Rails
   6.1 on SQLite answers concurrent writes with 500 "database is locked"), the
@@ -113,7 +113,8 @@ class PrivateRedmine:
 
     def _puma(self) -> list[str]:
         if shutil.which("puma") is None:
-            raise SystemExit("--redmine puma needs Debian's Puma: apt-get install puma")
+            raise SystemExit("--redmine puma needs Debian's Puma, which scripts/redmine-local"
+                             " start installs with Redmine")
         home = self.state / f"puma-{self.port}"
         home.mkdir(mode=0o750, exist_ok=True)
         (home / "Gemfile").write_text(f'eval_gemfile "{REDMINE_DIR}/Gemfile"\ngem "puma"\n')
