@@ -10,29 +10,19 @@ operator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mailgate.mail.message import Attachment
+from mailgate.settings.schema import REDMINE_MAX_ATTACHMENT_SIZE, Attachments
 
 name = "attachments"
 description = "Apply the attachment limits; name what was left out."
 
-DEFAULT_BLOCKED_EXTENSIONS = (".exe", ".com", ".bat", ".cmd", ".scr", ".pif", ".vbs", ".vbe",
-                              ".js", ".jse", ".wsf", ".wsh", ".msi", ".msp", ".hta", ".cpl",
-                              ".jar", ".ps1", ".lnk", ".reg")
 
+class AttachmentLimits(Attachments, frozen=True):
+    """The ``attachments:`` section (its keys, defaults and meaning are in
+    mailgate.settings.schema), with Redmine's own upload limit
+    (``redmine.max_attachment_size``)."""
 
-@dataclass(frozen=True)
-class AttachmentLimits:
-    max_size: int = 10 * 1024 * 1024
-    max_count: int = 20
-    blocked_extensions: tuple[str, ...] = DEFAULT_BLOCKED_EXTENSIONS
-    blocked_types: tuple[str, ...] = ("application/x-msdownload", "application/x-dosexec")
-    #: The most of a mail's text a note or a description takes; the rest goes in a file
-    #: (handlers.posted).  Far below what Redmine stores (16 MB) and still quick to show.
-    max_note_chars: int = 60_000
-    #: Redmine's own upload limit (``redmine.max_attachment_size``, 5120 kB by default).
-    redmine_max_size: int = 5120 * 1024
+    redmine_max_size: int = REDMINE_MAX_ATTACHMENT_SIZE
 
 
 def apply_limits(attachments: tuple[Attachment, ...],

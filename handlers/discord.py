@@ -226,7 +226,9 @@ def as_mail(message: DiscordMessage, ticket: TicketView, writer: Writer | None,
 def _accepting(site: Site | None, ticket: TicketView) -> Site:
     """The ticket's site, as far as the identity rule asks: strangers accepted."""
     if site is None:
-        site = Site(name="discord", address="", project=ticket.project or "")
+        # A ticket of a project no site has: it is verified or a stranger's comment.
+        return Site(name="discord", address="", project=ticket.project or "",
+                    unknown_senders="accept", unverified_senders="comment")
     return replace(site, unknown_senders="accept")
 
 

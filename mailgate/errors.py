@@ -152,14 +152,17 @@ class ConfigError(MailgateError):
     tells_client = False
 
 
-def unknown_key(where: str, key: object, known) -> ConfigError:
+def unknown_key(where: str, key: object, known, elsewhere=()) -> ConfigError:
     """A misspelt setting, named by its full path with the nearest valid key, so that
-    ``admin:`` for ``admins:`` is never silently a config with no admins."""
+    ``admin:`` for ``admins:`` is never silently a config with no admins.  With no
+    near one, ``elsewhere`` (the paths where a key of that name belongs: ``url:`` at
+    the top for ``spool.url``), else every key that is known here."""
     import difflib
 
     path = f"{where}.{key}" if where else str(key)
     near = difflib.get_close_matches(str(key), sorted(map(str, known)), n=1, cutoff=0.6)
     hint = f"; did you mean {near[0]!r}?" if near else \
+        f"; did you mean {' or '.join(map(repr, elsewhere))}?" if elsewhere else \
         f" (known: {', '.join(sorted(map(str, known)))})"
     return ConfigError(f"{path}: unknown key{hint}")
 

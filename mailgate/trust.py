@@ -27,7 +27,8 @@ from email.parser import BytesHeaderParser
 from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping
 
-from mailgate.errors import ConfigError, unknown_key
+from mailgate.settings.read import read_section
+from mailgate.settings.schema import TrustSettings
 
 if TYPE_CHECKING:  # only for annotations: the modules themselves are imported late
     import dkim
@@ -65,65 +66,10 @@ class Verdict:
     final: bool = False
 
 
-@dataclass(frozen=True)
-class TrustSettings:
-    #: authserv-ids of our own MTA, whose Authentication-Results fields we believe.
-    trusted_authserv_ids: frozenset[str] = frozenset()
-    #: Seconds all of one mail's DKIM key lookups may take together.
-    dns_timeout: float = 5.0
-    verify_dkim: bool = True
-    #: Client addresses of our MTA when it hands mail to `serve` over SMTP (LMTP
-    #: and the pipe come from our MTA by construction).
-    trusted_relays: frozenset[str] = frozenset()
-
-    def through_our_mta(self, via: str | None) -> bool:
-        """Whether a mail that reached us ``via`` (``SpooledMail.via``) came through our
-        own MTA, which removed forged Authentication-Results and added its own."""
-        if via in ("lmtp", "pipe"):
-            return True
-        kind, _, client = (via or "").partition(" ")
-        # "imap NAME": a mailbox whose mail host is the operator's MTA (the default;
-        # a mailbox set ``trust_mail_host: false`` spools as "mailbox NAME").
-        return kind == "imap" or (kind == "smtp" and client in self.trusted_relays)
-
-
-#: The keys of the ``trust:`` section.
-TRUST_KEYS = ("trusted_authserv_ids", "dns_timeout", "verify_dkim", "trusted_relays")
-
-
 def load_trust_settings(section: Mapping[str, Any] | None) -> TrustSettings:
-    """The ``trust:`` section of the config file (absent: the defaults)."""
-    section = {} if section is None else section
-    if not isinstance(section, Mapping):
-        raise ConfigError("trust: expected a mapping")
-    # A misspelt key would silently leave the MTA's results unused.
-    for key in section:
-        if key not in TRUST_KEYS:
-            raise unknown_key("trust", key, TRUST_KEYS)
-    relays = section.get("trusted_relays") or []
-    if isinstance(relays, str):
-        relays = [relays]
-    if not isinstance(relays, list) or not all(isinstance(r, str) and r.strip() for r in relays):
-        raise ConfigError("trust.trusted_relays: expected a list of client IP addresses")
-    ids = section.get("trusted_authserv_ids") or []
-    if isinstance(ids, str):
-        ids = [ids]
-    if not isinstance(ids, list) or not all(isinstance(i, str) and i.strip() for i in ids):
-        raise ConfigError("trust.trusted_authserv_ids: expected a list of authserv-ids")
-    timeout = section.get("dns_timeout", 5.0)
-    try:
-        # A string too: MAILGATE_TRUST_DNS_TIMEOUT, if the environment may set it.
-        seconds = float(timeout) if not isinstance(timeout, bool) else 0.0
-    except (TypeError, ValueError):
-        seconds = 0.0
-    if not 0 < seconds < 3600:  # also NaN and inf: a thread cannot wait forever
-        raise ConfigError(f"trust.dns_timeout: expected a number of seconds below 3600, "
-                          f"got {timeout!r}")
-    verify = section.get("verify_dkim", True)
-    if not isinstance(verify, bool):
-        raise ConfigError(f"trust.verify_dkim: expected true or false, got {verify!r}")
-    return TrustSettings(frozenset(i.strip().lower() for i in ids), seconds, verify,
-                         frozenset(r.strip() for r in relays))
+    """The ``trust:`` section of the config file (absent: the defaults); its keys are
+    declared in mailgate.settings.schema."""
+    return read_section(section, TrustSettings, "trust")
 
 
 def verify_sender(raw: bytes, from_address: str,

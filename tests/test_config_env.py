@@ -1,38 +1,105 @@
 """Every setting that holds one value can come from the environment (the README says
-so, and a misspelt or forgotten variable would silently be the default)."""
+so, and a forgotten variable would leave a secret in the file).  The variables are
+derived from the schema; these tests check the derivation against msgspec's own
+view of the schema, and that each variable reaches its key."""
 
 from __future__ import annotations
 
+from typing import Any, Iterator
+
+import msgspec
 import pytest
 
-from mailgate import config as config_module
-from mailgate.config import ENV_KEYS, SECTION_KEYS, env_name, load_config
-from mailgate.intake.imap_settings import _SECTION_KEYS as IMAP_KEYS
-from mailgate.outbound.fanout.settings import _KEYS as DISCORD_KEYS
-from mailgate.outbound.notify import _KEYS as NOTIFY_KEYS
-from mailgate.trust import TRUST_KEYS
+from mailgate.config import env_name, load_config
+from mailgate.settings.read import read_file
+from mailgate.settings.schema import ConfigFile
+from mailgate.settings.walk import keys
 
-#: Settings that are lists or mappings: no single value for a variable to hold.
-NOT_ONE_VALUE = {("trust", "trusted_authserv_ids"), ("trust", "trusted_relays"),
-                 ("discord", "channels"), ("discord", "retry"), ("discord", "users"),
-                 ("imap", "mailboxes")}
+SCALARS = (msgspec.inspect.StrType, msgspec.inspect.IntType, msgspec.inspect.FloatType,
+           msgspec.inspect.BoolType, msgspec.inspect.LiteralType)
 
 
-def one_valued() -> set[tuple[str, str]]:
-    sections = {**SECTION_KEYS, "trust": set(TRUST_KEYS), "notify": NOTIFY_KEYS,
-                "discord": DISCORD_KEYS, "imap": IMAP_KEYS}
-    return {(s, k) for s, keys in sections.items() for k in keys} - NOT_ONE_VALUE
+def one_valued(info: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The keys outside anything the user names whose value may be one scalar, read from
+    msgspec.inspect (not from mailgate.settings.walk, whose result this checks)."""
+    for field in info.fields:
+        here, kinds = (*path, field.encode_name), _alternatives(field.type)
+        if any(isinstance(k, SCALARS) for k in kinds):
+            yield here
+        for kind in kinds:
+            if isinstance(kind, msgspec.inspect.StructType):
+                if not any(isinstance(k, SCALARS) for k in kinds):
+                    yield from one_valued(kind, here)
+
+
+def _alternatives(kind: Any) -> list[Any]:
+    kind = kind.type if isinstance(kind, msgspec.inspect.Metadata) else kind
+    if isinstance(kind, msgspec.inspect.UnionType):
+        return [a for t in kind.types for a in _alternatives(t)]
+    return [kind]
+
+
+VARIABLES = {key.path: key for key in keys(ConfigFile) if key.variable}
 
 
 def test_every_one_valued_setting_has_its_variable():
-    missing = sorted(one_valued() - set(ENV_KEYS))
-    assert not missing, [env_name(s, k) for s, k in missing]
+    expected = set(one_valued(msgspec.inspect.type_info(ConfigFile)))
+    assert len(expected) > 80
+    assert sorted(expected - set(VARIABLES)) == []
+    # ... and nothing inside a site, a mailbox or a channel has one.
+    assert sorted(set(VARIABLES) - expected) == []
+
+
+def test_the_variables_are_named_after_their_keys_and_differ():
+    names = [key.variable for key in VARIABLES.values()]
+    assert len(set(names)) == len(names)
+    for path, key in VARIABLES.items():
+        assert key.variable == "MAILGATE_" + "_".join(path).upper()
+    assert env_name("redmine", "api_key") == "MAILGATE_REDMINE_API_KEY"
+    assert env_name(None, "unknown_senders") == "MAILGATE_UNKNOWN_SENDERS"
+
+
+def other_value(key) -> tuple[str, Any]:
+    """A value for ``key`` other than its default: (the variable's text, as read)."""
+    kinds = [k for k in _alternatives(msgspec.inspect.type_info(key.type))
+             if isinstance(k, SCALARS)]
+    kind = kinds[0]
+    if isinstance(kind, msgspec.inspect.BoolType):
+        return str(not key.default).lower(), not key.default
+    if isinstance(kind, msgspec.inspect.LiteralType):
+        value = next(v for v in kind.values if v not in (key.default, ""))
+        return value, value
+    if isinstance(kind, (msgspec.inspect.IntType, msgspec.inspect.FloatType)):
+        number = (kind.ge or 0) + 7
+        return str(number), number
+    return "text-007", "text-007"
+
+
+def at(file: Any, path: tuple[str, ...]) -> Any:
+    for name in path:
+        fields = {f.encode_name: f.name for f in msgspec.structs.fields(type(file))}
+        file = getattr(file, fields[name])
+    return file
+
+
+@pytest.mark.parametrize("path", sorted(VARIABLES), ids=lambda p: VARIABLES[p].variable)
+def test_each_variable_sets_its_key(path):
+    key = VARIABLES[path]
+    text, expected = other_value(key)
+    # The sections that are off unless written, each with what it needs besides.
+    data = {"domains": ["example.org"], "imap": {"mailboxes": [{"host": "h", "user": "u"}]},
+            "limits": {"per_sender": {"mails": 1, "per_seconds": 1},
+                       "per_client": {"mails": 1, "per_seconds": 1}}}
+    found = at(read_file(data, {key.variable: text}, ConfigFile), path)
+    assert found == expected or found == frozenset({expected})
 
 
 @pytest.mark.parametrize("section, key, text, expected", [
     ("notify", "max_per_hour", "7", 7),
     ("trust", "verify_dkim", "false", False),
+    ("trust", "verify_dkim", "no", False),
     ("discord", "excerpt_length", "120", 120),
+    ("redmine", "api_key", "0123", "0123"),     # text stays the text it is
 ])
 def test_a_variable_is_read_as_the_file_would_be(tmp_path, section, key, text, expected):
     path = tmp_path / "m.yaml"
@@ -42,6 +109,6 @@ def test_a_variable_is_read_as_the_file_would_be(tmp_path, section, key, text, e
     loaded = load_config(path, {env_name(section, key): text})
     value = {"notify": lambda c: c.notify.max_per_hour,
              "trust": lambda c: c.trust.verify_dkim,
-             "discord": lambda c: c.discord.excerpt_length}[section](loaded)
+             "discord": lambda c: c.discord.excerpt_length,
+             "redmine": lambda c: c.redmine.api_key}[section](loaded)
     assert value == expected
-    assert config_module.env_name(section, key) == f"MAILGATE_{section}_{key}".upper()

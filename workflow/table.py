@@ -79,7 +79,9 @@ class WorkflowTable:
 
 def load_default_table() -> WorkflowTable:
     text = resources.files("workflow").joinpath("default.yaml").read_text("utf-8")
-    return load_table(yaml.safe_load(text))
+    # libyaml's parser where PyYAML has it: the same YAML, read about 8x faster (the
+    # pipe builds this table once per mail).
+    return load_table(yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)))
 
 
 def load_table(data: Mapping[str, Any]) -> WorkflowTable:

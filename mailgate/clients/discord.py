@@ -31,8 +31,10 @@ from typing import Any, Callable
 import requests
 
 from mailgate.errors import ConfigError, MailgateError, PermanentError, TemporaryError
+from mailgate.settings.schema import DISCORD_API
 
-DEFAULT_API_BASE = "https://discord.com/api/v10"
+#: Discord's API, as the config's discord.api_base has it by default.
+DEFAULT_API_BASE = DISCORD_API
 MAX_CONTENT = 2000
 MAX_THREAD_NAME = 100
 SUPPRESS_EMBEDS = 1 << 2

@@ -28,11 +28,12 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mailgate.errors import ConfigError, TemporaryError, unknown_key
+from mailgate.errors import TemporaryError
+from mailgate.settings.read import read_section
+from mailgate.settings.schema import Limit, Limits
 from mailgate.store.database import Location
 from mailgate.store.ratebuckets import RateBuckets
 
@@ -44,29 +45,6 @@ class RateLimited(TemporaryError):
 
     smtp_code = 450
     smtp_status = "4.7.1"
-
-
-@dataclass(frozen=True)
-class Limit:
-    """A configured limit: at most ``mails`` in a burst, refilled over ``per_seconds``."""
-
-    mails: int
-    per_seconds: float
-
-    def refilled(self, tokens: float, since: float, now: float) -> float:
-        # A clock that went back (a wall clock reset) refills nothing.
-        gained = max(0.0, now - since) * self.mails / self.per_seconds
-        return min(float(self.mails), tokens + gained)
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The ``limits:`` section: each limit is None when not configured."""
-
-    per_sender: Limit | None = None
-    #: Only for a mailgate that faces the internet itself: behind an MTA every
-    #: mail comes from that MTA's address, and one bucket would hold them all.
-    per_client: Limit | None = None
 
 
 def sender_key(address: str | None) -> str:
@@ -169,44 +147,15 @@ class StoreRateLimiter:
 # ------------------------------------------------------------------ configuration
 
 def load_limits(section: Mapping[str, Any] | None) -> Limits:
-    """The ``limits:`` section, checked: ``per_sender`` and ``per_client``, each optional."""
-    if section is None:
-        return Limits()
-    if not isinstance(section, Mapping):
-        raise ConfigError("limits: expected a mapping")
-    unknown = sorted(str(k) for k in section if k not in ("per_sender", "per_client"))
-    if unknown:
-        raise unknown_key("limits", unknown[0], ("per_client", "per_sender"))
-    return Limits(per_sender=load_rate_limit(section.get("per_sender"), "limits.per_sender"),
-                  per_client=load_rate_limit(section.get("per_client"), "limits.per_client"))
+    """The ``limits:`` section, checked: ``per_sender`` and ``per_client``, each optional
+    (declared in mailgate.settings.schema)."""
+    return read_section(section, Limits, "limits")
 
 
 def load_rate_limit(section: Mapping[str, Any] | None,
                     where: str = "limits.per_sender") -> Limit | None:
     """One ``{mails: N, per_seconds: S}`` block; None when absent."""
-    if section is None:
-        return None
-    if not isinstance(section, Mapping):
-        raise ConfigError(f"{where}: expected a mapping like {{mails: 30, per_seconds: 600}}")
-    unknown = sorted(str(k) for k in section if k not in ("mails", "per_seconds"))
-    if unknown:
-        raise unknown_key(where, unknown[0], ("mails", "per_seconds"))
-    for key in ("mails", "per_seconds"):
-        if key not in section:
-            raise ConfigError(f"{where}.{key}: missing")
-    mails, seconds = section["mails"], section["per_seconds"]
-    if isinstance(mails, str) and mails.isdigit():  # from the environment
-        mails = int(mails)
-    if isinstance(mails, bool) or not isinstance(mails, int) or mails < 1:
-        raise ConfigError(f"{where}.mails: expected a whole number >= 1, got {mails!r}")
-    try:
-        seconds = float(seconds) if not isinstance(seconds, bool) else 0.0
-    except (TypeError, ValueError):
-        seconds = 0.0
-    if not seconds > 0:
-        raise ConfigError(f"{where}.per_seconds: expected a number of seconds > 0,"
-                          f" got {section['per_seconds']!r}")
-    return Limit(mails, seconds)
+    return None if section is None else read_section(section, Limit, where)
 
 
 def _checked(mails: int, per_seconds: float) -> Limit:

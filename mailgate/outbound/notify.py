@@ -50,9 +50,12 @@ from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from mailgate.errors import ConfigError, unknown_key
+from mailgate.errors import ConfigError
 from mailgate.mail.addresses import unread_mailbox
 from mailgate.store.database import Location
+from mailgate.settings.read import read_section
+from mailgate.settings.schema import Notify
+from mailgate.settings.walk import variable
 from mailgate.store.notices import NoticeStore, Outgoing, utc_day
 
 log = logging.getLogger("mailgate.outbound.notify")
@@ -169,6 +172,9 @@ def _wrap(text: str, width: int = 76) -> str:
 
 @dataclass(frozen=True)
 class NotifySettings:
+    """The ``notify:`` section as the outbox uses it (its keys, their defaults and
+    meaning: mailgate.settings.schema)."""
+
     enabled: bool
     relay_host: str
     relay_port: int
@@ -176,13 +182,13 @@ class NotifySettings:
     timeout: float
     #: Our X-Loop value: the configured ``server.hostname``.
     loop_id: str
-    first_delay: float = 60.0
-    max_delay: float = 3600.0
     #: A notice not delivered within this long is dead-lettered.
-    max_age: float = 2 * 24 * 3600.0
+    max_age: float
     #: At most this many notices an hour, from all hosts together: whatever gets
     #: past the other rules, mailgate is never a mail cannon.
-    max_per_hour: int = 60
+    max_per_hour: int
+    first_delay: float = 60.0
+    max_delay: float = 3600.0
 
     def backoff(self, failures: int) -> float:
         base = min(self.max_delay, self.first_delay * 2 ** max(0, failures - 1))
@@ -190,32 +196,27 @@ class NotifySettings:
         return base * random.uniform(0.5, 1.0)
 
 
-_KEYS = {"enabled", "relay", "from", "timeout", "max_age", "max_per_hour"}
-
-
 def load_notify_settings(section: Mapping[str, Any] | None, *,
                          hostname: str) -> NotifySettings | None:
     """The ``notify:`` section, checked; None when absent or ``enabled: false``."""
     if section is None:
         return None
-    if not isinstance(section, Mapping):
-        raise ConfigError("notify: expected a mapping")
-    unknown = sorted(str(k) for k in section if k not in _KEYS)
-    if unknown:
-        raise unknown_key("notify", unknown[0], _KEYS)
-    if not _bool(section.get("enabled", True), "notify.enabled"):
+    return notify_settings(read_section(section, Notify, "notify"), hostname=hostname)
+
+
+def notify_settings(spec: Notify, *, hostname: str) -> NotifySettings | None:
+    """The settings the outbox uses; None when ``enabled: false``."""
+    if not spec.enabled:
         return None
-    sender = str(section.get("from") or "")
+    sender = spec.from_ or ""
     _, address = parseaddr(sender)
     if "@" not in address or any(c in sender for c in "\r\n"):
         raise ConfigError(f"notify.from: expected a mail address, got {sender!r}"
-                          " (or set MAILGATE_NOTIFY_FROM)")
-    host, port = _relay(str(section.get("relay", "127.0.0.1:25")))
+                          f" (or set {variable(('notify', 'from'))})")
+    host, port = _relay(spec.relay)
     return NotifySettings(enabled=True, relay_host=host, relay_port=port, from_address=sender,
-                          timeout=_seconds(section, "timeout", 10.0),
-                          max_age=_seconds(section, "max_age", 2 * 24 * 3600.0),
-                          max_per_hour=_count(section, "max_per_hour", 60),
-                          loop_id=hostname)
+                          timeout=spec.timeout, max_age=spec.max_age,
+                          max_per_hour=spec.max_per_hour, loop_id=hostname)
 
 
 def _relay(value: str) -> tuple[str, int]:
@@ -223,37 +224,6 @@ def _relay(value: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"notify.relay: expected host:port, got {value!r}")
     return host.strip("[]"), int(port)
-
-
-def _bool(value: Any, where: str) -> bool:
-    words = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
-    if isinstance(value, str) and value.lower() in words:   # from the environment
-        return words[value.lower()]
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true or false, got {value!r}")
-    return value
-
-
-def _seconds(section: Mapping[str, Any], key: str, default: float) -> float:
-    value = section.get(key, default)
-    try:
-        number = float(value) if not isinstance(value, bool) else 0.0
-    except (TypeError, ValueError):
-        number = 0.0
-    if not number > 0:
-        raise ConfigError(f"notify.{key}: expected a number of seconds > 0, got {value!r}")
-    return number
-
-
-def _count(section: Mapping[str, Any], key: str, default: int) -> int:
-    value = section.get(key, default)
-    try:
-        number = int(value) if not isinstance(value, bool) else 0
-    except (TypeError, ValueError):
-        number = 0
-    if number < 1:
-        raise ConfigError(f"notify.{key}: expected a whole number > 0, got {value!r}")
-    return number
 
 
 # ------------------------------------------------------------------ the message
