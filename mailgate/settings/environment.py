@@ -19,6 +19,8 @@ from mailgate.settings.walk import keys, takes_text
 def apply_environment(data: dict[str, Any], environ: Mapping[str, str],
                       section: type) -> None:
     """Set in ``data`` (the file's, as YAML gave it) every key whose variable is set."""
+    if not any(name.startswith("MAILGATE_") for name in environ):
+        return      # the walk of the schema costs a millisecond: the pipe runs once a mail
     for key in keys(section):
         text = environ.get(key.variable) if key.variable else None
         if text is not None:

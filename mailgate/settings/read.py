@@ -14,7 +14,7 @@ import msgspec
 
 from mailgate.errors import ConfigError, unknown_key
 from mailgate.settings.environment import apply_environment
-from mailgate.settings.walk import bare, container, keys, members, meta, struct_of, words
+from mailgate.settings.walk import bases, container, keys, meta, struct_of, words
 
 _SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|(\[\.\.\.\])")
 _MISSING = object()
@@ -44,7 +44,7 @@ def config_error(message: str, data: Any, section: type, where: str = "") -> Con
     if (found := re.match(r"Object missing required field `(.*)`$", what)):
         return ConfigError(f"{spot.join(found.group(1))}: missing")
     if what.startswith("Invalid enum value"):
-        choices = [str(v) for m in members(spot.type) for v in get_args(bare(m)[0]) if v != ""]
+        choices = [str(v) for b in bases(spot.type) for v in get_args(b) if v != ""]
         return ConfigError(f"{spot.where}: {spot.value!r} is not one of {', '.join(choices)}")
     if not what.startswith("Expected"):
         return ConfigError(f"{spot.where}: {what}")     # a section's own check

@@ -71,19 +71,41 @@ def meta(tp: Any) -> dict[str, Any]:
     return {**inner, **said}
 
 
+def bases(tp: Any) -> list[Any]:
+    """The types a value of ``tp`` may have, without their Meta (None left out)."""
+    base = tp.__origin__ if get_origin(tp) is Annotated else tp
+    if get_origin(base) in (Union, types.UnionType):
+        return [b for arg in get_args(base) if arg is not type(None) for b in bases(arg)]
+    return [base]
+
+
 def struct_of(tp: Any) -> type | None:
     """The section type among ``tp``'s alternatives, if there is one."""
-    for member in members(tp):
-        base, _ = bare(member)
-        if isinstance(base, type) and issubclass(base, msgspec.Struct):
-            return base
-    return None
+    return _struct(bases(tp))
 
 
 def container(tp: Any) -> tuple[Any, Any] | None:
     """(key type, value type) of a mapping, (None, item type) of a list, else None."""
-    for member in members(tp):
-        base, _ = bare(member)
+    return _container(bases(tp))
+
+
+def is_scalar(tp: Any) -> bool:
+    """Whether one value written as text can be this key's value."""
+    return _scalar(bases(tp))
+
+
+def takes_text(tp: Any) -> bool:
+    """Whether text is one of the key's values (then a variable is taken as it is)."""
+    return any(b is str or str in map(type, get_args(b)) for b in bases(tp))
+
+
+def _struct(found: list[Any]) -> type | None:
+    return next((b for b in found if isinstance(b, type) and issubclass(b, msgspec.Struct)),
+                None)
+
+
+def _container(found: list[Any]) -> tuple[Any, Any] | None:
+    for base in found:
         origin, args = get_origin(base), get_args(base)
         if origin is dict:
             return args[0], args[1]
@@ -92,16 +114,8 @@ def container(tp: Any) -> tuple[Any, Any] | None:
     return None
 
 
-def is_scalar(tp: Any) -> bool:
-    """Whether one value written as text can be this key's value."""
-    return any(bare(m)[0] in (str, int, float, bool) or get_origin(bare(m)[0]) is Literal
-               for m in members(tp))
-
-
-def takes_text(tp: Any) -> bool:
-    """Whether text is one of the key's values (then a variable is taken as it is)."""
-    return any(bare(m)[0] is str or str in map(type, get_args(bare(m)[0]))
-               for m in members(tp))
+def _scalar(found: list[Any]) -> bool:
+    return any(b in (str, int, float, bool) or get_origin(b) is Literal for b in found)
 
 
 @lru_cache(maxsize=None)
@@ -115,14 +129,15 @@ def _walk(section: type, prefix: tuple[str, ...], named: bool) -> Iterator[Key]:
         path = (*prefix, field.encode_name)
         default = field.default if field.default_factory is msgspec.NODEFAULT else \
             field.default_factory()
-        inner, scalar = struct_of(field.type), is_scalar(field.type)
+        found = bases(field.type)
+        inner, scalar = _struct(found), _scalar(found)
         yield Key(path, field.type, default,
                   variable(path) if scalar and not named else None)
         if inner is not None:
             # A key that is text or a mapping (a Discord channel) has one variable, for
             # the text: the mapping's keys have none.
             yield from _walk(inner, path, named or scalar)
-        elif (found := container(field.type)) and (inner := struct_of(found[1])):
+        elif (found := _container(found)) and (inner := struct_of(found[1])):
             yield from _walk(inner, (*path, "[]" if found[0] is None else "<name>"), True)
 
 
