@@ -33,6 +33,8 @@ import re
 from dataclasses import dataclass, replace
 from typing import Mapping
 
+import msgspec
+
 from mailgate.config import Config, Site
 from mailgate.mail.idempotency import marker, route_key
 from mailgate.mail.message import Attachment, ParsedMail
@@ -229,7 +231,7 @@ def _accepting(site: Site | None, ticket: TicketView) -> Site:
         # A ticket of a project no site has: it is verified or a stranger's comment.
         return Site(name="discord", address="", project=ticket.project or "",
                     unknown_senders="accept", unverified_senders="comment")
-    return replace(site, unknown_senders="accept")
+    return msgspec.structs.replace(site, unknown_senders="accept")
 
 
 def _sender(step: Plan, stranger: Sender, writer: Writer | None) -> Sender:

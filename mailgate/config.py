@@ -11,10 +11,10 @@ checked in ``mailgate.config_checks``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+import msgspec
 import yaml
 
 from workflow import Workflow, WorkflowError, load_default_table
@@ -36,8 +36,7 @@ __all__ = ["AnswerSettings", "Config", "RedmineSettings", "Site", "WatchSettings
 YAML_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-@dataclass(frozen=True)
-class Site:
+class Site(msgspec.Struct, frozen=True):
     name: str
     address: str
     project: str
@@ -48,14 +47,15 @@ class Site:
     unverified_senders: str
     tracker: str | None = None
     #: Extra issue fields for new tickets (priority_id, custom_fields, ...).
-    fields: Mapping[str, Any] = field(default_factory=dict)
+    fields: Mapping[str, Any] = {}
     workflow: Workflow | None = None
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(msgspec.Struct, frozen=True):
     """What the code reads, built from the file by ``load_config`` (the defaults and
-    the meaning of each key: mailgate.settings.schema, or README's table)."""
+    the meaning of each key: mailgate.settings.schema, or README's table).  A Struct,
+    not a dataclass: a dataclass of 40 fields took 1.6 ms to define, once per mail
+    in the pipe."""
 
     redmine: RedmineSettings
     domains: tuple[str, ...]

@@ -35,6 +35,7 @@ DAY = 24 * 3600.0
 Domain = Annotated[str, Meta(pattern=r"^[^@\s]+\.[^@\s]+$")]
 #: A name in a list (an authserv-id, an address): not blank.
 Name = Annotated[str, Meta(pattern=r"\S")]
+NAMES = "a name or a list of names, none blank"
 
 
 def _set(struct: Any, name: str, value: Any) -> None:
@@ -220,14 +221,14 @@ class Limits(Section):
 
 class TrustSettings(Section):
     trusted_authserv_ids: described(Union[frozenset[Name], Name], "authserv-ids of our own"
-                                    " MTA, whose Authentication-Results we believe") = \
-        frozenset()
+                                    " MTA, whose Authentication-Results we believe",
+                                    expected=NAMES) = frozenset()
     dns_timeout: seconds("all of one mail's DKIM key lookups together", below=3600) = 5.0
     verify_dkim: flag("check DKIM signatures here too") = True
     #: Client addresses of our MTA when it hands mail to `serve` over SMTP (LMTP
     #: and the pipe come from our MTA by construction).
     trusted_relays: described(Union[frozenset[Name], Name], "client addresses of our MTA"
-                              " handing mail to `serve` over SMTP") = frozenset()
+                              " handing mail to `serve` over SMTP", expected=NAMES) = frozenset()
 
     def __post_init__(self) -> None:
         _set(self, "trusted_authserv_ids",
@@ -344,8 +345,9 @@ class Mailbox(Section, kw_only=True):
 def _every_mailbox() -> list[tuple[str, Any, Any]]:
     """A mailbox's keys as keys of the imap: section itself: every mailbox's default
     (nothing when absent, so that a mailbox's own default applies)."""
-    return [(f.name, Optional[described(f.type, "", every="mailboxes")], None)
-            for f in msgspec.structs.fields(Mailbox) if f.name != "name"]
+    every = Meta(extra={"every": "mailboxes"})
+    return [(name, Optional[Annotated[kind, every]], None)
+            for name, kind in Mailbox.__annotations__.items() if name != "name"]
 
 
 Imap = msgspec.defstruct(
@@ -365,7 +367,8 @@ class ConfigFile(Section, kw_only=True):
                        " reaches ticket ID", Meta(min_length=1),
                        expected="a list of mail domains, like [example.org]")
     redmine: RedmineSettings = RedmineSettings()
-    admins: described(Union[list[str], str], "addresses with the admin role") = []
+    admins: described(Union[list[str], str], "addresses with the admin role",
+                      expected="an address or a list of addresses") = []
     unknown_senders: described(UnknownSenders, "mail from an address Redmine does not know:"
                                " 550 (exit 77), a comment by the gateway user, or a Redmine"
                                " account for a verified sender (docs/reporters.md)") = "reject"

@@ -5,7 +5,6 @@ table (``doc``) are all read off the same walk, so none of them can forget a key
 """
 
 import types
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Any, Iterator, Literal, Union, get_args, get_origin
 
@@ -16,8 +15,7 @@ from msgspec import Meta
 _META = ("gt", "ge", "lt", "le", "min_length", "pattern", "description")
 
 
-@dataclass(frozen=True)
-class Key:
+class Key(msgspec.Struct, frozen=True):
     """One key of the file.  ``path`` names it as written: a user-named entry
     (``sites.<name>``) is ``<name>``, an item of a list is ``[]``."""
 
