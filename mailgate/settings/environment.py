@@ -13,17 +13,15 @@ from typing import Any, Mapping
 import yaml
 
 from mailgate.errors import ConfigError
-from mailgate.settings.walk import keys, takes_text
+from mailgate.settings.walk import key_of, takes_text
 
 
 def apply_environment(data: dict[str, Any], environ: Mapping[str, str],
                       section: type) -> None:
     """Set in ``data`` (the file's, as YAML gave it) every key whose variable is set."""
-    if not any(name.startswith("MAILGATE_") for name in environ):
-        return      # the walk of the schema costs a millisecond: the pipe runs once a mail
-    for key in keys(section):
-        text = environ.get(key.variable) if key.variable else None
-        if text is not None:
+    for name, text in environ.items():
+        key = key_of(section, name) if name.startswith("MAILGATE_") else None
+        if key is not None:
             _put(data, key.path, text if takes_text(key.type) else _scalar(text))
 
 
