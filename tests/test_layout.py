@@ -110,6 +110,18 @@ def test_the_mail_package_is_a_leaf():
                 f"{name} imports {imported}: mailgate.mail must import nothing above it"
 
 
+def test_the_schema_imports_nothing_above_it():
+    # Every loader imports mailgate.settings, including the light ones on the pipe's
+    # path: it must not bring anything of mailgate with it (nor a cycle).
+    for name, path in modules().items():
+        if name.startswith("mailgate.settings"):
+            for imported in imports_of(name, path):
+                top = imported.split(".")[0]
+                assert top in sys.stdlib_module_names or top in ("msgspec", "yaml") or \
+                    imported.startswith(("mailgate.settings", "mailgate.errors")) or \
+                    imported == "mailgate", f"{name} imports {imported}"
+
+
 def test_the_decisions_do_no_io():
     for name, path in modules().items():
         if not name.startswith(("workflow", "handlers")):
