@@ -21,6 +21,14 @@ _MISSING = object()
 
 def config_error(message: str, data: Any, section: type, where: str = "") -> ConfigError:
     """msgspec's ``message`` about ``data`` read as ``section`` (found at ``where``)."""
+    try:
+        return _in_words(message, data, section, where)
+    except (KeyError, IndexError, StopIteration, TypeError, AttributeError):
+        # A path this module cannot follow: msgspec's own words, but never a traceback.
+        return ConfigError(f"{where or 'config'}: {message}")
+
+
+def _in_words(message: str, data: Any, section: type, where: str) -> ConfigError:
     what, at, path = message.rpartition(" - at `")
     if not at:
         what, path = message, "$`"
@@ -47,8 +55,12 @@ def _names(section: type | None) -> list[str]:
 
 
 def _bad_name(spot: "_Spot") -> ConfigError:
+    """A key that is no text (``1:``): in a section it is unknown, in a mapping of
+    names (sites, Discord users) not a name."""
     key_type, _ = container(spot.type) or (str, None)
     wrong = next((k for k in spot.value if not _fits(k, key_type)), "?")
+    if struct_of(spot.type):
+        return unknown_key(spot.where, wrong, _names(struct_of(spot.type)))
     return ConfigError(f"{spot.join(str(wrong))}: not a valid name ({words(key_type)})")
 
 
