@@ -309,7 +309,7 @@ class Discord(Section):
 
 class Mailbox(Section, kw_only=True):
     name: maybe_text("its name in logs and metrics", default="USER@HOST") = None
-    host: text("the IMAP server")
+    host: described(Name, "the IMAP server", expected="a host name")
     port: described(Optional[whole("", most=65535)], "the server's port",
                     default="993 (implicit TLS), else 143") = None
     tls: described(Literal["implicit", "starttls", "none"], "`none` on loopback only") = \
@@ -317,7 +317,7 @@ class Mailbox(Section, kw_only=True):
     ca_file: maybe_text("certificates are verified against this file's CAs",
                         default="the system's") = None
     verify: flag("verify the server's certificate") = True
-    user: text("the login")
+    user: described(Name, "the login", expected="a login")
     password_env: maybe_text("the variable holding the password") = None
     password_file: maybe_text("the file holding the password") = None
     oauth2_token_command: described(Optional[Union[str, list[str]]], "XOAUTH2: a command"
