@@ -98,9 +98,9 @@ def test_group_commit_many_mails_per_commit_each_returns_after_its_own(tmp_path)
     class Counting(SqliteSpool):
         commits: list[int] = []
 
-        def _insert(self, mails):
+        def add_many(self, mails):
             self.commits.append(len(mails))
-            return super()._insert(mails)
+            return super().add_many(mails)
 
     spool = Counting(tmp_path / "s.db")
     results, start = [], threading.Barrier(20)

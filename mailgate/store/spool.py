@@ -115,7 +115,7 @@ class Spool:
         With a ``receipt`` (a mail taken from a mailbox) the receipt is committed
         with the rows; if that mail already has one (another process took it
         first), nothing is spooled and ``MailTakenElsewhere`` is raised."""
-        ids = self._insert([(mail_from, recipients, raw, via, receipt)])[0]
+        ids = self.add_many([(mail_from, recipients, raw, via, receipt)])[0]
         if ids is None:
             raise MailTakenElsewhere(f"{receipt.source} UID {receipt.uid}: already taken")
         return ids
@@ -125,9 +125,10 @@ class Spool:
         """What the mailbox sources took (mailgate.store.receipts)."""
         return Receipts(self.db)
 
-    def _insert(self, mails: Sequence[tuple]) -> list[list[int] | None]:
-        """Several mails in one transaction: one commit, one fsync, for all of them.
-        A mail whose receipt was already recorded is left out (None in its place)."""
+    def add_many(self, mails: Sequence[tuple]) -> list[list[int] | None]:
+        """Several mails, each ``add``'s arguments as a tuple, in one transaction: one
+        commit, one fsync, for all of them; each one's ids, in order.  A mail whose
+        receipt was already recorded is left out (None in its place)."""
         now = time.time()
         batches: list[list[int] | None] = []
         with self.db.transaction() as cur:
@@ -289,7 +290,7 @@ class SqliteSpool(Spool):
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
                 try:
-                    for waiting, ids in zip(batch, self._insert([w.mail for w in batch])):
+                    for waiting, ids in zip(batch, self.add_many([w.mail for w in batch])):
                         waiting.ids = ids
                 except BaseException as exc:
                     for waiting in batch:
