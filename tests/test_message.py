@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from mailgate.mail.fields import header_fields, plain_fields
-from mailgate.mail.message import parse_mail
+from mailgate.mail.message import _header_block, parse_mail
 
 HEAD = b"From: Olive Owner <owner@example.org>\nTo: ticket1@example.org\nSubject: x\n"
 
@@ -214,3 +214,14 @@ def test_plain_header_fields_are_read_without_the_parser():
                 b"no colon\r\n", b"A: x\rB: y\r\n"):
         odd = odd.encode("latin-1") if isinstance(odd, str) else odd
         assert plain_fields(odd + block) is None
+
+
+@given(st.lists(st.sampled_from([b"a", b":", b"\r", b"\n", b"\r\n"]), max_size=12).map(b"".join),
+       st.integers(0, 3))
+def test_the_header_block_ends_at_the_first_blank_line_crlf_or_lf(raw, start):
+    start = min(start, len(raw))
+    ends = [i + len(blank) for blank in (b"\r\n\r\n", b"\n\n")
+            if (i := raw.find(blank, start)) >= 0]
+    expected = b"" if raw.startswith((b"\r\n", b"\n"), start) else \
+        raw[start:min(ends) if ends else len(raw)]
+    assert _header_block(raw, start) == expected

@@ -227,8 +227,11 @@ def _header_block(raw: bytes, start: int = 0, end: int | None = None) -> bytes:
     end = len(raw) if end is None else end
     if raw.startswith((b"\r\n", b"\n"), start):
         return b""
-    found = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n")
-             if (i := raw.find(sep, start, end)) >= 0]
+    crlf = raw.find(b"\r\n\r\n", start, end)
+    # A bare-LF blank line counts only before the first CRLF one: no need to look
+    # for one in the whole body of a CRLF mail.
+    lf = raw.find(b"\n\n", start, crlf + 4 if crlf >= 0 else end)
+    found = [i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0]
     return raw[start:min(found) if found else end]
 
 
