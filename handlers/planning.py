@@ -217,7 +217,7 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
 def screen_asks(site: Site | None, config: Config) -> bool:
     """Whether ``screen`` may ask the facts (Redmine, DNS) about mail to ``site``
     (None: a ticket address): only where a ``reject`` policy applies.  Elsewhere it
-    decides on the header fields alone, so a listener can screen without a thread."""
+    refuses nothing, so a listener can screen without a thread (mailgate.intake)."""
     return unknown_policy(site, config) == "reject" or unverified_policy(site, config) == "reject"
 
 

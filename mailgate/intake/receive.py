@@ -123,9 +123,9 @@ class Intake:
         would (a rate limit to count, a ``reject`` policy to apply): the caller
         then calls ``receive`` in a thread.
         """
-        if not ask and not self._screens_alone(envelope):
-            return None
         if self.sender_limit is not None:
+            if not ask:
+                return None     # its buckets are in the store
             self.sender_limit.check(sender_key(envelope.mail_from))
         self.check_size(envelope.raw)
         # Routing and screening need the header fields only: the body is parsed
@@ -135,7 +135,10 @@ class Intake:
         accepted: list[tuple[str, str | None]] = []
         for address in envelope.recipients:
             try:
-                accepted.append((address, self._screen(address, mail, envelope)))
+                recipient = resolve_recipient(address, self.config)
+                if not ask and self._asks(recipient):
+                    return None
+                accepted.append((address, self._screen(address, recipient, mail, envelope)))
             except MailgateError as exc:
                 refused[address] = Delivery(address, error=exc)
         if all_or_nothing and refused:
@@ -215,30 +218,20 @@ class Intake:
             raise NoSuchTicket(f"no such ticket #{ticket}")
         self._known_tickets[ticket] = now
 
-    def _screens_alone(self, envelope: Envelope) -> bool:
-        """Whether ``screen`` needs neither the store (no rate limit to count here) nor
-        Redmine (no recipient's site has a ``reject`` policy for the plan to apply)."""
-        if self.sender_limit is not None:
-            return False
-        if self.facts is None:
-            return True
+    def _asks(self, recipient: Recipient) -> bool:
+        """Whether screening mail to ``recipient`` may ask Redmine: only where the plan
+        applies a ``reject`` policy (the route's site is the address's, route_mail)."""
         from handlers.planning import screen_asks
 
-        for address in envelope.recipients:
-            try:
-                # The route's site is the address's (routing.route_mail keeps it).
-                site = resolve_recipient(address, self.config).site
-            except MailgateError:
-                continue        # refused by _screen, without asking anyone
-            if screen_asks(site, self.config):
-                return False
-        return True
+        return self.facts is not None and screen_asks(recipient.site, self.config)
 
-    def _screen(self, address: str, mail: ParsedMail, envelope: Envelope) -> str | None:
+    def _screen(self, address: str, recipient: Recipient, mail: ParsedMail,
+                envelope: Envelope) -> str | None:
         """Refuse now what the plan would refuse and can be known now; return the
         mail's order key (replies to one ticket are applied in arrival order)."""
-        route = route_mail(resolve_recipient(address, self.config), mail)
-        if self.facts is not None:
+        route = route_mail(recipient, mail)
+        # Where no reject policy applies, the plan's screen refuses nothing.
+        if self._asks(recipient):
             from handlers.planning import screen
 
             refusal = screen(mail, address, self.facts, self.config,

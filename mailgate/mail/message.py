@@ -155,7 +155,7 @@ def _parse(raw: bytes, fields: list[tuple[str, object]], message: Message | None
         from_address=address.lower(),
         from_name=decoded_header(name) or address,
         subject=headers.get("subject", ""),
-        body=_body(plain, html),
+        body=_body(plain, html) if message is not None else "",
         attachments=tuple(attachments),
         references=tuple(_message_ids(headers.get("in-reply-to", ""))
                          + _message_ids(headers.get("references", ""))),
@@ -278,7 +278,10 @@ def decoded_header(value) -> str:
         text = "".join(word if isinstance(word, str) else decode_text(word, charset)
                        for word, charset in words)
     # NULs and control characters have no place in a subject or a name.
-    return " ".join(re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text).split())
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # -- the MIME tree -------------------------------------------------------------
