@@ -137,7 +137,7 @@ class Spool:
                                                                receipt, "spooled"):
                     batches.append(None)
                     continue
-                inline, body = self._store(cur, raw)
+                inline, body = self._store(cur, raw, len(recipients))
                 ids = []
                 for rcpt, order_key in recipients:
                     cur.execute(self.sql.insert,
@@ -146,8 +146,8 @@ class Spool:
                 batches.append(ids)
         return batches
 
-    def _store(self, cur, raw: bytes) -> tuple[bytes, int | None]:
-        """(the bytes the messages row holds, the id of a separate body, if any)."""
+    def _store(self, cur, raw: bytes, rows: int) -> tuple[bytes, int | None]:
+        """(the bytes each of the mail's ``rows`` holds, the id of a separate body, if any)."""
         return raw, None
 
     # -- the worker's side --------------------------------------------------------
@@ -249,6 +249,9 @@ class Spool:
 
 #: The mail goes into its blob in pieces this big.
 BLOB_CHUNK = 1024 * 1024
+#: A mail whose copies in its rows (one a recipient) are smaller than this is kept
+#: in them, not in ``bodies`` (a constant, not a setting: it only trades CPU).
+INLINE_BELOW = 64 * 1024
 
 
 class _Waiting:
@@ -307,9 +310,14 @@ class SqliteSpool(Spool):
     #
     # An INSERT with the mail as a parameter makes SQLite build the whole record
     # in memory (about twice a 25 MB mail); zeroblob() and an incremental write
-    # do not, and one copy serves every recipient of the mail.
+    # do not, and one copy serves every recipient of the mail.  A small mail is
+    # kept in its rows, as PostgreSQL keeps every mail: two statements and a blob
+    # handle less per mail were a tenth of the SMTP listener's spool writer's CPU
+    # (docs/performance.md, A).
 
-    def _store(self, cur: sqlite3.Cursor, raw: bytes) -> tuple[bytes, int | None]:
+    def _store(self, cur: sqlite3.Cursor, raw: bytes, rows: int) -> tuple[bytes, int | None]:
+        if len(raw) * rows < INLINE_BELOW:
+            return raw, None
         return b"", self._store_body(cur, raw)
 
     def _store_body(self, cur: sqlite3.Cursor, raw: bytes) -> int:
