@@ -17,6 +17,7 @@ import pytest
 
 from mailgate.clients.redmine import RedmineClient
 from mailgate.errors import SpoolBusy
+from mailgate.intake.smtp import LOOP_SCREEN_BELOW
 from support.configs import write_config
 from tests.helpers import fixture
 from tests.servers import RunningGateway
@@ -178,6 +179,15 @@ def test_where_a_policy_must_ask_redmine_data_is_received_in_a_thread(server, mo
         code, text = conn.data(fixture("unknown-sender-reply.eml"))
     assert code == 550 and text.startswith(b"5.7.1")
     assert receives and server.loop_thread not in receives
+
+
+def test_a_big_mail_is_screened_in_a_thread_not_on_the_loop(server, monkeypatch):
+    # Its header block could be the whole of it: parsing that must not stop the loop.
+    receives = threads_of(monkeypatch, server.gateway.intake, "receive")
+    big = NEW_TICKET + (b"x" * 76 + b"\r\n") * (LOOP_SCREEN_BELOW // 78 + 1)
+    assert send(server, raw=big)[0] == 250
+    assert receives and server.loop_thread not in receives
+    assert taken(server.gateway.spool) == 1
 
 
 def test_lmtp_mail_committed_by_the_writer_is_answered_per_recipient(server, ticket):
