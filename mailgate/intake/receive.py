@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-
 from typing import Sequence
 
 from mailgate.config import Config
