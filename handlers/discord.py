@@ -222,7 +222,7 @@ def as_mail(message: DiscordMessage, ticket: TicketView, writer: Writer | None,
     name = writer.name if writer else safe_name(message.author_name)
     return ParsedMail(message_id=None, from_address=address, from_name=name,
                       subject=ticket.subject, body=message.content, attachments=files,
-                      references=(), original_to=(), key=f"discord:{message.id}")
+                      references=(), key=f"discord:{message.id}")
 
 
 def _accepting(site: Site | None, ticket: TicketView) -> Site:

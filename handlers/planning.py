@@ -193,7 +193,7 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
     """
     route = route_mail(resolve_recipient(recipient, config), mail)
     site = route.site
-    if unknown_policy(site, config) != "reject" and unverified_policy(site, config) != "reject":
+    if not screen_asks(site, config):
         return None
     if automatic_reason(mail.headers, envelope_sender, mail.from_address,
                         content_type=mail.headers.get("content-type", "text/plain"),
@@ -212,6 +212,13 @@ def screen(mail: ParsedMail, recipient: str, facts: Facts, config: Config, *,
     else:
         return None
     return who if isinstance(who, Refuse) else None
+
+
+def screen_asks(site: Site | None, config: Config) -> bool:
+    """Whether ``screen`` may ask the facts (Redmine, DNS) about mail to ``site``
+    (None: a ticket address): only where a ``reject`` policy applies.  Elsewhere it
+    refuses nothing, so a listener can screen without a thread (mailgate.intake)."""
+    return unknown_policy(site, config) == "reject" or unverified_policy(site, config) == "reject"
 
 
 # -- the steps ---------------------------------------------------------------------------

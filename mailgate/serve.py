@@ -22,6 +22,7 @@ from mailgate.gateway import Gateway
 from mailgate.ops.httpd import start_http
 from mailgate.intake.ratelimit import StoreRateLimiter
 from mailgate.intake.smtp import GatewayHandler, smtp_factory
+from mailgate.intake.spool_writer import SpoolWriter
 
 log = logging.getLogger("mailgate.serve")
 SHUTDOWN_GRACE = 30.0
@@ -91,11 +92,12 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     # buckets in the store, shared with `mailgate pipe` and the other hosts on it.
     sender_limit = StoreRateLimiter.for_limit(gateway.config.store, per_sender) \
         if per_sender else None
+    # One spool writer for both listeners: their mails share its commits.
+    writer = SpoolWriter(gateway.intake, loop, on_spooled=gateway.worker.wake.set)
     for listen, lmtp_mode in ((smtp, False), (lmtp, True)):
         if not listen:
             continue
-        handler = GatewayHandler(gateway, lmtp=lmtp_mode, on_spooled=gateway.worker.wake.set,
-                                 sender_limit=sender_limit)
+        handler = GatewayHandler(gateway, writer, lmtp=lmtp_mode, sender_limit=sender_limit)
         host, port = parse_listen(listen, "--lmtp" if lmtp_mode else "--smtp")
         factory = smtp_factory(handler, gateway.config.hostname,
                                gateway.config.max_message_size, loop)
@@ -107,6 +109,7 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
         servers.append(server)
         log.info("%s listening on %s:%d", "LMTP" if lmtp_mode else "SMTP", host, port)
     # Every address is bound before any thread starts: a port in use ends serve here.
+    writer.start()
     http = start_http(gateway, metrics) if metrics else None
     if run_worker:
         start_runners(gateway, worker_stop)
@@ -125,6 +128,7 @@ async def serve(gateway: Gateway, smtp: str | None, lmtp: str | None,
     for server in servers:
         server.close()
     await _drain(handlers)
+    await asyncio.to_thread(writer.close)
     worker_stop.set()
     await asyncio.to_thread(_stop_watchers, gateway)
     if run_worker:

@@ -36,6 +36,11 @@ class RunningGateway:
                         ready=self._ready, stop=self._stop, metrics=metrics)
         asyncio.run(main())
 
+    @property
+    def loop_thread(self) -> threading.Thread:
+        """The thread the listeners' event loop runs in."""
+        return self._thread
+
     def __enter__(self) -> "RunningGateway":
         self._thread.start()
         if not self._ready.wait(10):

@@ -7,10 +7,13 @@ from email.mime.application import MIMEApplication
 from email.mime.image import MIMEImage
 from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
+from email.parser import BytesHeaderParser
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
-from mailgate.mail.message import parse_mail
+from mailgate.mail.fields import header_fields, plain_fields
+from mailgate.mail.message import _header_block, parse_mail
 
 HEAD = b"From: Olive Owner <owner@example.org>\nTo: ticket1@example.org\nSubject: x\n"
 
@@ -175,3 +178,50 @@ def test_a_big_text_part_reads_the_same_cut_out_as_parsed_whole(encoding, monkey
     whole = parse_mail(raw)
     assert len(cut.body) > 50_000
     assert (cut.body, cut.attachments) == (whole.body, whole.attachments)
+
+
+# -- the header fields, read without the stdlib's parser where that is simple -------------
+
+_NAMES = st.sampled_from(["From", "To", "Subject", "X-A", "message-id", "A", "Received",
+                          "", "Bad Name", "Sub:ject", "From ", "é"])
+_VALUES = st.lists(st.sampled_from(["x", " ", "\t", "a@b", "<m@h>", "=?utf-8?q?x?=", ":", "(c)",
+                                    "\x00", "\x0b", "é", "\r", "\\", '"']),
+                   max_size=6).map("".join)
+_ENDS = st.sampled_from(["\r\n", "\n", "\r", ""])
+#: One line of a header block: a field, a continuation, or something else.
+_LINES = st.one_of(st.builds("{}:{}{}".format, _NAMES, _VALUES, _ENDS),
+                   st.builds("{}{}{}".format, st.sampled_from([" ", "\t"]), _VALUES, _ENDS),
+                   st.builds("{}{}".format, st.sampled_from(["", "From x", "no colon"]), _ENDS))
+
+
+@given(st.lists(_LINES, max_size=6).map("".join), st.sampled_from(["", "\r\n", "\n"]))
+@settings(max_examples=500)
+def test_header_fields_are_read_as_the_stdlib_reads_them(lines, blank):
+    block = (lines + blank).encode("utf-8", "surrogateescape")
+    parsed = BytesHeaderParser().parsebytes(block).items()
+    plain = plain_fields(block)
+    assert plain is None or plain == parsed
+    assert header_fields(block) == parsed
+
+
+def test_plain_header_fields_are_read_without_the_parser():
+    block = (b"From: Sam <sam@example.org>\r\nSubject: folded\r\n  on two lines\r\n"
+             b"Message-ID: <m@example.org>\r\n\r\n")
+    assert plain_fields(block) == [("From", "Sam <sam@example.org>"),
+                                   ("Subject", "folded\r\n  on two lines"),
+                                   ("Message-ID", "<m@example.org>")]
+    for odd in (b"From sam@example.org Mon Nov 23\r\n", b" continued\r\n", "Caf\xe9: x\r\n",
+                b"no colon\r\n", b"A: x\rB: y\r\n"):
+        odd = odd.encode("latin-1") if isinstance(odd, str) else odd
+        assert plain_fields(odd + block) is None
+
+
+@given(st.lists(st.sampled_from([b"a", b":", b"\r", b"\n", b"\r\n"]), max_size=12).map(b"".join),
+       st.integers(0, 3))
+def test_the_header_block_ends_at_the_first_blank_line_crlf_or_lf(raw, start):
+    start = min(start, len(raw))
+    ends = [i + len(blank) for blank in (b"\r\n\r\n", b"\n\n")
+            if (i := raw.find(blank, start)) >= 0]
+    expected = b"" if raw.startswith((b"\r\n", b"\n"), start) else \
+        raw[start:min(ends) if ends else len(raw)]
+    assert _header_block(raw, start) == expected

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import smtplib
 import time
 
 import pytest
+from aiosmtpd.smtp import SMTP
+from hypothesis import given, settings, strategies as st
 
 from mailgate.clients.redmine import RedmineClient
+from mailgate.intake.smtp import GatewaySMTP
 from support.configs import write_config
 from tests.helpers import fixture
 from tests.servers import RunningGateway
@@ -137,3 +141,51 @@ def test_lmtp_answers_per_recipient(server, client, ticket):
     assert second[0] == 550 and second[1].startswith(b"5.7.1")
     issue = wait_for_journal(client, ticket)
     assert issue.journals[-1].notes.startswith("From: Stranger Danger <stranger@elsewhere.test>")
+
+
+# -- the envelope's addresses, read without the stdlib's parse tree -------------------
+
+_PIECES = st.sampled_from(["a", "Z", "0", "-", "+", "=", "'", "~", ".", "@", "<", ">", " ",
+                           "\t", "(", ")", '"', "\\", "[", "]", ",", ":", ";", "é", "\r",
+                           "x.y", "example.org", "SIZE=10", "BODY=8BITMIME"])
+_PART = st.lists(st.sampled_from(["a", "Z", "0", "-", "+", "'", "~", ".", ".", " ", "(", '"',
+                                  "é", "[", "]", "\\", "@"]), max_size=5).map("".join)
+_PARAMS = st.lists(st.sampled_from([" ", "\t", "(c)", "SIZE=10", "\r", "x", "<", ">"]),
+                   max_size=4).map("".join)
+#: Anything, and above all what is nearly "<local@domain> params".
+_ARGUMENTS = st.one_of(st.lists(_PIECES, max_size=12).map("".join),
+                       st.builds("<{}@{}>{}".format, _PART, _PART, _PARAMS))
+
+
+def _reader(arg: str):
+    """(ours, aiosmtpd's) reading of a MAIL or RCPT argument (after FROM:/TO:); what
+    one raises (the stdlib's parser has bugs: '"' is an IndexError) is its reading."""
+    loop = asyncio.new_event_loop()
+    try:
+        session = GatewaySMTP(object(), hostname="mailgate.test", loop=loop)
+        return [_outcome(read, session, arg) for read in (GatewaySMTP._getaddr, SMTP._getaddr)]
+    finally:
+        loop.close()
+
+
+def _outcome(read, session, arg: str):
+    try:
+        return read(session, arg)
+    except Exception as exc:    # noqa: BLE001 - compared, not hidden
+        return type(exc)
+
+
+@given(_ARGUMENTS)
+@settings(max_examples=500)
+def test_plain_envelope_addresses_are_read_as_aiosmtpd_reads_them(arg):
+    ours, theirs = _reader(arg)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize("arg", ["<a@b>", "<A.B+c@Ex.Org> SIZE=9", "<a@b>SIZE=9",
+                                 "<a@b> \t (comment) SIZE=9", "<a@b>\r", "<a..b@c>",
+                                 "<a@b.>", "<a@[1.2.3.4]>", '<"a b"@c>', "<>", " <a@b>",
+                                 "<@relay:a@b>", "<é@b>", "a@b SIZE=1"])
+def test_the_forms_aiosmtpd_reads_alike(arg):
+    ours, theirs = _reader(arg)
+    assert ours == theirs

@@ -3,7 +3,7 @@
 import sqlite3
 import time
 
-from mailgate.store.spool import SqliteSpool
+from mailgate.store.spool import INLINE_BELOW, SqliteSpool
 
 
 def test_sqlite_settings_that_make_a_commit_durable(tmp_path):
@@ -98,9 +98,9 @@ def test_group_commit_many_mails_per_commit_each_returns_after_its_own(tmp_path)
     class Counting(SqliteSpool):
         commits: list[int] = []
 
-        def _insert(self, mails):
+        def add_many(self, mails):
             self.commits.append(len(mails))
-            return super()._insert(mails)
+            return super().add_many(mails)
 
     spool = Counting(tmp_path / "s.db")
     results, start = [], threading.Barrier(20)
@@ -151,6 +151,23 @@ def test_the_mail_is_stored_once_for_all_its_recipients_and_read_back_whole(tmp_
     spool.retry(first)
     spool.drop(first)
     assert db.execute("SELECT count(*) FROM bodies").fetchone() == (0,)
+
+
+def test_a_small_mail_is_kept_in_its_rows_a_bigger_one_once_in_bodies(tmp_path):
+    spool = SqliteSpool(tmp_path / "s.db")
+    small = b"Subject: small\r\n\r\n" + b"x" * 1000
+    # Its copies, one a recipient, would pass the bound: one copy in bodies.
+    shared = b"Subject: shared\r\n\r\n" + b"y" * (INLINE_BELOW // 2)
+    [alone] = spool.add("s", [("site-a@example.org", None)], small)
+    both = spool.add("s", [("ticket1@example.org", "ticket:1"), ("site-b@example.org", None)],
+                     shared)
+    db = sqlite3.connect(tmp_path / "s.db")
+    assert db.execute("SELECT length(raw), body_id FROM messages WHERE id=?",
+                      (alone,)).fetchone() == (len(small), None)
+    assert db.execute("SELECT count(*), sum(length(raw)) FROM bodies").fetchone() == \
+        (1, len(shared))
+    assert [spool.get(i).raw for i in (alone, *both)] == [small, shared, shared]
+    assert [m.raw for m in spool.mails()] == [small, shared, shared]
 
 
 def test_a_second_process_never_takes_the_wal_from_under_this_one(tmp_path):

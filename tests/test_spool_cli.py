@@ -73,8 +73,8 @@ def test_a_reader_that_stops_early_is_no_error(tmp_path):
     config = write_config(tmp_path / "m.yaml", "http://127.0.0.1:9", "key")
     store = open_spool(tmp_path / "spool.db")
     # Enough lines that the reader's pipe fills (64 kB) while the list is still printing.
-    store._insert([("o@example.org", [(f"ticket{n}@example.org", None)], b"Subject: x\r\n\r\nx",
-                    None, None) for n in range(3000)])
+    store.add_many([("o@example.org", [(f"ticket{n}@example.org", None)], b"Subject: x\r\n\r\nx",
+                     None, None) for n in range(3000)])
     shell = (f"{sys.executable} -m mailgate spool list --config {config} | head -1;"
              " echo status=${PIPESTATUS[0]}")
     result = subprocess.run(["bash", "-c", shell], capture_output=True, env=child_env())

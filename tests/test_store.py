@@ -21,7 +21,7 @@ from mailgate.store.discord_reads import ThreadReads
 from mailgate.store.migrations import migrate, version
 from mailgate.store.notices import NoticeStore, utc_day
 from mailgate.store.ratebuckets import RateBuckets
-from mailgate.store.spool import SqliteSpool
+from mailgate.store.spool import INLINE_BELOW, SqliteSpool
 from mailgate.store.watch import WatchStore
 
 T0 = 1_795_000_000.0            # 2026-11-18, mid-morning UTC
@@ -274,8 +274,10 @@ def test_retention_purges_what_finished_and_keeps_dead_mail(where, opened):
 
 def test_retention_deletes_a_body_with_the_last_row_that_uses_it(tmp_path, opened):
     spool = opened(SqliteSpool(tmp_path / "spool.db"))
-    mine, shared_a, shared_b = (*spool.add("a@x", [("x", None)], b"mine"),
-                                *spool.add("b@x", [("y", None), ("z", None)], b"shared"))
+    # Big enough for the bodies table (a small mail is kept in its rows).
+    mine, shared = b"mine" * INLINE_BELOW, b"shared" * INLINE_BELOW
+    mine, shared_a, shared_b = (*spool.add("a@x", [("x", None)], mine),
+                                *spool.add("b@x", [("y", None), ("z", None)], shared))
     for mail in (mine, shared_a, shared_b):
         spool.claim(now=time.time())
         spool.finish(mail, {"kind": "applied"})
@@ -284,8 +286,8 @@ def test_retention_deletes_a_body_with_the_last_row_that_uses_it(tmp_path, opene
                                                    "notices": 0, "journals": 0,
                                                    "discord_messages": 0}
     db = sqlite3.connect(tmp_path / "spool.db")
-    assert db.execute("SELECT raw FROM bodies").fetchall() == [(b"shared",)]
-    assert spool.get(shared_b).raw == b"shared"
+    assert db.execute("SELECT raw FROM bodies").fetchall() == [(shared,)]
+    assert spool.get(shared_b).raw == shared
 
 
 def test_retention_goes_in_batches(where, opened):

@@ -6,6 +6,11 @@ the header fields, the address, and what the plan would refuse about the
 sender: ``handlers.planning.screen``) and commits the mail to the spool: only
 then may an edge say 250 or exit 0.  Nothing here decides what the mail
 becomes; the worker plans that, once, from the spooled bytes.
+
+``receive`` is two steps, ``screen`` and ``commit``, which the SMTP listener
+calls apart: it screens on its event loop when nothing needs Redmine or the
+store (``ask=False``), and its spool writer commits many screened mails at once
+(mailgate.intake.spool_writer).  The checks are the same ones either way.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Sequence
 
 from mailgate.config import Config
-from mailgate.errors import (MailgateError, MessageTooBig, NoSuchTicket, RedmineUnavailable,
-                             UnknownAddress)
+from mailgate.errors import (MailgateError, MailTakenElsewhere, MessageTooBig, NoSuchTicket,
+                             RedmineUnavailable, UnknownAddress)
 from mailgate.mail.message import RECIPIENT_HEADERS, ParsedMail, parse_mail, recipient_hints
 from mailgate.intake.ratelimit import sender_key
 from mailgate.routing import Recipient, resolve_recipient, route_mail
@@ -51,6 +57,19 @@ class Delivery:
     error: MailgateError | None = None
 
 
+@dataclass(frozen=True)
+class Screened:
+    """A mail checked for each recipient (``Intake.screen``), not yet spooled."""
+
+    envelope: Envelope
+    #: The mail's key (its Message-ID, or a digest), for the log line.
+    key: str
+    #: The recipients it passed, in RCPT order, with their order keys.
+    accepted: tuple[tuple[str, str | None], ...]
+    #: The recipients it did not pass, with why.
+    refused: dict[str, Delivery]
+
+
 class Intake:
     def __init__(self, config: Config, client, spool: Spool, facts=None):
         self.config = config
@@ -65,10 +84,16 @@ class Intake:
 
     # -- what each source calls ----------------------------------------------------
 
-    def check_recipient(self, address: str) -> Recipient:
-        """RCPT-time check: an address we serve, and for ticket<N>@ a ticket that exists."""
+    def check_recipient(self, address: str, *, ask: bool = True) -> Recipient | None:
+        """RCPT-time check: an address we serve, and for ticket<N>@ a ticket that exists.
+
+        ``ask=False``: nothing is asked of Redmine (the SMTP listener's event loop);
+        None when the answer needs it: a ticket not confirmed lately.
+        """
         recipient = resolve_recipient(address, self.config)
         if recipient.kind == "ticket" and self.client is not None:
+            if not ask and not self._ticket_known(recipient.ticket):
+                return None
             self._check_ticket(recipient.ticket)
         return recipient
 
@@ -83,29 +108,70 @@ class Intake:
         ``all_or_nothing``: the first refusal is raised and nothing is spooled
         (spooling some would be answered with a 5xx and then sent again).
         """
+        screened = self.screen(envelope, all_or_nothing=all_or_nothing)
+        ids = self.spool.add(envelope.mail_from, screened.accepted, envelope.raw,
+                             envelope.via, envelope.receipt) if screened.accepted else []
+        return self._answer(screened, ids)
+
+    def screen(self, envelope: Envelope, *, all_or_nothing: bool = False,
+               ask: bool = True) -> Screened | None:
+        """Every check ``receive`` makes before the commit (refusals as it raises them).
+
+        ``ask=False``: only if no check needs Redmine or the store, so that the
+        caller's thread never blocks (the SMTP listener's event loop); None if one
+        would (a rate limit to count, a ``reject`` policy to apply): the caller
+        then calls ``receive`` in a thread.
+        """
         if self.sender_limit is not None:
+            if not ask:
+                return None     # its buckets are in the store
             self.sender_limit.check(sender_key(envelope.mail_from))
         self.check_size(envelope.raw)
         # Routing and screening need the header fields only: the body is parsed
         # by the worker, after the 250, so the listener stays fast on big mail.
         mail = parse_mail(envelope.raw, headers_only=True)
-        results: dict[str, Delivery] = {}
-        order_keys: dict[str, str | None] = {}
+        refused: dict[str, Delivery] = {}
+        accepted: list[tuple[str, str | None]] = []
         for address in envelope.recipients:
             try:
-                order_keys[address] = self._screen(address, mail, envelope)
+                recipient = resolve_recipient(address, self.config)
+                if not ask and self._asks(recipient):
+                    return None
+                accepted.append((address, self._screen(address, recipient, mail, envelope)))
             except MailgateError as exc:
-                results[address] = Delivery(address, error=exc)
-        if all_or_nothing and results:
-            raise next(iter(results.values())).error
-        accepted = [a for a in envelope.recipients if a not in results]
-        ids = self.spool.add(envelope.mail_from, [(a, order_keys[a]) for a in accepted],
-                             envelope.raw, envelope.via, envelope.receipt) if accepted else []
-        results.update({a: Delivery(a, spool_id=i) for a, i in zip(accepted, ids)})
-        for address in envelope.recipients:
-            log.info("received %s for <%s>: %s", mail.key, address,
+                refused[address] = Delivery(address, error=exc)
+        if all_or_nothing and refused:
+            raise next(iter(refused.values())).error
+        return Screened(envelope, mail.key, tuple(accepted), refused)
+
+    def commit(self, batch: Sequence[Screened]) -> list[list[Delivery] | MailgateError]:
+        """Spool screened mails in one transaction (one commit, one fsync for all of
+        them) and answer each: its deliveries, or why none of it was spooled."""
+        spooled = [s for s in batch if s.accepted]
+        ids = iter(self.spool.add_many([
+            (s.envelope.mail_from, s.accepted, s.envelope.raw, s.envelope.via,
+             s.envelope.receipt) for s in spooled]))
+        answers: list[list[Delivery] | MailgateError] = []
+        for screened in batch:
+            mine = next(ids) if screened.accepted else []
+            if mine is None:
+                receipt = screened.envelope.receipt
+                answers.append(MailTakenElsewhere(f"{receipt.source} UID {receipt.uid}:"
+                                                  " already taken"))
+            else:
+                answers.append(self._answer(screened, mine))
+        return answers
+
+    def _answer(self, screened: Screened, ids: Sequence[int]) -> list[Delivery]:
+        """The deliveries of a committed mail, in RCPT order, each logged."""
+        results = dict(screened.refused)
+        results.update({a: Delivery(a, spool_id=i)
+                        for (a, _), i in zip(screened.accepted, ids)})
+        recipients = screened.envelope.recipients
+        for address in recipients:
+            log.info("received %s for <%s>: %s", screened.key, address,
                      results[address].error or f"spooled as {results[address].spool_id}")
-        return [results[a] for a in envelope.recipients]
+        return [results[a] for a in recipients]
 
     def take(self, raw: bytes, recipient: str | None = None,
              sender: str | None = None, via: str = "pipe", *,
@@ -124,18 +190,22 @@ class Intake:
 
     # -- the checks ------------------------------------------------------------------
 
-    def _check_ticket(self, ticket: int) -> None:
-        # A ticket confirmed recently is not asked about again; one confirmed
-        # at any time is still accepted while Redmine is down, so the spool
-        # takes replies during an outage instead of deferring them all.
+    def _ticket_known(self, ticket: int) -> bool:
+        """Whether the ticket was confirmed lately: its existence is not asked again."""
         confirmed = self._known_tickets.get(ticket)
-        now = time.monotonic()
-        if confirmed is not None and now - confirmed < KNOWN_TICKET_SECONDS:
-            return
+        if confirmed is not None and time.monotonic() - confirmed < KNOWN_TICKET_SECONDS:
+            return True
         # The worker (same client) read it lately: it exists, no need to ask again.
         reads = getattr(self.client, "reads", None)
-        if reads is not None and reads.seen_within(ticket, KNOWN_TICKET_SECONDS):
+        return reads is not None and reads.seen_within(ticket, KNOWN_TICKET_SECONDS)
+
+    def _check_ticket(self, ticket: int) -> None:
+        if self._ticket_known(ticket):
             return
+        # One confirmed at any time is still accepted while Redmine is down, so
+        # the spool takes replies during an outage instead of deferring them all.
+        confirmed = self._known_tickets.get(ticket)
+        now = time.monotonic()
         try:
             exists = self.client.issue_exists(ticket)
         except RedmineUnavailable:
@@ -147,11 +217,20 @@ class Intake:
             raise NoSuchTicket(f"no such ticket #{ticket}")
         self._known_tickets[ticket] = now
 
-    def _screen(self, address: str, mail: ParsedMail, envelope: Envelope) -> str | None:
+    def _asks(self, recipient: Recipient) -> bool:
+        """Whether screening mail to ``recipient`` may ask Redmine: only where the plan
+        applies a ``reject`` policy (the route's site is the address's, route_mail)."""
+        from handlers.planning import screen_asks
+
+        return self.facts is not None and screen_asks(recipient.site, self.config)
+
+    def _screen(self, address: str, recipient: Recipient, mail: ParsedMail,
+                envelope: Envelope) -> str | None:
         """Refuse now what the plan would refuse and can be known now; return the
         mail's order key (replies to one ticket are applied in arrival order)."""
-        route = route_mail(resolve_recipient(address, self.config), mail)
-        if self.facts is not None:
+        route = route_mail(recipient, mail)
+        # Where no reject policy applies, the plan's screen refuses nothing.
+        if self._asks(recipient):
             from handlers.planning import screen
 
             refusal = screen(mail, address, self.facts, self.config,

@@ -23,6 +23,7 @@ import hashlib
 import mimetypes
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Callable, Sequence
 from email.errors import HeaderParseError
 from email.header import decode_header
@@ -33,6 +34,7 @@ from email.policy import compat32
 from email.utils import getaddresses, parseaddr
 
 from mailgate.mail.charsets import decode_text
+from mailgate.mail.fields import all_fields, first_field, header_fields
 from mailgate.errors import BadMessage
 
 # Signatures of multipart/signed mail: proof of the sender, not content.
@@ -64,13 +66,20 @@ class ParsedMail:
     attachments: tuple[Attachment, ...]
     #: Message-IDs this mail answers (In-Reply-To, then References).
     references: tuple[str, ...]
-    #: Recipient hints in the order the pipe transport trusts them.
-    original_to: tuple[str, ...]
     headers: dict[str, str] = field(repr=False, default_factory=dict)
     #: A key that is the same for every delivery of the same mail.
     key: str = ""
     #: The mail as received (the same bytes object, not a copy).
     raw: bytes = field(repr=False, default=b"")
+    #: The header fields as read, (name, value) in order (mailgate.mail.fields).
+    fields: tuple[tuple[str, object], ...] = field(repr=False, default=())
+
+    @cached_property
+    def original_to(self) -> tuple[str, ...]:
+        """Recipient hints in the order the pipe transport trusts them.  Read when first
+        asked for: only mail without an envelope needs them, and reading addresses
+        costs the SMTP listener more than the rest of the header fields."""
+        return tuple(_recipient_hints(self.fields))
 
 
 #: How many multipart or message/* parts may enclose a part.  Real mail rarely
@@ -92,13 +101,13 @@ def parse_mail(raw: bytes, *, headers_only: bool = False) -> ParsedMail:
     if headers_only:
         # Only the header block: the parser would otherwise decode the whole mail
         # to text and split it into lines (about 8x a big mail, and its CPU).
-        return _parse(raw, BytesHeaderParser().parsebytes(_header_block(raw)), True)
+        return _parse(raw, header_fields(_header_block(raw)))
     try:
         leaves = _big_leaves(raw)
     except Exception:  # anything odd in the structure: the stdlib parser decides alone
         leaves = []
     if not leaves:
-        return _parse(raw, _parse_bounded(raw), False)
+        return _parsed(raw, _parse_bounded(raw))
     # The stdlib parser keeps a str per line of a body before joining them: big
     # leaves (attachments and long texts alike) are cut out of a copy of the mail (a
     # stub in their place, which their transfer encoding leaves as it is), the small
@@ -119,32 +128,40 @@ def parse_mail(raw: bytes, *, headers_only: bool = False) -> ParsedMail:
         start, stop, encoding = leaves[n]
         return _decoded(view[start:stop], encoding)
 
-    return _parse(raw, _parse_bounded(b"".join(pieces + [raw[at:]])), False, big)
+    return _parsed(raw, _parse_bounded(b"".join(pieces + [raw[at:]])), big)
 
 
-def _parse(raw: bytes, message: Message, headers_only: bool,
+def _parsed(raw: bytes, message: Message,
+            big: Callable[[bytes], bytes] = lambda data: data) -> ParsedMail:
+    """The whole mail: its header fields, and its MIME tree walked."""
+    return _parse(raw, message.items(), message, big)
+
+
+def _parse(raw: bytes, fields: list[tuple[str, object]], message: Message | None = None,
            big: Callable[[bytes], bytes] = lambda data: data) -> ParsedMail:
-    if not message.keys():
+    """The facts of a mail from its header ``fields``; its body and attachments from
+    ``message``'s MIME tree, if given (None: the header fields only)."""
+    if not fields:
         raise BadMessage("unparseable message: no header fields")
     headers: dict[str, str] = {}
-    for name, value in message.items():
+    for name, value in fields:
         headers.setdefault(name.lower(), decoded_header(value))
-    name, address = parseaddr(str(message.get("from", "")))
+    name, address = parseaddr(str(first_field(fields, "from", "")))
     message_id = _angle(headers.get("message-id", "")) or None
-    plain, html, attachments = ([], [], []) if headers_only else _walk(message, big)
+    plain, html, attachments = ([], [], []) if message is None else _walk(message, big)
     return ParsedMail(
         message_id=message_id,
         from_address=address.lower(),
         from_name=decoded_header(name) or address,
         subject=headers.get("subject", ""),
-        body=_body(plain, html),
+        body=_body(plain, html) if message is not None else "",
         attachments=tuple(attachments),
         references=tuple(_message_ids(headers.get("in-reply-to", ""))
                          + _message_ids(headers.get("references", ""))),
-        original_to=tuple(_recipient_hints(message)),
         headers=headers,
         key=message_id or "sha256:" + hashlib.sha256(raw).hexdigest(),
         raw=raw,
+        fields=tuple(fields),
     )
 
 
@@ -209,8 +226,11 @@ def _header_block(raw: bytes, start: int = 0, end: int | None = None) -> bytes:
     end = len(raw) if end is None else end
     if raw.startswith((b"\r\n", b"\n"), start):
         return b""
-    found = [i + len(sep) for sep in (b"\r\n\r\n", b"\n\n")
-             if (i := raw.find(sep, start, end)) >= 0]
+    crlf = raw.find(b"\r\n\r\n", start, end)
+    # A bare-LF blank line counts only before the first CRLF one: no need to look
+    # for one in the whole body of a CRLF mail.
+    lf = raw.find(b"\n\n", start, crlf + 4 if crlf >= 0 else end)
+    found = [i + n for i, n in ((crlf, 4), (lf, 2)) if i >= 0]
     return raw[start:min(found) if found else end]
 
 
@@ -249,14 +269,18 @@ def decoded_header(value) -> str:
     Subject gets the same supersets as the text (ISO-2022-JP's NEC row: ①)."""
     text = str(value)
     try:
-        words = decode_header(text)
+        # decode_header finds no encoded word where there is no "=?" (the common case).
+        words = decode_header(text) if "=?" in text else [(text, None)]
     except (HeaderParseError, LookupError, UnicodeError, ValueError):
         words = [(text, None)]
     if any(isinstance(word, bytes) for word, _ in words):
         text = "".join(word if isinstance(word, str) else decode_text(word, charset)
                        for word, charset in words)
     # NULs and control characters have no place in a subject or a name.
-    return " ".join(re.sub(r"[\x00-\x08\x0b-\x1f\x7f]", " ", text).split())
+    return " ".join(_CONTROL.sub(" ", text).split())
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
 # -- the MIME tree -------------------------------------------------------------
@@ -381,14 +405,15 @@ RECIPIENT_HEADERS = ("x-original-to", "delivered-to", "to", "cc")
 def recipient_hints(mail: ParsedMail, names: Sequence[str]) -> tuple[str, ...]:
     """The addresses in the header fields ``names``, in that order (the IMAP source's
     configurable order; ``ParsedMail.original_to`` is RECIPIENT_HEADERS')."""
-    message = BytesHeaderParser().parsebytes(_header_block(mail.raw))
-    return tuple(_recipient_hints(message, [n.lower() for n in names]))
+    fields = header_fields(_header_block(mail.raw))
+    return tuple(_recipient_hints(fields, [n.lower() for n in names]))
 
 
-def _recipient_hints(message: Message, names: Sequence[str] = RECIPIENT_HEADERS) -> list[str]:
+def _recipient_hints(fields: list[tuple[str, object]],
+                     names: Sequence[str] = RECIPIENT_HEADERS) -> list[str]:
     """X-Original-To, Delivered-To, then To and Cc: the order MTAs make them trustworthy."""
     hints = []
     for name in names:
-        values = [str(v) for v in message.get_all(name, [])]
+        values = [str(v) for v in all_fields(fields, name)]
         hints += [addr.lower() for _, addr in getaddresses(values) if addr]
     return hints

@@ -115,7 +115,7 @@ class Spool:
         With a ``receipt`` (a mail taken from a mailbox) the receipt is committed
         with the rows; if that mail already has one (another process took it
         first), nothing is spooled and ``MailTakenElsewhere`` is raised."""
-        ids = self._insert([(mail_from, recipients, raw, via, receipt)])[0]
+        ids = self.add_many([(mail_from, recipients, raw, via, receipt)])[0]
         if ids is None:
             raise MailTakenElsewhere(f"{receipt.source} UID {receipt.uid}: already taken")
         return ids
@@ -125,9 +125,10 @@ class Spool:
         """What the mailbox sources took (mailgate.store.receipts)."""
         return Receipts(self.db)
 
-    def _insert(self, mails: Sequence[tuple]) -> list[list[int] | None]:
-        """Several mails in one transaction: one commit, one fsync, for all of them.
-        A mail whose receipt was already recorded is left out (None in its place)."""
+    def add_many(self, mails: Sequence[tuple]) -> list[list[int] | None]:
+        """Several mails, each ``add``'s arguments as a tuple, in one transaction: one
+        commit, one fsync, for all of them; each one's ids, in order.  A mail whose
+        receipt was already recorded is left out (None in its place)."""
         now = time.time()
         batches: list[list[int] | None] = []
         with self.db.transaction() as cur:
@@ -136,7 +137,7 @@ class Spool:
                                                                receipt, "spooled"):
                     batches.append(None)
                     continue
-                inline, body = self._store(cur, raw)
+                inline, body = self._store(cur, raw, len(recipients))
                 ids = []
                 for rcpt, order_key in recipients:
                     cur.execute(self.sql.insert,
@@ -145,8 +146,8 @@ class Spool:
                 batches.append(ids)
         return batches
 
-    def _store(self, cur, raw: bytes) -> tuple[bytes, int | None]:
-        """(the bytes the messages row holds, the id of a separate body, if any)."""
+    def _store(self, cur, raw: bytes, rows: int) -> tuple[bytes, int | None]:
+        """(the bytes each of the mail's ``rows`` holds, the id of a separate body, if any)."""
         return raw, None
 
     # -- the worker's side --------------------------------------------------------
@@ -248,6 +249,9 @@ class Spool:
 
 #: The mail goes into its blob in pieces this big.
 BLOB_CHUNK = 1024 * 1024
+#: A mail whose copies in its rows (one a recipient) are smaller than this is kept
+#: in them, not in ``bodies`` (a constant, not a setting: it only trades CPU).
+INLINE_BELOW = 64 * 1024
 
 
 class _Waiting:
@@ -289,7 +293,7 @@ class SqliteSpool(Spool):
                 with self._waiting_lock:
                     batch, self._waiting = self._waiting, []
                 try:
-                    for waiting, ids in zip(batch, self._insert([w.mail for w in batch])):
+                    for waiting, ids in zip(batch, self.add_many([w.mail for w in batch])):
                         waiting.ids = ids
                 except BaseException as exc:
                     for waiting in batch:
@@ -306,9 +310,14 @@ class SqliteSpool(Spool):
     #
     # An INSERT with the mail as a parameter makes SQLite build the whole record
     # in memory (about twice a 25 MB mail); zeroblob() and an incremental write
-    # do not, and one copy serves every recipient of the mail.
+    # do not, and one copy serves every recipient of the mail.  A small mail is
+    # kept in its rows, as PostgreSQL keeps every mail: two statements and a blob
+    # handle less per mail were a tenth of the SMTP listener's spool writer's CPU
+    # (docs/performance.md, A).
 
-    def _store(self, cur: sqlite3.Cursor, raw: bytes) -> tuple[bytes, int | None]:
+    def _store(self, cur: sqlite3.Cursor, raw: bytes, rows: int) -> tuple[bytes, int | None]:
+        if len(raw) * rows < INLINE_BELOW:
+            return raw, None
         return b"", self._store_body(cur, raw)
 
     def _store_body(self, cur: sqlite3.Cursor, raw: bytes) -> int:
