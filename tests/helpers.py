@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import smtplib
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +18,18 @@ DEMO_CONFIG = FIXTURES / "config" / "demo.yaml"
 
 def fixture(name: str) -> bytes:
     return (MAIL / name).read_bytes()
+
+
+def smtp(server) -> smtplib.SMTP:
+    """A client of a RunningGateway's SMTP listener."""
+    return smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30)
+
+
+def rcpt(conn: smtplib.SMTP, address: str, sender: str = "owner@example.org"):
+    """EHLO, MAIL FROM ``sender``, RCPT TO ``address``: the RCPT's (code, text)."""
+    conn.ehlo()
+    conn.mail(sender)
+    return conn.rcpt(address)
 
 
 def run_mailgate(*args: str, stdin: bytes | None = None, env: dict | None = None,

@@ -13,7 +13,7 @@ from hypothesis import given, settings, strategies as st
 from mailgate.clients.redmine import RedmineClient
 from mailgate.intake.smtp import GatewaySMTP
 from support.configs import write_config
-from tests.helpers import fixture
+from tests.helpers import fixture, rcpt, smtp
 from tests.servers import RunningGateway
 
 
@@ -32,16 +32,6 @@ def client(fake_redmine):
 @pytest.fixture
 def ticket(client):
     return client.create_issue("site-a", "smtp test", "The router drops.", as_user="owner")
-
-
-def smtp(server) -> smtplib.SMTP:
-    return smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30)
-
-
-def rcpt(conn, address):
-    conn.ehlo()
-    conn.mail("owner@example.org")
-    return conn.rcpt(address)
 
 
 def wait_for_journal(client, ticket, count=1, timeout=10.0):

@@ -19,7 +19,7 @@ from mailgate.clients.redmine import RedmineClient
 from mailgate.errors import SpoolBusy
 from mailgate.intake.smtp import LOOP_SCREEN_BELOW
 from support.configs import write_config
-from tests.helpers import fixture
+from tests.helpers import fixture, rcpt, smtp
 from tests.servers import RunningGateway
 
 NEW_TICKET = fixture("site-a-new-ticket.eml")
@@ -36,16 +36,6 @@ def server(tmp_path, fake_redmine):
 def ticket(fake_redmine):
     client = RedmineClient(fake_redmine.url, fake_redmine.admin_key)
     return client.create_issue("site-a", "loop test", "The router drops.", as_user="owner")
-
-
-def smtp(server) -> smtplib.SMTP:
-    return smtplib.SMTP("127.0.0.1", server.smtp_port, timeout=30)
-
-
-def rcpt(conn, address):
-    conn.ehlo()
-    conn.mail("owner@example.org")
-    return conn.rcpt(address)
 
 
 def send(server, address="site-a@example.org", raw=NEW_TICKET):
