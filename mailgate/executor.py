@@ -12,8 +12,10 @@ from handlers.posted import with_refused
 from mailgate.errors import RedmineRejected
 from mailgate.outcome import Outcome
 
-#: What Redmine 5 says (in English, the seed's and the API's language) when a login is in use.
+#: What Redmine 5 says (in English, the seed's and the API's language) when a login or an
+#: address is in use.
 LOGIN_TAKEN = "Login has already been taken"
+EMAIL_TAKEN = "Email has already been taken"
 
 
 def execute(plan: Plan, client, status_ids: Mapping[str, int]) -> Outcome:
@@ -41,10 +43,22 @@ def _make_account(account: Account, client) -> str:
     try:
         return _create(account, account.login, client)
     except RedmineRejected as exc:
+        if EMAIL_TAKEN in exc.messages:
+            return _made_meanwhile(account, client, exc)
         if LOGIN_TAKEN not in exc.messages or account.login == account.fallback_login:
             raise
     # Someone else's account has this address as its login: use the other one.
     return _create(account, account.fallback_login, client)
+
+
+def _made_meanwhile(account: Account, client, refusal: RedmineRejected) -> str:
+    """Redmine has the address although our lookup said no: another process or host
+    made the account since (our answer was remembered, or both looked at once).  Its
+    account is theirs; a locked one stays a refusal (a locked user does not write)."""
+    found = client.find_user_by_email(account.address, fresh=True)
+    if found is None:
+        raise refusal
+    return found.login
 
 
 def _create(account: Account, login: str, client) -> str:

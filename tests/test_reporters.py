@@ -182,3 +182,33 @@ def test_an_account_redmine_refuses_is_a_clear_refusal(client, creating):
     raw = mail(("Lou Locked", "locked@example.org"), "site-a@example.org", "Let me in.")
     said = pipe(creating, raw)      # taken in (exit 0), then refused: a dead letter
     assert "refused" in said and "Email has already been taken" in said
+
+
+def test_create_uses_the_account_another_gateway_made_meanwhile(client, creating):
+    """serve learnt that Nina has no account; a pipe (another process, or another
+    host) then made hers.  serve's next mail from her is hers, not a refusal because
+    Redmine already has her address (the full deployment saw it: issue 16's CI run)."""
+    nina = neighbour()
+    with RunningGateway(creating, lmtp=False) as server:
+        def send(raw: bytes) -> None:
+            with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+                smtp.sendmail(nina[1], ["site-a@example.org"], raw)
+
+        # Nothing proves this one is hers: a ticket by the gateway, and "no account" learnt.
+        send(mail(nina, "site-a@example.org", "First, unsigned.", verified=False))
+        assert wait_until(lambda: _authored_by(client, "First, unsigned."), 30)
+        opened(pipe(creating, mail(nina, "site-a@example.org", "Second, by pipe.")))
+        send(mail(nina, "site-a@example.org", "Third, signed, over SMTP."))
+        assert wait_until(lambda: _authored_by(client, "Third, signed, over SMTP."), 30)
+    client.clear_caches()
+    account = client.find_user_by_email(nina[1])
+    assert _authored_by(client, "Third, signed, over SMTP.") == account.id
+    assert _authored_by(client, "First, unsigned.") != account.id
+
+
+def _authored_by(client, text: str) -> int | None:
+    """The author id of the site-a ticket whose description says ``text``."""
+    for issue in client.issues(project="site-a"):
+        if text in (issue.description or ""):
+            return issue.author_id
+    return None

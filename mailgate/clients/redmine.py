@@ -351,11 +351,14 @@ class RedmineClient:
                          as_user=as_user, missing=_no_ticket(issue_id))
         return frozenset(s["id"] for s in data["issue"].get("allowed_statuses") or ())
 
-    def find_user_by_email(self, email: str) -> User | None:
-        """The active user whose address this is (any case), or None."""
+    def find_user_by_email(self, email: str, fresh: bool = False) -> User | None:
+        """The active user whose address this is (any case), or None.  ``fresh``: ask
+        Redmine even if the answer is remembered (and remember the new one)."""
         wanted = email.strip().lower()
         if "@" not in wanted:
             return None     # Redmine would search logins and names for it
+        if fresh:
+            self._by_email.put(wanted, self._search_user(wanted))
         return self._by_email.get(wanted, lambda: self._search_user(wanted))
 
     def issues(self, *, status_id: int | None = None, updated_before: datetime | None = None,
