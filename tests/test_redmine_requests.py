@@ -186,3 +186,27 @@ def test_the_rcpt_check_asks_nothing_about_a_ticket_the_worker_just_read(
     fake_redmine.requests.clear()
     gateway.check_recipient(f"ticket{other}@example.org")
     assert [r.path for r in fake_redmine.requests] == [f"/issues/{other}.json"]
+
+
+def test_threads_that_need_the_same_user_at_once_ask_redmine_once(client, fake_redmine):
+    """Two spool workers starting together both need the writer: one look-up each for
+    the address, the login and the user's page, not one per thread."""
+    import threading
+
+    fake_redmine.delay = 0.05          # both are waiting for the first answer
+    fake_redmine.requests.clear()
+    start = threading.Barrier(4)
+
+    def look_up():
+        start.wait()
+        assert client.find_user_by_email("owner@example.org").login == "owner"
+        assert client.user_by_login("owner").login == "owner"
+
+    threads = [threading.Thread(target=look_up) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    asked = [r.path for r in fake_redmine.requests if r.method == "GET"]
+    assert asked.count("/users.json") == 1, asked
+    assert asked.count("/users/current.json") == 1, asked

@@ -149,20 +149,37 @@ class NoteResult:
 
 
 class _Cache:
-    """A dict whose entries are forgotten after ``ttl`` seconds."""
+    """A dict whose entries are forgotten after ``ttl`` seconds, safe across threads.
+
+    A missing entry is computed by one thread at a time per key: spool workers that
+    start together need the same writer, and would each ask Redmine for it."""
 
     def __init__(self, ttl: float):
         self.ttl = ttl
         self._items: dict[Any, tuple[float, Any]] = {}
+        self._locks: dict[Any, threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def get(self, key: Any, compute: Callable[[], Any]) -> Any:
-        now = time.monotonic()
+        hit = self._fresh(key)
+        if hit is not None:
+            return hit[0]
+        with self._lock_for(key):
+            hit = self._fresh(key)      # the thread before us may have computed it
+            if hit is not None:
+                return hit[0]
+            value = compute()
+            self.put(key, value)
+            return value
+
+    def _fresh(self, key: Any) -> tuple[Any] | None:
+        """(the value,) if it is there and not expired."""
         hit = self._items.get(key)
-        if hit and hit[0] > now:
-            return hit[1]
-        value = compute()
-        self.put(key, value)
-        return value
+        return (hit[1],) if hit and hit[0] > time.monotonic() else None
+
+    def _lock_for(self, key: Any) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(key, threading.Lock())
 
     def put(self, key: Any, value: Any) -> None:
         self._items[key] = (time.monotonic() + self.ttl, value)
