@@ -95,18 +95,12 @@ class RedmineFacts(_Trust):
             with self._reading:
                 issue = self.client.current_issue(ticket_id)
                 if issue is None:
-                    issue = self.client.read_issues([ticket_id, *self._stale()]).get(ticket_id)
+                    # With it, the waiting tickets whose last read no longer stands.
+                    stale = [t for t in self.waiting() if self.client.current_issue(t) is None]
+                    issue = self.client.read_issues([ticket_id, *stale]).get(ticket_id)
         if issue is None:
             raise NoSuchTicket(f"Redmine has no ticket #{ticket_id}")
         return issue
-
-    def _stale(self) -> list[int]:
-        """The tickets with mail waiting whose last read no longer stands, once our
-        writes on their way to them are answered (``Reads.settle``); one whose write is
-        still going is left for a later round."""
-        waiting = set(self.waiting())
-        going = self.client.reads.settle(waiting)
-        return sorted(t for t in waiting - going if self.client.current_issue(t) is None)
 
     def _view(self, issue, history: bool) -> TicketView:
         states = {status_id: sid for sid, status_id in self.status_ids.items()}

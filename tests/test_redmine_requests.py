@@ -210,32 +210,3 @@ def test_threads_that_need_the_same_user_at_once_ask_redmine_once(client, fake_r
     asked = [r.path for r in fake_redmine.requests if r.method == "GET"]
     assert asked.count("/users.json") == 1, asked
     assert asked.count("/users/current.json") == 1, asked
-
-
-def test_a_round_of_reads_waits_for_our_write_on_its_way(gateway, client, fake_redmine):
-    """A worker reading the waiting tickets while the other worker's PUT to one of them
-    is on its way reads that ticket once the PUT is answered: a read asked before would
-    not show the write, and that ticket's next mail would need a read of its own."""
-    import threading
-
-    from mailgate.clients.knowledge import FRESH_SECONDS
-    from mailgate.facts import RedmineFacts
-
-    writer = gateway.client
-    x, y = (client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
-            for n in range(2))
-    writer.read_issues([x, y])
-    time.sleep(FRESH_SECONDS + 0.1)         # both reads no longer stand
-    facts = RedmineFacts(writer, gateway.config, waiting=lambda: [x, y])
-    answered = fake_redmine.stall_answer("PUT", f"/issues/{x}.json")
-    put = threading.Thread(target=writer.set_custom_field, args=(x, "reporter-email",
-                                                                 "nina@neighbours.example"))
-    put.start()
-    assert answered.wait(5)                 # Redmine has the PUT; its answer is held
-    threading.Timer(0.1, fake_redmine.release).start()
-    fake_redmine.requests.clear()
-    assert facts.ticket(y, history=False).id == y
-    put.join(5)
-    [round_] = sent(fake_redmine, "GET", "/issues.json")
-    assert set(round_.query["issue_id"].split(",")) == {str(x), str(y)}
-    assert writer.current_issue(x) is not None     # the read shows the write: x needs none

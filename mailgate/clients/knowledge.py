@@ -29,17 +29,13 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterable
+from typing import Any, Hashable
 
 #: How long a read of an issue (made after our last write to it) stands for the issue.
 FRESH_SECONDS = 2.0
 
 #: How long what a read-back proved about a writer's permissions is relied on.
 PROOF_SECONDS = 300.0
-
-#: How long a round of reads waits for our writes on their way to the tickets it reads
-#: (``Reads.settle``); a write still going then is left out of the round.
-SETTLE_SECONDS = 0.5
 
 #: How long a read is kept at all (``seen_within``: RCPT's "it exists").
 KEEP_SECONDS = 300.0
@@ -65,10 +61,7 @@ class Reads:
         self.clock = clock
         self._reads: dict[int, _Read] = {}
         self._written: dict[int, float] = {}
-        #: Our writes on their way, per issue (begun, not yet answered).
-        self._writing: dict[int, int] = {}
         self._lock = threading.Lock()
-        self._settled = threading.Condition(self._lock)
 
     def saw(self, issue, asked_at: float) -> None:
         with self._lock:
@@ -83,22 +76,6 @@ class Reads:
         self._reads = {k: r for k, r in self._reads.items() if r.asked_at >= before}
         self._written = {k: t for k, t in self._written.items() if t >= before}
 
-    def writing(self, issue_id: int) -> None:
-        """A write to the issue is on its way (``wrote`` says when it is answered)."""
-        with self._lock:
-            self._writing[issue_id] = self._writing.get(issue_id, 0) + 1
-
-    def settle(self, issue_ids: Iterable[int], timeout: float = SETTLE_SECONDS) -> set[int]:
-        """Wait until none of the issues has a write of ours on its way, at most
-        ``timeout``; the ones that still have one.  A read asked for while our write is
-        on its way is worthless (it may or may not show it), and would replace the
-        read that write was decided on: a round of reads waits for the write, which
-        Redmine is busy with anyway, rather than read the issue again after it."""
-        wanted = set(issue_ids)
-        with self._settled:
-            self._settled.wait_for(lambda: not wanted & self._writing.keys(), timeout)
-            return wanted & self._writing.keys()
-
     def wrote(self, issue_id: int, was: Any = None, becomes: Any = None) -> None:
         """A write to the issue finished (or failed: it may have happened all the same).
 
@@ -108,10 +85,6 @@ class Reads:
         between), it becomes ``becomes``, dated as before: the next mail to the ticket
         needs no read of its own within FRESH_SECONDS of the first."""
         with self._lock:
-            left = self._writing.pop(issue_id, 0) - 1
-            if left > 0:
-                self._writing[issue_id] = left
-            self._settled.notify_all()
             before = self._written.get(issue_id, float("-inf"))
             finished = self._written[issue_id] = self.clock()
             read = self._reads.get(issue_id)

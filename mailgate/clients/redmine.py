@@ -681,7 +681,6 @@ class RedmineClient:
                      as_user: str | None = None, *, was: Issue | None = None,
                      becomes: Issue | None = None) -> None:
         """PUT the issue; ``becomes``: what it is then, known from ``was`` (Reads.wrote)."""
-        self.reads.writing(int(issue_id))
         try:
             self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
                         missing=_no_ticket(issue_id))
