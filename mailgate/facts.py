@@ -20,16 +20,11 @@ from typing import Callable, Iterable, Mapping, Protocol
 
 from handlers.plans import TicketView
 
-from mailgate.clients.knowledge import FRESH_SECONDS
 from mailgate.config import Config
 from mailgate.errors import NoSuchTicket
 from mailgate.mail.idempotency import markers_in
 from mailgate.mail.message import ParsedMail
 from mailgate.trust import Verdict, return_path_proven, verify_sender
-
-
-#: A round of reads takes along the waiting tickets whose read is older than this.
-ROUND_AGE = FRESH_SECONDS / 2
 
 
 class Facts(Protocol):
@@ -100,18 +95,12 @@ class RedmineFacts(_Trust):
             with self._reading:
                 issue = self.client.current_issue(ticket_id)
                 if issue is None:
-                    issue = self.client.read_issues([ticket_id, *self._aging()]).get(ticket_id)
+                    # With it, the waiting tickets whose last read no longer stands.
+                    stale = [t for t in self.waiting() if self.client.current_issue(t) is None]
+                    issue = self.client.read_issues([ticket_id, *stale]).get(ticket_id)
         if issue is None:
             raise NoSuchTicket(f"Redmine has no ticket #{ticket_id}")
         return issue
-
-    def _aging(self) -> list[int]:
-        """The tickets with mail waiting whose last read no longer stands, or will not
-        for long (older than ROUND_AGE).  A ticket read on its own (a read-back, RCPT)
-        would otherwise fall out of step with the rounds and be read alone every
-        FRESH_SECONDS; a few ms more in the round brings it back in step."""
-        return [t for t in self.waiting()
-                if self.client.current_issue(t, max_age=ROUND_AGE) is None]
 
     def _view(self, issue, history: bool) -> TicketView:
         states = {status_id: sid for sid, status_id in self.status_ids.items()}

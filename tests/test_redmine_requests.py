@@ -210,24 +210,3 @@ def test_threads_that_need_the_same_user_at_once_ask_redmine_once(client, fake_r
     asked = [r.path for r in fake_redmine.requests if r.method == "GET"]
     assert asked.count("/users.json") == 1, asked
     assert asked.count("/users/current.json") == 1, asked
-
-
-def test_a_round_of_reads_takes_along_the_tickets_whose_read_is_aging(
-        gateway, client, fake_redmine):
-    """A ticket read on its own (here: RCPT's look) a while after a round would be read
-    alone again when its read runs out; the next round takes it along instead."""
-    from mailgate.clients.knowledge import FRESH_SECONDS
-
-    x, y = (client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
-            for n in range(2))
-    receive(gateway, x, "owner", "First.", 1)
-    receive(gateway, y, "owner", "Second.", 2)
-    gateway.client.read_issues([x])
-    time.sleep(FRESH_SECONDS * 0.6)
-    gateway.client.read_issues([y])                  # y: out of step with x
-    time.sleep(FRESH_SECONDS * 0.6)                  # x's read ran out; y's is aging
-    fake_redmine.requests.clear()
-    results = Worker(gateway).run_until_idle()
-    assert [r[1].kind for r in results] == ["applied", "applied"]
-    [round_] = sent(fake_redmine, "GET", "/issues.json")
-    assert set(round_.query["issue_id"].split(",")) == {str(x), str(y)}
