@@ -185,7 +185,8 @@ def test_the_rcpt_check_asks_nothing_about_a_ticket_the_worker_just_read(
     other = client.create_issue("site-a", "Other", "Drops.", as_user="owner")
     fake_redmine.requests.clear()
     gateway.check_recipient(f"ticket{other}@example.org")
-    assert [r.path for r in fake_redmine.requests] == [f"/issues/{other}.json"]
+    assert [(r.path, r.query.get("issue_id")) for r in fake_redmine.requests] == [
+        ("/issues.json", str(other))]
 
 
 def test_threads_that_need_the_same_user_at_once_ask_redmine_once(client, fake_redmine):
@@ -210,3 +211,40 @@ def test_threads_that_need_the_same_user_at_once_ask_redmine_once(client, fake_r
     asked = [r.path for r in fake_redmine.requests if r.method == "GET"]
     assert asked.count("/users.json") == 1, asked
     assert asked.count("/users/current.json") == 1, asked
+
+
+def test_rcpt_checks_made_at_the_same_time_share_a_request(tmp_path, client, fake_redmine):
+    """Six SMTP sessions name six tickets at once (one missing): the checks waiting
+    while one is on its way go together in the next list request; the missing ticket
+    is still refused at RCPT, the others accepted."""
+    import threading
+
+    config = write_config(tmp_path / "mailgate.yaml", fake_redmine.url, fake_redmine.admin_key)
+    tickets = [client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
+               for n in range(5)]
+    missing = max(tickets) + 100
+    fake_redmine.delay = 0.1            # each answer takes a while: the others gather
+    said: dict[int, int] = {}
+    with RunningGateway(config, lmtp=False) as server:
+        fake_redmine.requests.clear()
+        start = threading.Barrier(6)
+
+        def rcpt(ticket: int) -> None:
+            with smtplib.SMTP("127.0.0.1", server.smtp_port) as smtp:
+                smtp.ehlo()
+                smtp.mail("owner@example.org")
+                start.wait()
+                said[ticket] = smtp.rcpt(f"ticket{ticket}@example.org")[0]
+
+        threads = [threading.Thread(target=rcpt, args=(t,)) for t in [*tickets, missing]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(20)
+        asked = [r for r in fake_redmine.requests if r.method == "GET"
+                 and r.path.startswith("/issues")]
+    assert said == {**{t: 250 for t in tickets}, missing: 550}
+    assert all(r.path == "/issues.json" for r in asked)
+    assert 2 <= len(asked) <= 3, [r.query for r in asked]
+    named = [n for r in asked for n in r.query["issue_id"].split(",")]
+    assert sorted(map(int, named)) == sorted([*tickets, missing])

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import requests
 
 from mailgate.clients import transport
+from mailgate.clients.batch import Batched
 from mailgate.clients.knowledge import FRESH_SECONDS, Proofs, Reads
 from mailgate.errors import (ConfigError, Forbidden, NoSuchTicket, RedmineRejected,
                              RedmineUnavailable, UnknownUser)
@@ -208,6 +209,7 @@ class RedmineClient:
         self._statuses: dict[int, tuple[str, bool]] | None = None  # id -> (name, closed)
         self.reads = Reads()
         self._proofs = Proofs()
+        self._exists = Batched(self._read_all)
 
     @classmethod
     def from_settings(cls, settings: RedmineSettings) -> RedmineClient:
@@ -350,15 +352,17 @@ class RedmineClient:
         return self.reads.current(int(issue_id), max_age)
 
     def issue_exists(self, issue_id: int) -> bool:
-        """Whether the ticket is there for mail: one Redmine will not show (403) is
-        answered like a missing one, so RCPT does not tell the two apart."""
-        asked = time.monotonic()
-        try:
-            data = self._get(f"/issues/{int(issue_id)}.json", missing=_no_ticket(issue_id))
-        except (NoSuchTicket, Forbidden):
-            return False
-        self._read(data["issue"], asked)
-        return True
+        """Whether the ticket is there for mail: one Redmine will not show is answered
+        like a missing one, so RCPT does not tell the two apart.  Threads asking at the
+        same time share one list request (``batch.Batched``)."""
+        return self._exists.ask(int(issue_id)) is not None
+
+    def _read_all(self, issue_ids: Sequence[int]) -> dict[int, Issue]:
+        found: dict[int, Issue] = {}
+        wanted = sorted(set(issue_ids))
+        for start in range(0, len(wanted), PAGE_SIZE):
+            found.update(self.read_issues(wanted[start:start + PAGE_SIZE]))
+        return found
 
     def allowed_statuses(self, issue_id: int, as_user: str | None) -> frozenset[int]:
         """The statuses Redmine's workflow offers ``as_user`` on the issue now (its own
