@@ -3,7 +3,7 @@ REST loop of the same note PUTs, in one run.
 
     python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--compare REF]
                               [--base REF] [--quick] [--scenarios steady,burst,trickle]
-                              [--trickle 30] [--redmine webrick|puma]
+                              [--trickle 30] [--redmine webrick|puma] [--rounds N]
 
 300 replies from 3 senders (owner, support, other @example.org, all Redmine
 users) across 30 tickets (opened by owner in site-a), one note each.  Before
@@ -41,6 +41,9 @@ its own copy of the golden database (bench/_redmine.py explains why), or with
 --shared the team's scripts/redmine-local (reset between contenders).
 --redmine puma: the private Redmine served by Puma, two worker processes of
 four threads, reads side by side (bench/_redmine.py says what that takes).
+--rounds N: every scenario N times, the code trees' order reversed every other
+round, medians kept (default 2 with --compare: the first mailgate of a run came
+out ~10 % faster than the second, whichever code it ran; docs/performance.md, B).
 --quick: 30 mails (one per ticket), concurrency 2, trickle 6: proves it runs; no figure.
 """
 
@@ -398,16 +401,33 @@ class Run:
 
     def __init__(self, args, redmine, work: Path, trees, run: str):
         self.args, self.redmine, self.work, self.trees, self.run = args, redmine, work, trees, run
-        self.results: dict[str, float] = {}
+        #: Each contender's notes/s, one per round.
+        self.rounds: dict[str, list[float]] = {}
         self.extra: dict[str, dict] = {}
         self.latencies: dict[str, list[float]] = {}
         self.costs: dict[str, float] = {}
+        self.round = 0
+        self._made = 0
+
+    @property
+    def results(self) -> dict[str, float]:
+        """Each contender's median notes/s over the rounds."""
+        return {name: statistics.median(values) for name, values in self.rounds.items()}
+
+    def mailgates(self) -> list:
+        """The code trees in this round's order: reversed every other round, since the
+        first mailgate of a run measured ~10 % faster than the second whichever code it
+        ran (docs/performance.md, B)."""
+        return list(self.trees) if self.round % 2 == 0 else list(reversed(self.trees))
+
+    def record(self, name: str, notes_per_second: float) -> None:
+        self.rounds.setdefault(name, []).append(notes_per_second)
 
     def fresh(self, name: str, count: int, ticket_count: int = TICKETS):
         self.redmine.reset()
         tickets = open_tickets(self.redmine)
-        mails = make_mails(tickets[:ticket_count], count, self.run + str(len(self.results)
-                                                                           + len(self.latencies)))
+        self._made += 1
+        mails = make_mails(tickets[:ticket_count], count, self.run + str(self._made))
         return tickets, mails
 
     def check(self, name: str, tickets: list[int], count: int) -> None:
@@ -419,7 +439,8 @@ class Run:
     def steady(self) -> None:
         args = self.args
         for name, tree in [("rdm-mailhandler.rb", None)] + \
-                [(f"mailgate serve{t.label}", t) for t in self.trees] + [("bare REST loop", None)]:
+                [(f"mailgate serve{t.label}", t) for t in self.mailgates()] + \
+                [("bare REST loop", None)]:
             tickets, mails = self.fresh(name, args.mails)
             if name == "rdm-mailhandler.rb":
                 seconds = run_mailhandler(self.redmine, mails, args.concurrency, self.work)
@@ -429,31 +450,32 @@ class Run:
             else:
                 seconds = run_rest(self.redmine, mails, tickets)
             self.check(name, tickets, args.mails)
-            self.results[name] = args.mails / seconds
+            self.record(name, args.mails / seconds)
             print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
-            if name == "bare REST loop":
+            if name == "bare REST loop" and not self.costs:
                 self.costs = request_costs(self.redmine, tickets[0])
 
     def burst(self) -> None:
-        for tree in self.trees:
+        for tree in self.mailgates():
             name = f"mailgate serve{tree.label} (burst)"
             tickets, mails = self.fresh(name, self.args.mails)
             seconds, self.extra[name] = run_burst(self.redmine, mails, self.work, tree)
             self.check(name, tickets, self.args.mails)
-            self.results[name] = self.args.mails / seconds
+            self.record(name, self.args.mails / seconds)
             print(f"# burst, {name}: {self.args.mails} queued notes in {seconds:.1f} s"
                   " (from its launch)", flush=True)
 
     def trickle(self) -> None:
         count = self.args.trickle
         for name, tree in [("rdm-mailhandler.rb", None)] + \
-                [(f"mailgate serve{t.label}", t) for t in self.trees]:
+                [(f"mailgate serve{t.label}", t) for t in self.mailgates()]:
             tickets, mails = self.fresh(name, count, ticket_count=10)
             if tree is None:
-                self.latencies[name] = trickle_mailhandler(self.redmine, mails, self.work)
+                latencies = trickle_mailhandler(self.redmine, mails, self.work)
             else:
-                self.latencies[name], self.extra[name + " (trickle)"] = trickle_mailgate(
+                latencies, self.extra[name + " (trickle)"] = trickle_mailgate(
                     self.redmine, mails, self.work, tree)
+            self.latencies.setdefault(name, []).extend(latencies)
             self.check(name, tickets[:10], count)
             print(f"# trickle, {name}: p50 {1000 * percentile(self.latencies[name], 50):.0f}"
                   " ms", flush=True)
@@ -475,9 +497,11 @@ def print_results(args, run: Run, trees) -> None:
     rdm = results.get("rdm-mailhandler.rb")
     print()
     if rdm and rest:
-        table([(name, f"{value:.1f}", f"{value / rdm:.2f}", f"{value / rest:.2f}")
+        table([(name, f"{value:.1f}", " ".join(f"{v:.1f}" for v in run.rounds[name]),
+                f"{value / rdm:.2f}", f"{value / rest:.2f}")
                for name, value in results.items()],
-              ("contender", "notes/s", "x rdm-mailhandler", "x bare REST loop"))
+              ("contender", "notes/s (median)", "each round", "x rdm-mailhandler",
+               "x bare REST loop"))
     if run.latencies:
         print()
         table([(name, len(values), f"{1000 * percentile(values, 50):.0f}",
@@ -532,9 +556,14 @@ def main() -> None:
     parser.add_argument("--redmine", choices=("webrick", "puma"), default="webrick",
                         help="how the private Redmine is served (bench/_redmine.py)")
     add_compare_option(parser)
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="rounds of every scenario, the code trees in turn first; medians"
+                             " kept (default: 2 with --compare, else 1)")
     parser.add_argument("--quick", action="store_true",
                         help="30 mails, concurrency 2, trickle 6 (proves it runs)")
     args = parser.parse_args()
+    if args.rounds is None:
+        args.rounds = 2 if args.compare else 1
     if args.quick:
         args.mails, args.concurrency, args.trickle = TICKETS, 2, 6
     scenarios = set(args.scenarios.split(","))
@@ -551,9 +580,12 @@ def main() -> None:
         run = Run(args, redmine, work, trees, uuid.uuid4().hex[:6])
         redmine.start()
         try:
-            for scenario in ("steady", "burst", "trickle"):
-                if scenario in scenarios:
-                    getattr(run, scenario)()
+            for run.round in range(args.rounds):
+                if args.rounds > 1:
+                    print(f"# round {run.round + 1} of {args.rounds}", flush=True)
+                for scenario in ("steady", "burst", "trickle"):
+                    if scenario in scenarios:
+                        getattr(run, scenario)()
         finally:
             redmine.stop()
     print_results(args, run, trees)
