@@ -20,6 +20,7 @@ import requests
 
 from mailgate.errors import (ConfigError, NoSuchTicket, RedmineRejected, UnknownUser)
 from mailgate.clients.redmine import STATUS_REFUSED, RedmineClient
+from tests.fakes import FakeRedmine
 from workflow import load_default_table
 
 NO_SUCH_ISSUE = 10_000_000
@@ -557,6 +558,31 @@ def test_a_bad_key_is_anonymous_on_public_reads_and_401_elsewhere(redmine, clien
 def test_admin_only_lists_are_403_for_other_keys(redmine):
     for path in ("/custom_fields.json", "/users.json"):
         assert http(redmine, "GET", path, key=redmine.key("support")).status_code == 403
+
+
+def test_an_issue_a_user_may_not_see_is_403_alone_and_left_out_of_lists(redmine, client):
+    """What RCPT's list of tickets relies on: an issue the key's user may not see is
+    not in the list, as it is 403 on its own page.  Real: an issue in a private project
+    support has no role in; the fake: its ``hidden`` set."""
+    shown = new_issue(client)
+    if isinstance(redmine, FakeRedmine):
+        hidden = new_issue(client)
+        redmine.hidden.add(hidden)
+        key = redmine.admin_key
+    else:
+        ident = f"private-{uuid.uuid4().hex[:8]}"
+        made = http(redmine, "POST", "/projects.json", json={"project": {
+            "name": ident, "identifier": ident, "is_public": False,
+            "enabled_module_names": ["issue_tracking"],
+            "tracker_ids": [client.tracker_id("Support")]}})
+        assert made.status_code == 201, made.text
+        hidden = new_issue(client, as_user=None, project=ident)   # the admin: no member there
+        key = redmine.key("support")
+    alone = http(redmine, "GET", f"/issues/{hidden}.json", key=key)
+    assert alone.status_code == 403
+    listed = http(redmine, "GET", "/issues.json", key=key,
+                  params={"issue_id": f"{shown},{hidden}", "status_id": "*"})
+    assert [i["id"] for i in listed.json()["issues"]] == [shown]
 
 
 def test_switch_user_is_ignored_for_a_key_that_is_not_an_admins(redmine, client):

@@ -294,6 +294,10 @@ class FakeRedmine:
             self._ids = {"issue": 0, "journal": 0, "upload": 0}
             self._failures: list[tuple[Response, str | None, str | None]] = []
             self.delay = 0.0
+            #: Issues the keys' users may not see (as in a private project they have no
+            #: role in): 403 on the issue's page, left out of lists, as Redmine answers
+            #: (tests/test_redmine_contract.py: an issue a user may not see).
+            self.hidden: set[int] = set()
             #: False: answer as WEBrick does, Nagle's algorithm on (header and body are
             #: two writes, so the body waits for the client's ACK of the header).
             self.nodelay = True
@@ -496,7 +500,7 @@ class FakeRedmine:
 
     def list_issues(self, request: Request) -> Response:
         q = request.query
-        issues = list(self.issues.values())
+        issues = [i for i in self.issues.values() if i.id not in self.hidden]
         if "project_id" in q:
             project = _project(q["project_id"])
             if project is None:
@@ -527,6 +531,8 @@ class FakeRedmine:
 
     def show_issue(self, request: Request, issue_id: str) -> Response:
         issue = self._find_issue(issue_id)
+        if issue.id in self.hidden:
+            raise HTTPError(403)
         include = set(request.query.get("include", "").split(","))
         data = self._issue_json(issue, include, request.user)
         if "allowed_statuses" in include and request.user is not None:
