@@ -112,3 +112,21 @@ def test_a_variable_is_read_as_the_file_would_be(tmp_path, section, key, text, e
              "discord": lambda c: c.discord.excerpt_length,
              "redmine": lambda c: c.redmine.api_key}[section](loaded)
     assert value == expected
+
+
+def test_a_misspelt_variable_is_named_with_the_one_meant(tmp_path):
+    """A variable that sets nothing is said, not silently ignored: the config file's
+    unknown keys are errors, and an operator's MAILGATE_SPOOL_WORKER=4 meant something.
+    The test suite's own MAILGATE_TEST_* variables are not settings and are not named."""
+    from support.configs import write_config
+    from support.processes import closed_url
+    from tests.helpers import run_mailgate
+
+    config = write_config(tmp_path / "m.yaml", closed_url(), "key")
+    result = run_mailgate("check-config", str(config),
+                          env={"MAILGATE_SPOOL_WORKER": "4", "MAILGATE_TEST_PG_URL": "x"})
+    said = result.stderr.decode()
+    assert result.returncode == 0, said
+    assert "MAILGATE_SPOOL_WORKER is not a setting: ignored" in said, said
+    assert "did you mean MAILGATE_SPOOL_WORKERS?" in said, said
+    assert "MAILGATE_TEST_PG_URL" not in said and "Traceback" not in said
