@@ -100,6 +100,13 @@ class Config(msgspec.Struct, frozen=True):
     #: Answers mailed to reporters (needs ``watch`` and ``notify``), or None.
     answers: AnswerSettings | None
 
+    def __repr__(self) -> str:
+        # spool.url holds the database's password (a secret in the schema, as the API
+        # key is, which RedmineSettings hides itself): never in a log line or traceback.
+        shown = (f"{name}={'<secret>' if name == 'spool_url' and value else repr(value)}"
+                 for name, value in ((n, getattr(self, n)) for n in self.__struct_fields__))
+        return f"Config({', '.join(shown)})"
+
     @property
     def store(self) -> Location:
         """Where every part of the store is: ``spool.url`` when set, else ``spool.path``."""

@@ -120,3 +120,22 @@ def test_variables_override_the_file(tmp_path):
                             " Redmine does not know (or set MAILGATE_REDMINE_GATEWAY_USER)")
     code, said = check(config, {"MAILGATE_SPOOL_WORKERS": "3"})
     assert code == 0, said
+
+
+def test_a_config_shown_in_a_log_or_a_traceback_shows_no_secret(tmp_path):
+    """repr() of the loaded config (a log line, a traceback's locals) names every key
+    but never a secret's value: the API key, a database URL, a webhook, a bot token."""
+    from mailgate.config import load_config
+    from support.configs import write_config
+
+    secrets = ["k3y-0f-the-admin", "postgresql://u:pw@db/mail", "https://discord.test/api/webhooks/1/tok-a",
+               "https://discord.test/api/webhooks/2/tok-b", "b0t-t0ken"]
+    path = write_config(tmp_path / "m.yaml", "http://127.0.0.1:3000", secrets[0],
+                        spool={"url": secrets[1]},
+                        discord={"bot_token": secrets[4], "channels": {
+                            "site-a": secrets[2], "site-b": {"webhook": secrets[3]}}})
+    config = load_config(path, environ={})
+    shown = repr(config)
+    assert "api_key=<secret>" in shown
+    assert [s for s in secrets if s in shown] == []
+    assert "http://127.0.0.1:3000" in shown            # what is not secret is shown

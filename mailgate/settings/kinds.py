@@ -21,6 +21,21 @@ FINITE = sys.float_info.max
 class Section(Struct, frozen=True, forbid_unknown_fields=True):
     """A part of the file: a key not declared in it is an error, never ignored."""
 
+    def __repr__(self) -> str:
+        # A secret is never shown, here either: a config in a log line or a traceback
+        # would otherwise print the API key.
+        from msgspec.structs import fields
+
+        from mailgate.settings.walk import meta
+
+        shown = (f"{f.name}={_shown(getattr(self, f.name), meta(f.type).get('secret'))}"
+                 for f in fields(self))
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+def _shown(value: Any, secret: bool) -> str:
+    return "<secret>" if secret and value else repr(value)
+
 
 def _meta(help: str, **extra: Any) -> Meta:
     return Meta(description=help or None,
