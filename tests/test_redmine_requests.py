@@ -248,3 +248,15 @@ def test_rcpt_checks_made_at_the_same_time_share_a_request(tmp_path, client, fak
     assert 2 <= len(asked) <= 3, [r.query for r in asked]
     named = [n for r in asked for n in r.query["issue_id"].split(",")]
     assert sorted(map(int, named)) == sorted([*tickets, missing])
+
+
+def test_more_tickets_than_a_page_are_all_read(client, fake_redmine):
+    """A round of reads (the ticket and up to 100 waiting ones) or a batch of RCPT checks
+    may name more tickets than Redmine lists on a page: none is left out, the one
+    asked about least of all (it would be 'no such ticket')."""
+    tickets = [client.create_issue("site-a", f"Router {n}", "Drops.", as_user="owner")
+               for n in range(103)]
+    fake_redmine.requests.clear()
+    found = client.read_issues(tickets)
+    assert sorted(found) == sorted(tickets)
+    assert len(sent(fake_redmine, "GET", "/issues.json")) == 2

@@ -209,7 +209,7 @@ class RedmineClient:
         self._statuses: dict[int, tuple[str, bool]] | None = None  # id -> (name, closed)
         self.reads = Reads()
         self._proofs = Proofs()
-        self._exists = Batched(self._read_all)
+        self._exists = Batched(self.read_issues)
 
     @classmethod
     def from_settings(cls, settings: RedmineSettings) -> RedmineClient:
@@ -338,11 +338,17 @@ class RedmineClient:
         return self._read(data["issue"], asked)
 
     def read_issues(self, issue_ids: Sequence[int]) -> dict[int, Issue]:
-        """Up to a page of issues by id, any status, in one request; no journals.  An id
+        """Issues by id, any status, a page of them per request; no journals.  An id
         Redmine does not list (missing, or not visible) is not in the answer."""
+        wanted = sorted({int(i) for i in issue_ids})
+        found: dict[int, Issue] = {}
+        for start in range(0, len(wanted), PAGE_SIZE):
+            found.update(self._read_page(wanted[start:start + PAGE_SIZE]))
+        return found
+
+    def _read_page(self, ids: Sequence[int]) -> dict[int, Issue]:
         asked = time.monotonic()
-        wanted = sorted({int(i) for i in issue_ids})[:PAGE_SIZE]
-        params = {"issue_id": ",".join(map(str, wanted)), "status_id": "*", "limit": PAGE_SIZE}
+        params = {"issue_id": ",".join(map(str, ids)), "status_id": "*", "limit": PAGE_SIZE}
         found = self._get("/issues.json", params=params)["issues"]
         return {raw["id"]: self._read(raw, asked) for raw in found}
 
@@ -356,13 +362,6 @@ class RedmineClient:
         like a missing one, so RCPT does not tell the two apart.  Threads asking at the
         same time share one list request (``batch.Batched``)."""
         return self._exists.ask(int(issue_id)) is not None
-
-    def _read_all(self, issue_ids: Sequence[int]) -> dict[int, Issue]:
-        found: dict[int, Issue] = {}
-        wanted = sorted(set(issue_ids))
-        for start in range(0, len(wanted), PAGE_SIZE):
-            found.update(self.read_issues(wanted[start:start + PAGE_SIZE]))
-        return found
 
     def allowed_statuses(self, issue_id: int, as_user: str | None) -> frozenset[int]:
         """The statuses Redmine's workflow offers ``as_user`` on the issue now (its own
@@ -378,9 +377,11 @@ class RedmineClient:
         wanted = email.strip().lower()
         if "@" not in wanted:
             return None     # Redmine would search logins and names for it
-        if fresh:
-            self._by_email.put(wanted, self._search_user(wanted))
-        return self._by_email.get(wanted, lambda: self._search_user(wanted))
+        if not fresh:
+            return self._by_email.get(wanted, lambda: self._search_user(wanted))
+        found = self._search_user(wanted)
+        self._by_email.put(wanted, found)
+        return found
 
     def issues(self, *, status_id: int | None = None, updated_before: datetime | None = None,
                project: str | None = None) -> list[Issue]:
