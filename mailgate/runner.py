@@ -250,11 +250,14 @@ class Runner(Generic[Item]):
         return min(poll, max(0.01, due - self.clock()))
 
     def start(self, stop: threading.Event, poll: float = 1.0) -> None:
-        self._threads = [threading.Thread(target=self.run_forever, args=(stop, poll),
-                                          name=f"runner-{self.name}-{n}", daemon=True)
-                         for n in range(self.concurrency)]
-        for thread in self._threads:
+        threads = [threading.Thread(target=self.run_forever, args=(stop, poll),
+                                    name=f"runner-{self.name}-{n}", daemon=True)
+                   for n in range(self.concurrency)]
+        for thread in threads:
             thread.start()
+        # Shown to health() only once started: /healthz, asked while they were being
+        # started, said "not running" (a red start of serve that was no fault).
+        self._threads = threads
 
     def join(self, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout

@@ -231,3 +231,28 @@ def test_serve_outlives_lost_postgresql_connections_under_every_runner(
         assert all(r.alive for r in runners)
         health = requests.get(f"http://127.0.0.1:{server.metrics_port}/healthz", timeout=5)
         assert (health.status_code, health.text) == (200, "ok\n")
+
+
+def test_health_is_never_red_while_the_runner_is_being_started(tmp_path):
+    """/healthz asked while serve starts the runners: a thread not yet started is not a
+    runner that stopped (it once answered "spool runner is not running" at start-up)."""
+    spool = spool_with(tmp_path, 0)
+    seen, done = [], threading.Event()
+
+    def ask():
+        while not done.is_set():
+            seen.append(runner.health(time.time(), 60))
+
+    for _ in range(20):
+        runner = runner_for(spool, lambda mail: APPLIED, concurrency=4)
+        stop = threading.Event()
+        asker = threading.Thread(target=ask)
+        done.clear()
+        asker.start()
+        runner.start(stop, poll=0.05)
+        done.set()
+        asker.join()
+        stop.set()
+        runner.wake.set()
+        runner.join(5)
+    assert "spool runner is not running" not in seen and None in seen

@@ -154,9 +154,10 @@ class MailboxWatcher:
     # -- as serve runs and watches it (like mailgate.runner.Runner) --------------------
 
     def start(self, stop: threading.Event) -> None:
-        self._thread = threading.Thread(target=self.run_forever, args=(stop,),
-                                        name=f"imap-{self.box.name}", daemon=True)
-        self._thread.start()
+        thread = threading.Thread(target=self.run_forever, args=(stop,),
+                                  name=f"imap-{self.box.name}", daemon=True)
+        thread.start()
+        self._thread = thread           # seen by health() once started (Runner.start)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
