@@ -4,6 +4,7 @@ REST loop of the same note PUTs, in one run.
     python bench/b_redmine.py [--mails 300] [--concurrency 4] [--shared] [--compare REF]
                               [--base REF] [--quick] [--scenarios steady,burst,trickle]
                               [--trickle 30] [--redmine webrick|puma] [--rounds N]
+                              [--keep DIR]
 
 300 replies from 3 senders (owner, support, other @example.org, all Redmine
 users) across 30 tickets (opened by owner in site-a), one note each.  Before
@@ -44,6 +45,8 @@ four threads, reads side by side (bench/_redmine.py says what that takes).
 --rounds N: every scenario N times, the code trees' order reversed every other
 round, medians kept (default 2 with --compare: the first mailgate of a run came
 out ~10 % faster than the second, whichever code it ran; docs/performance.md, B).
+--keep DIR: the work directory kept (each mailgate's spool.db, config, serve.log);
+the mails not applied at their first attempt are printed with each run anyway.
 --quick: 30 mails (one per ticket), concurrency 2, trickle 6: proves it runs; no figure.
 """
 
@@ -228,6 +231,19 @@ def outcomes(spool: Path) -> dict[str, int]:
                                " FROM messages GROUP BY 1"))
 
 
+def unusual(spool: Path, at_most: int = 5) -> list[str]:
+    """The mails not applied at the first attempt, a line each (the first few): what a
+    figure may owe to something other than speed."""
+    with sqlite3.connect(spool) as db:
+        rows = db.execute("SELECT id, rcpt, attempts, json_extract(outcome, '$.kind'),"
+                          " coalesce(json_extract(outcome, '$.reason'), ''),"
+                          " coalesce(last_error, '') FROM messages"
+                          " WHERE attempts > 1 OR json_extract(outcome, '$.kind') != 'applied'"
+                          " ORDER BY id LIMIT ?", (at_most,)).fetchall()
+    return [f"mail {n} to {rcpt}: {attempts} attempt(s), {kind} {reason} {error}".rstrip()
+            for n, rcpt, attempts, kind, reason, error in rows]
+
+
 class Mailgate:
     """One `mailgate serve` set-up for a contender: its directory, config and ports."""
 
@@ -253,6 +269,7 @@ class Mailgate:
         if found.get(None) or len(found) == 0:
             raise RuntimeError(f"mailgate: {found}; see {server.log}")
         counts["outcomes"] = found
+        counts["unusual"] = unusual(self.spool)
         counts["mails"] = count
         return counts
 
@@ -490,6 +507,8 @@ def print_requests(run: Run) -> None:
               f" {counts['outcomes']}")
         for kind, count in sorted(counts["kinds"].items(), key=lambda kv: -kv[1]):
             print(f"    {count / mails:5.2f}  {kind}")
+        for line in counts.get("unusual", ()):
+            print(f"    ! {line}")
 
 
 def print_results(args, run: Run, trees) -> None:
@@ -559,6 +578,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=None,
                         help="rounds of every scenario, the code trees in turn first; medians"
                              " kept (default: 2 with --compare, else 1)")
+    parser.add_argument("--keep", type=Path, metavar="DIR",
+                        help="work in DIR and keep it: each mailgate's spool, config and log")
     parser.add_argument("--quick", action="store_true",
                         help="30 mails, concurrency 2, trickle 6 (proves it runs)")
     args = parser.parse_args()
@@ -569,8 +590,10 @@ def main() -> None:
     scenarios = set(args.scenarios.split(","))
     if args.shared and args.redmine != "webrick":
         parser.error("--shared is scripts/redmine-local's WEBrick")
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bench-b-") as tmp:
-        work = Path(tmp)
+        work = args.keep.resolve() if args.keep else Path(tmp)
         trees = code_trees(args, work)
         header("B. End to end into the local real Redmine (notes per second)", trees)
         redmine = SharedRedmine() if args.shared else PrivateRedmine(free_port(), args.redmine)
