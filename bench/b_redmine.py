@@ -26,6 +26,10 @@ steady: the mails arrive while mailgate works.
   bare REST loop       one requests.Session, PUT /issues/N.json {"issue": {"notes": ...}}
                        as the sender (X-Redmine-Switch-User), one after another: the
                        most notes per second this Redmine takes
+  REST loop, mailgate's writes
+                       the bare loop again, each PUT with the status change mailgate
+                       made for that mail (read from its spool's plans): what Redmine
+                       itself costs for mailgate's writes, with no read at all
 burst: 300 mails already queued.  mailgate's spool is filled first (Gateway.receive,
   as its SMTP listener takes mail from our MTA; not timed), then `mailgate serve` is
   started and timed from its launch to the last mail done.  rdm-mailhandler.rb has no
@@ -270,6 +274,7 @@ class Mailgate:
             raise RuntimeError(f"mailgate: {found}; see {server.log}")
         counts["outcomes"] = found
         counts["unusual"] = unusual(self.spool)
+        counts["spool"] = self.spool
         counts["mails"] = count
         return counts
 
@@ -361,6 +366,39 @@ def run_rest(redmine, mails, tickets) -> float:
     return time.perf_counter() - started
 
 
+def writes_made(spool: Path) -> dict[int, str | None]:
+    """Mail n -> the workflow state mailgate's PUT set for it (None: a note alone), read
+    from the spool's plans: the writes the "same writes" loop makes."""
+    made = {}
+    with sqlite3.connect(spool) as db:
+        for raw, outcome in db.execute("SELECT raw, outcome FROM messages"):
+            n = int(re.search(rb"<b-\w+-(\d+)@bench\.test>", bytes(raw)).group(1))
+            plan = json.loads(outcome)["plan"]
+            made[n] = plan["to_state"] if plan["to_state"] != plan["from_state"] else None
+    return made
+
+
+def run_rest_same_writes(redmine, mails, tickets, writes: dict[int, str | None]) -> float:
+    """The bare loop, each PUT carrying the status change mailgate's made for that mail
+    (``writes_made``): Redmine's own cost of mailgate's writes, with no read at all."""
+    s = session(redmine)
+    names = {x["name"]: x["id"] for x in s.get(f"{redmine.url}/issue_statuses.json",
+                                               timeout=30).json()["issue_statuses"]}
+    states = {"open": "Open", "needs-info": "Needs information", "answered": "Answered",
+              "solved": "Solved", "expired": "Expired", "invalid": "Invalid"}
+    started = time.perf_counter()
+    for n, (address, rcpt, raw) in enumerate(mails):
+        ticket = int(rcpt[len("ticket"):rcpt.index("@")])
+        login = next(login for _, a, login in SENDERS if a == address)
+        issue: dict = {"notes": raw.split(b"\n\n", 1)[1].decode().strip()}
+        if writes.get(n):
+            issue["status_id"] = names[states[writes[n]]]
+        r = s.put(f"{redmine.url}/issues/{ticket}.json", json={"issue": issue},
+                  headers={"X-Redmine-Switch-User": login}, timeout=30)
+        r.raise_for_status()
+    return time.perf_counter() - started
+
+
 def request_costs(redmine, ticket: int, n: int = 20) -> dict[str, float]:
     """Redmine's time per request kind on a ticket with ~10 notes (ms, median), as a client
     that acknowledges answers at once sees it (mailgate.clients.transport: WEBrick's
@@ -423,6 +461,8 @@ class Run:
         self.extra: dict[str, dict] = {}
         self.latencies: dict[str, list[float]] = {}
         self.costs: dict[str, float] = {}
+        #: Mail n -> the status change mailgate's first tree made (steady's last run).
+        self.writes: dict[int, str | None] = {}
         self.round = 0
         self._made = 0
 
@@ -469,6 +509,16 @@ class Run:
             self.check(name, tickets, args.mails)
             self.record(name, args.mails / seconds)
             print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
+            if tree is not None and tree is self.trees[0]:
+                self.writes = writes_made(self.extra[name]["spool"])
+        if self.writes:
+            name = "REST loop, mailgate's writes"
+            tickets, mails = self.fresh(name, args.mails)
+            seconds = run_rest_same_writes(self.redmine, mails, tickets, self.writes)
+            self.check(name, tickets, args.mails)
+            self.record(name, args.mails / seconds)
+            print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s"
+                  f" ({sum(1 for w in self.writes.values() if w)} status changes)", flush=True)
             if name == "bare REST loop" and not self.costs:
                 self.costs = request_costs(self.redmine, tickets[0])
 
@@ -560,6 +610,10 @@ def print_results(args, run: Run, trees) -> None:
     if rdm and rest and "mailgate serve" in results:
         ratio("mailgate / rdm-mailhandler", results["mailgate serve"] / rdm, ">= 2")
         ratio("mailgate / bare REST loop", results["mailgate serve"] / rest, ">= 0.8")
+    same = results.get("REST loop, mailgate's writes")
+    if same and rest and "mailgate serve" in results:
+        ratio("REST loop, mailgate's writes / bare REST loop", same / rest)
+        ratio("mailgate / REST loop, mailgate's writes", results["mailgate serve"] / same)
 
 
 def main() -> None:
