@@ -75,6 +75,8 @@ class PrivateRedmine:
         self.state = state
         # A file per instance: two benches running at once must not share one.
         self.db = state / f"redmine-{port}.sqlite3"
+        #: Its output and its Rails log (requests, their time and allocations).
+        self.log_path = Path(f"/tmp/mailgate-bench-redmine-{port}.log")
 
     def start(self) -> "PrivateRedmine":
         if not GOLDEN.exists():
@@ -84,10 +86,12 @@ class PrivateRedmine:
         shutil.copyfile(GOLDEN, self.db)
         shutil.chown(self.state, "www-data", "www-data")
         shutil.chown(self.db, "www-data", "www-data")
-        log = open(f"/tmp/mailgate-bench-redmine-{self.port}.log", "ab")
+        log = open(self.log_path, "ab")
+        # RAILS_LOG_TO_STDOUT: the Rails log in this file too, not in the shared
+        # production.log (bench/_redmine_log.py reads it).
         env = ["env", "-i", "PATH=/usr/local/bin:/usr/bin:/bin", "HOME=/var/www",
                "LANG=C.UTF-8", "RAILS_ENV=production", f"BUNDLER_VERSION={_bundler_version()}",
-               f"DATABASE_URL=sqlite3:{self.db}"]
+               f"DATABASE_URL=sqlite3:{self.db}", "RAILS_LOG_TO_STDOUT=1"]
         # setsid, setpriv and env all exec: self.process.pid is the server's process.
         self.process = subprocess.Popen(
             ["setsid", "setpriv", "--reuid=www-data", "--regid=www-data", "--init-groups",
@@ -162,6 +166,8 @@ class SharedRedmine:
     def __init__(self):
         self.url = "http://127.0.0.1:3000"
         self.api_key = ADMIN_KEY
+        #: The Rails log it shares with every other user of scripts/redmine-local.
+        self.log_path = Path("/var/log/redmine/default/production.log")
 
     def _run(self, command: str) -> None:
         out = subprocess.run([str(ROOT / "scripts" / "redmine-local"), command],

@@ -41,6 +41,10 @@ trickle: one mail at a time (--trickle N, 10 tickets, the three senders in turn)
 
 Each contender's notes are then counted in Redmine (every one, none missing,
 none twice).  mailgate's Redmine requests are counted from its /metrics, by kind.
+Redmine's work per note for each contender is read from its Rails log: the
+objects it allocated for the contender's requests (bench/_redmine_log.py), a
+measure the machine's speed of the moment does not move; their ratio to the
+bare loop's is printed beside the throughput ratios.
 Redmine: a private instance of the local Debian Redmine on its own port and
 its own copy of the golden database (bench/_redmine.py explains why), or with
 --shared the team's scripts/redmine-local (reset between contenders).
@@ -75,6 +79,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (add_compare_option, bench_config, code_trees, header,  # noqa: E402
                      ratio, table, tree_env)
+import _redmine_log  # noqa: E402
 from _redmine import PrivateRedmine, SharedRedmine  # noqa: E402
 from support.mails import verified_reply  # noqa: E402
 from support.processes import ServeProcess, free_port  # noqa: E402
@@ -461,6 +466,8 @@ class Run:
         self.extra: dict[str, dict] = {}
         self.latencies: dict[str, list[float]] = {}
         self.costs: dict[str, float] = {}
+        #: Contender -> its (start, end) spans, time.time() (bench/_redmine_log.py).
+        self.windows: dict[str, list[tuple[float, float]]] = {}
         #: Mail n -> the status change mailgate's first tree made (steady's last run).
         self.writes: dict[int, str | None] = {}
         self.round = 0
@@ -493,6 +500,15 @@ class Run:
             raise RuntimeError(f"{name}: {notes} notes ({distinct} distinct) in Redmine,"
                                f" {count} expected")
 
+    def timed(self, name: str, run):
+        """``run()``, its wall-clock span kept as one of ``name``'s windows (the Redmine
+        requests made in it are that contender's: bench/_redmine_log.py)."""
+        began = time.time()
+        try:
+            return run()
+        finally:
+            self.windows.setdefault(name, []).append((began, time.time()))
+
     def steady(self) -> None:
         args = self.args
         for name, tree in [("rdm-mailhandler.rb", None)] + \
@@ -500,33 +516,36 @@ class Run:
                 [("bare REST loop", None)]:
             tickets, mails = self.fresh(name, args.mails)
             if name == "rdm-mailhandler.rb":
-                seconds = run_mailhandler(self.redmine, mails, args.concurrency, self.work)
+                seconds = self.timed(name, lambda: run_mailhandler(
+                    self.redmine, mails, args.concurrency, self.work))
             elif tree is not None:
-                seconds, self.extra[name] = run_mailgate(self.redmine, mails, args.concurrency,
-                                                         self.work, tree)
+                seconds, self.extra[name] = self.timed(name, lambda: run_mailgate(
+                    self.redmine, mails, args.concurrency, self.work, tree))
             else:
-                seconds = run_rest(self.redmine, mails, tickets)
+                seconds = self.timed(name, lambda: run_rest(self.redmine, mails, tickets))
             self.check(name, tickets, args.mails)
             self.record(name, args.mails / seconds)
             print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
             if tree is not None and tree is self.trees[0]:
                 self.writes = writes_made(self.extra[name]["spool"])
+            if name == "bare REST loop" and not self.costs:
+                self.costs = request_costs(self.redmine, tickets[0])
         if self.writes:
             name = "REST loop, mailgate's writes"
             tickets, mails = self.fresh(name, args.mails)
-            seconds = run_rest_same_writes(self.redmine, mails, tickets, self.writes)
+            seconds = self.timed(name, lambda: run_rest_same_writes(
+                self.redmine, mails, tickets, self.writes))
             self.check(name, tickets, args.mails)
             self.record(name, args.mails / seconds)
             print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s"
                   f" ({sum(1 for w in self.writes.values() if w)} status changes)", flush=True)
-            if name == "bare REST loop" and not self.costs:
-                self.costs = request_costs(self.redmine, tickets[0])
 
     def burst(self) -> None:
         for tree in self.mailgates():
             name = f"mailgate serve{tree.label} (burst)"
             tickets, mails = self.fresh(name, self.args.mails)
-            seconds, self.extra[name] = run_burst(self.redmine, mails, self.work, tree)
+            seconds, self.extra[name] = self.timed(name, lambda: run_burst(
+                self.redmine, mails, self.work, tree))
             self.check(name, tickets, self.args.mails)
             self.record(name, self.args.mails / seconds)
             print(f"# burst, {name}: {self.args.mails} queued notes in {seconds:.1f} s"
@@ -561,6 +580,32 @@ def print_requests(run: Run) -> None:
             print(f"    ! {line}")
 
 
+def print_work(run: Run) -> None:
+    """Redmine's work per note for each contender (allocations in its log: machine-noise
+    free), beside the bare loop's; for mailgate, where it goes."""
+    log = getattr(run.redmine, "log_path", None)
+    if log is None or not log.exists() or not run.windows:
+        return
+    found = _redmine_log.work(log, run.windows)
+    loop = found.get("bare REST loop")
+    if loop is None or not loop.allocations:
+        return
+    notes = {name: run.args.mails * len(spans) for name, spans in run.windows.items()}
+    base = loop.allocations / notes["bare REST loop"]
+    print()
+    table([(name, f"{w.allocations / notes[name]:.0f}", f"{w.milliseconds / notes[name]:.1f}",
+            f"{base / (w.allocations / notes[name]):.2f}")
+           for name, w in found.items() if w.allocations],
+          ("Redmine's work per note (its log)", "allocations", "Rails ms",
+           "bare loop's allocations / these"))
+    for name, w in found.items():
+        if name.startswith("mailgate"):
+            parts = sorted(w.kinds.items(), key=lambda kv: -kv[1][1])
+            print(f"- {name}: " + ", ".join(f"{kind} {a / notes[name]:.0f}"
+                                            f" ({c / notes[name]:.2f}/note)"
+                                            for kind, (c, a) in parts))
+
+
 def print_results(args, run: Run, trees) -> None:
     results, rest = run.results, run.results.get("bare REST loop")
     rdm = results.get("rdm-mailhandler.rb")
@@ -578,6 +623,7 @@ def print_results(args, run: Run, trees) -> None:
                for name, values in run.latencies.items()],
               ("trickle, one mail at a time", "mails", "p50 ms", "p95 ms", "max ms"))
     print_requests(run)
+    print_work(run)
     if run.costs:
         print("- Redmine's time per request (ms, median of 20, a ticket with ~10 notes, answers"
               " acknowledged at once): " + ", ".join(f"{k} {v:.0f}" for k, v in run.costs.items()))
