@@ -357,6 +357,10 @@ class RedmineClient:
         last write to it and is at most ``max_age`` seconds old (knowledge.Reads)."""
         return self.reads.current(int(issue_id), max_age)
 
+    def being_written(self, issue_id: int) -> bool:
+        """Whether a write of ours to the issue is on its way now."""
+        return self.reads.being_written(int(issue_id))
+
     def issue_exists(self, issue_id: int) -> bool:
         """Whether the ticket is there for mail: one Redmine will not show is answered
         like a missing one, so RCPT does not tell the two apart.  Threads asking at the
@@ -686,14 +690,15 @@ class RedmineClient:
                      as_user: str | None = None, *, was: Issue | None = None,
                      becomes: Issue | None = None) -> None:
         """PUT the issue; ``becomes``: what it is then, known from ``was`` (Reads.wrote)."""
-        try:
-            self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
-                        missing=_no_ticket(issue_id))
-        except BaseException:
-            # Even a failed write may have happened: earlier reads no longer stand for it.
-            self.reads.wrote(int(issue_id))
-            raise
-        self.reads.wrote(int(issue_id), was=was, becomes=becomes)
+        with self.reads.writing(int(issue_id)):
+            try:
+                self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
+                            missing=_no_ticket(issue_id))
+            except BaseException:
+                # Even a failed write may have happened: earlier reads no longer stand.
+                self.reads.wrote(int(issue_id))
+                raise
+            self.reads.wrote(int(issue_id), was=was, becomes=becomes)
 
     def _custom_field_values(self, named: Mapping[str, Any]) -> list[dict]:
         ids = self._custom_fields()
