@@ -331,7 +331,7 @@ class RedmineClient:
 
     def get_issue(self, issue_id: int) -> Issue:
         """The issue with its journals and attachments, and its author's address."""
-        asked = time.monotonic()
+        asked = self.reads.clock()
         path = f"/issues/{int(issue_id)}.json"
         data = self._get(path, params={"include": "journals,attachments"},
                          missing=_no_ticket(issue_id))
@@ -347,7 +347,7 @@ class RedmineClient:
         return found
 
     def _read_page(self, ids: Sequence[int]) -> dict[int, Issue]:
-        asked = time.monotonic()
+        asked = self.reads.clock()
         params = {"issue_id": ",".join(map(str, ids)), "status_id": "*", "limit": PAGE_SIZE}
         found = self._get("/issues.json", params=params)["issues"]
         return {raw["id"]: self._read(raw, asked) for raw in found}
