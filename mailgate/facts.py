@@ -20,16 +20,11 @@ from typing import Callable, Iterable, Mapping, Protocol
 
 from handlers.plans import TicketView
 
-from mailgate.clients.knowledge import FRESH_SECONDS
 from mailgate.config import Config
 from mailgate.errors import NoSuchTicket
 from mailgate.mail.idempotency import markers_in
 from mailgate.mail.message import ParsedMail
 from mailgate.trust import Verdict, return_path_proven, verify_sender
-
-
-#: A round of reads takes along the waiting tickets whose read is older than this.
-ROUND_AGE = FRESH_SECONDS / 2
 
 
 class Facts(Protocol):
@@ -100,22 +95,12 @@ class RedmineFacts(_Trust):
             with self._reading:
                 issue = self.client.current_issue(ticket_id)
                 if issue is None:
-                    issue = self.client.read_issues([ticket_id, *self._round()]).get(ticket_id)
+                    # With it, the waiting tickets whose last read no longer stands.
+                    stale = [t for t in self.waiting() if self.client.current_issue(t) is None]
+                    issue = self.client.read_issues([ticket_id, *stale]).get(ticket_id)
         if issue is None:
             raise NoSuchTicket(f"Redmine has no ticket #{ticket_id}")
         return issue
-
-    def _round(self) -> list[int]:
-        """The waiting tickets read along with the one asked about: those whose read no
-        longer stands or soon will not (older than ROUND_AGE), so that reads made alone
-        (RCPT's, a read-back) join the rounds' step instead of each being read alone
-        every FRESH_SECONDS, one list request each.  Not a ticket being written now: a
-        read may or may not show that write, and would replace the read the write is
-        bringing up to date (knowledge.Reads.wrote), so it would need a read of its own
-        just after."""
-        return [t for t in self.waiting()
-                if not self.client.being_written(t)
-                and self.client.current_issue(t, max_age=ROUND_AGE) is None]
 
     def _view(self, issue, history: bool) -> TicketView:
         states = {status_id: sid for sid, status_id in self.status_ids.items()}

@@ -17,7 +17,6 @@ import pytest
 
 from mailgate.clients.redmine import RedmineClient
 from mailgate.config import load_config
-from mailgate.facts import ROUND_AGE, RedmineFacts
 from mailgate.gateway import Envelope, build_gateway
 from mailgate.worker import Worker
 from support.configs import VERIFIED, write_config
@@ -261,27 +260,3 @@ def test_more_tickets_than_a_page_are_all_read(client, fake_redmine):
     found = client.read_issues(tickets)
     assert sorted(found) == sorted(tickets)
     assert len(sent(fake_redmine, "GET", "/issues.json")) == 2
-
-
-def test_a_round_takes_along_the_reads_soon_stale_and_not_a_ticket_being_written(
-        gateway, client, fake_redmine):
-    """A round of reads (issue 16): with the ticket asked about, the waiting tickets
-    whose read is older than ROUND_AGE (still standing, but not for long: read alone
-    they would stay out of step with the rounds), not those read just now, and not
-    one whose write is on its way (its read would replace the one that write brings
-    up to date)."""
-    asked, aging, young, writing = (client.create_issue("site-a", f"Router {n}", "Drops.",
-                                                        as_user="owner") for n in range(4))
-    offset = [0.0]
-    client.reads.clock = lambda: time.monotonic() + offset[0]
-    for ticket, read_at in ((asked, 0.0), (writing, 0.0), (aging, 0.6), (young, 1.6)):
-        offset[0] = read_at * ROUND_AGE
-        client.read_issues([ticket])
-    offset[0] = 2.1 * ROUND_AGE     # asked, writing: stale; aging: 1.5; young: 0.5
-    facts = RedmineFacts(client, gateway.config, waiting=lambda: [aging, young, writing])
-    fake_redmine.requests.clear()
-    with client.reads.writing(writing):
-        assert facts.ticket(asked, history=False).id == asked
-    [listed] = sent(fake_redmine, "GET", "/issues.json")
-    assert sorted(map(int, listed.query["issue_id"].split(","))) == sorted([asked, aging])
-    assert not client.being_written(writing)

@@ -28,10 +28,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Hashable, Iterator
+from typing import Any, Hashable
 
 #: How long a read of an issue (made after our last write to it) stands for the issue.
 FRESH_SECONDS = 2.0
@@ -63,8 +61,6 @@ class Reads:
         self.clock = clock
         self._reads: dict[int, _Read] = {}
         self._written: dict[int, float] = {}
-        #: Issue -> how many of our writes to it are on their way.
-        self._writing: Counter[int] = Counter()
         self._lock = threading.Lock()
 
     def saw(self, issue, asked_at: float) -> None:
@@ -95,22 +91,6 @@ class Reads:
             if becomes is not None and read is not None and read.issue is was \
                     and read.shows(before):
                 self._reads[issue_id] = _Read(becomes, read.asked_at, shows_write=finished)
-
-    @contextmanager
-    def writing(self, issue_id: int) -> Iterator[None]:
-        """Around a write to the issue (``being_written`` says so meanwhile)."""
-        with self._lock:
-            self._writing[issue_id] += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._writing[issue_id] -= 1
-                if not self._writing[issue_id]:
-                    del self._writing[issue_id]
-
-    def being_written(self, issue_id: int) -> bool:
-        return issue_id in self._writing
 
     def current(self, issue_id: int, max_age: float = FRESH_SECONDS):
         """The issue as last read, if that read shows all our writes and is recent."""

@@ -331,7 +331,7 @@ class RedmineClient:
 
     def get_issue(self, issue_id: int) -> Issue:
         """The issue with its journals and attachments, and its author's address."""
-        asked = self.reads.clock()
+        asked = time.monotonic()
         path = f"/issues/{int(issue_id)}.json"
         data = self._get(path, params={"include": "journals,attachments"},
                          missing=_no_ticket(issue_id))
@@ -347,7 +347,7 @@ class RedmineClient:
         return found
 
     def _read_page(self, ids: Sequence[int]) -> dict[int, Issue]:
-        asked = self.reads.clock()
+        asked = time.monotonic()
         params = {"issue_id": ",".join(map(str, ids)), "status_id": "*", "limit": PAGE_SIZE}
         found = self._get("/issues.json", params=params)["issues"]
         return {raw["id"]: self._read(raw, asked) for raw in found}
@@ -356,10 +356,6 @@ class RedmineClient:
         """The issue as this client last read it, if that read was asked for after our
         last write to it and is at most ``max_age`` seconds old (knowledge.Reads)."""
         return self.reads.current(int(issue_id), max_age)
-
-    def being_written(self, issue_id: int) -> bool:
-        """Whether a write of ours to the issue is on its way now."""
-        return self.reads.being_written(int(issue_id))
 
     def issue_exists(self, issue_id: int) -> bool:
         """Whether the ticket is there for mail: one Redmine will not show is answered
@@ -690,15 +686,14 @@ class RedmineClient:
                      as_user: str | None = None, *, was: Issue | None = None,
                      becomes: Issue | None = None) -> None:
         """PUT the issue; ``becomes``: what it is then, known from ``was`` (Reads.wrote)."""
-        with self.reads.writing(int(issue_id)):
-            try:
-                self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
-                            missing=_no_ticket(issue_id))
-            except BaseException:
-                # Even a failed write may have happened: earlier reads no longer stand.
-                self.reads.wrote(int(issue_id))
-                raise
-            self.reads.wrote(int(issue_id), was=was, becomes=becomes)
+        try:
+            self._write("PUT", f"/issues/{int(issue_id)}.json", body, as_user=as_user,
+                        missing=_no_ticket(issue_id))
+        except BaseException:
+            # Even a failed write may have happened: earlier reads no longer stand for it.
+            self.reads.wrote(int(issue_id))
+            raise
+        self.reads.wrote(int(issue_id), was=was, becomes=becomes)
 
     def _custom_field_values(self, named: Mapping[str, Any]) -> list[dict]:
         ids = self._custom_fields()
