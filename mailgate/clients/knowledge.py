@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Hashable
 
 #: How long a read of an issue (made after our last write to it) stands for the issue.
-FRESH_SECONDS = 5.0
+FRESH_SECONDS = 2.0
 
 #: How long what a read-back proved about a writer's permissions is relied on.
 PROOF_SECONDS = 300.0
