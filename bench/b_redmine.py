@@ -76,9 +76,11 @@ import time
 import uuid
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (add_compare_option, bench_config, code_trees, header,  # noqa: E402
-                     ratio, table, tree_env)
+from _common import (ROOT, add_compare_option, bench_config, code_trees,  # noqa: E402
+                     header, ratio, table, tree_env)
 import _redmine_log  # noqa: E402
 from _redmine import PrivateRedmine, SharedRedmine  # noqa: E402
 from support.mails import verified_reply  # noqa: E402
@@ -389,8 +391,8 @@ def run_rest_same_writes(redmine, mails, tickets, writes: dict[int, str | None])
     s = session(redmine)
     names = {x["name"]: x["id"] for x in s.get(f"{redmine.url}/issue_statuses.json",
                                                timeout=30).json()["issue_statuses"]}
-    states = {"open": "Open", "needs-info": "Needs information", "answered": "Answered",
-              "solved": "Solved", "expired": "Expired", "invalid": "Invalid"}
+    # The workflow's state ids and the status names they go by (the bench config maps none).
+    states = yaml.safe_load((ROOT / "workflow" / "default.yaml").read_text())["states"]
     started = time.perf_counter()
     for n, (address, rcpt, raw) in enumerate(mails):
         ticket = int(rcpt[len("ticket"):rcpt.index("@")])
