@@ -360,50 +360,44 @@ def trickle_mailgate(redmine, mails, work: Path, tree) -> tuple[list[float], dic
         return latencies, gate.finish(server, len(mails))
 
 
-def run_rest(redmine, mails, tickets) -> float:
+def run_rest(redmine, mails, statuses: dict[int, int] | None = None) -> float:
+    """The bare loop: each mail's note PUT as its sender, one after another.
+    ``statuses``: mail n -> the status id its PUT sets too (``status_ids_of``)."""
     s = session(redmine)
-    started = time.perf_counter()
-    for n, (address, rcpt, raw) in enumerate(mails):
-        ticket = int(rcpt[len("ticket"):rcpt.index("@")])
-        login = next(login for _, a, login in SENDERS if a == address)
-        text = raw.split(b"\n\n", 1)[1].decode().strip()
-        r = s.put(f"{redmine.url}/issues/{ticket}.json", json={"issue": {"notes": text}},
-                  headers={"X-Redmine-Switch-User": login}, timeout=30)
-        r.raise_for_status()
-    return time.perf_counter() - started
-
-
-def writes_made(spool: Path) -> dict[int, str | None]:
-    """Mail n -> the workflow state mailgate's PUT set for it (None: a note alone), read
-    from the spool's plans: the writes the "same writes" loop makes."""
-    made = {}
-    with sqlite3.connect(spool) as db:
-        for raw, outcome in db.execute("SELECT raw, outcome FROM messages"):
-            n = int(re.search(rb"<b-\w+-(\d+)@bench\.test>", bytes(raw)).group(1))
-            plan = json.loads(outcome)["plan"]
-            made[n] = plan["to_state"] if plan["to_state"] != plan["from_state"] else None
-    return made
-
-
-def run_rest_same_writes(redmine, mails, tickets, writes: dict[int, str | None]) -> float:
-    """The bare loop, each PUT carrying the status change mailgate's made for that mail
-    (``writes_made``): Redmine's own cost of mailgate's writes, with no read at all."""
-    s = session(redmine)
-    names = {x["name"]: x["id"] for x in s.get(f"{redmine.url}/issue_statuses.json",
-                                               timeout=30).json()["issue_statuses"]}
-    # The workflow's state ids and the status names they go by (the bench config maps none).
-    states = yaml.safe_load((ROOT / "workflow" / "default.yaml").read_text())["states"]
+    statuses = statuses or {}
     started = time.perf_counter()
     for n, (address, rcpt, raw) in enumerate(mails):
         ticket = int(rcpt[len("ticket"):rcpt.index("@")])
         login = next(login for _, a, login in SENDERS if a == address)
         issue: dict = {"notes": raw.split(b"\n\n", 1)[1].decode().strip()}
-        if writes.get(n):
-            issue["status_id"] = names[states[writes[n]]]
+        if n in statuses:
+            issue["status_id"] = statuses[n]
         r = s.put(f"{redmine.url}/issues/{ticket}.json", json={"issue": issue},
                   headers={"X-Redmine-Switch-User": login}, timeout=30)
         r.raise_for_status()
     return time.perf_counter() - started
+
+
+def writes_made(spool: Path) -> dict[int, str]:
+    """Mail n -> the workflow state mailgate's PUT set for it (mails whose PUT changed
+    no status are left out), read from the spool's plans: the "same writes" loop's."""
+    made = {}
+    with sqlite3.connect(spool) as db:
+        for raw, outcome in db.execute("SELECT raw, outcome FROM messages"):
+            n = int(re.search(rb"<b-\w+-(\d+)@bench\.test>", bytes(raw)).group(1))
+            plan = json.loads(outcome)["plan"]
+            if plan["to_state"] != plan["from_state"]:
+                made[n] = plan["to_state"]
+    return made
+
+
+def status_ids_of(redmine, writes: dict[int, str]) -> dict[int, int]:
+    """``writes_made``'s workflow states as this Redmine's status ids."""
+    listed = session(redmine).get(f"{redmine.url}/issue_statuses.json", timeout=30).json()
+    ids = {x["name"]: x["id"] for x in listed["issue_statuses"]}
+    # The workflow's state ids and the status names they go by (the bench config maps none).
+    names = yaml.safe_load((ROOT / "workflow" / "default.yaml").read_text())["states"]
+    return {n: ids[names[state]] for n, state in writes.items()}
 
 
 def request_costs(redmine, ticket: int, n: int = 20) -> dict[str, float]:
@@ -471,7 +465,7 @@ class Run:
         #: Contender -> its (start, end) spans, time.time() (bench/_redmine_log.py).
         self.windows: dict[str, list[tuple[float, float]]] = {}
         #: Mail n -> the status change mailgate's first tree made (steady's last run).
-        self.writes: dict[int, str | None] = {}
+        self.writes: dict[int, str] | None = None
         self.round = 0
         self._made = 0
 
@@ -524,7 +518,7 @@ class Run:
                 seconds, self.extra[name] = self.timed(name, lambda: run_mailgate(
                     self.redmine, mails, args.concurrency, self.work, tree))
             else:
-                seconds = self.timed(name, lambda: run_rest(self.redmine, mails, tickets))
+                seconds = self.timed(name, lambda: run_rest(self.redmine, mails))
             self.check(name, tickets, args.mails)
             self.record(name, args.mails / seconds)
             print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s", flush=True)
@@ -532,15 +526,15 @@ class Run:
                 self.writes = writes_made(self.extra[name]["spool"])
             if name == "bare REST loop" and not self.costs:
                 self.costs = request_costs(self.redmine, tickets[0])
-        if self.writes:
+        if self.writes is not None:
             name = "REST loop, mailgate's writes"
             tickets, mails = self.fresh(name, args.mails)
-            seconds = self.timed(name, lambda: run_rest_same_writes(
-                self.redmine, mails, tickets, self.writes))
+            statuses = status_ids_of(self.redmine, self.writes)
+            seconds = self.timed(name, lambda: run_rest(self.redmine, mails, statuses))
             self.check(name, tickets, args.mails)
             self.record(name, args.mails / seconds)
             print(f"# steady, {name}: {args.mails} notes in {seconds:.1f} s"
-                  f" ({sum(1 for w in self.writes.values() if w)} status changes)", flush=True)
+                  f" ({len(statuses)} status changes)", flush=True)
 
     def burst(self) -> None:
         for tree in self.mailgates():
@@ -585,8 +579,8 @@ def print_requests(run: Run) -> None:
 def print_work(run: Run) -> None:
     """Redmine's work per note for each contender (allocations in its log: machine-noise
     free), beside the bare loop's; for mailgate, where it goes."""
-    log = getattr(run.redmine, "log_path", None)
-    if log is None or not log.exists() or not run.windows:
+    log = run.redmine.log_path
+    if not log.exists() or not run.windows:
         return
     found = _redmine_log.work(log, run.windows)
     loop = found.get("bare REST loop")

@@ -22,6 +22,7 @@ from workflow import Workflow, WorkflowError, load_default_table
 from mailgate.config_checks import check_config, parse_listen
 from mailgate.errors import ConfigError
 from mailgate.intake.ratelimit import Limits
+from mailgate.settings.kinds import maybe_text, without_secrets
 from mailgate.settings.read import read_file
 from mailgate.settings.schema import (AnswerSettings, ConfigFile, RedmineSettings, SiteSpec,
                                       TrustSettings, WatchSettings, WorkflowSpec)
@@ -51,6 +52,10 @@ class Site(msgspec.Struct, frozen=True):
     workflow: Workflow | None = None
 
 
+#: ``spool.url``: its password makes it a secret, as the schema says (kept out of repr).
+_StoreURL = maybe_text("the store's PostgreSQL URL", secret=True)
+
+
 class Config(msgspec.Struct, frozen=True):
     """What the code reads, built from the file by ``load_config`` (the defaults and
     the meaning of each key: mailgate.settings.schema, or README's table).  A Struct,
@@ -64,7 +69,7 @@ class Config(msgspec.Struct, frozen=True):
     admins: frozenset[str]
     workflow: Workflow
     spool_path: Path
-    spool_url: str | None
+    spool_url: _StoreURL
     lease_seconds: float
     keep_done_days: float
     spool_workers: int
@@ -101,11 +106,7 @@ class Config(msgspec.Struct, frozen=True):
     answers: AnswerSettings | None
 
     def __repr__(self) -> str:
-        # spool.url holds the database's password (a secret in the schema, as the API
-        # key is, which RedmineSettings hides itself): never in a log line or traceback.
-        shown = (f"{name}={'<secret>' if name == 'spool_url' and value else repr(value)}"
-                 for name, value in ((n, getattr(self, n)) for n in self.__struct_fields__))
-        return f"Config({', '.join(shown)})"
+        return without_secrets(self)
 
     @property
     def store(self) -> Location:

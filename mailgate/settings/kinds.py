@@ -12,6 +12,9 @@ import sys
 from typing import Annotated, Any, Optional
 
 from msgspec import Meta, Struct
+from msgspec.structs import fields
+
+from mailgate.settings.walk import meta
 
 #: msgspec cannot say "finite": the largest float is the bound, so that neither an
 #: infinite timeout nor NaN (which no comparison passes) can make anything wait forever.
@@ -22,15 +25,15 @@ class Section(Struct, frozen=True, forbid_unknown_fields=True):
     """A part of the file: a key not declared in it is an error, never ignored."""
 
     def __repr__(self) -> str:
-        # A secret is never shown, here either: a config in a log line or a traceback
-        # would otherwise print the API key.
-        from msgspec.structs import fields
+        return without_secrets(self)
 
-        from mailgate.settings.walk import meta
 
-        shown = (f"{f.name}={_shown(getattr(self, f.name), meta(f.type).get('secret'))}"
-                 for f in fields(self))
-        return f"{type(self).__name__}({', '.join(shown)})"
+def without_secrets(struct: Struct) -> str:
+    """repr() of ``struct`` with the value of every field typed ``secret`` hidden: a
+    config in a log line or a traceback would otherwise print the API key."""
+    shown = (f"{f.name}={_shown(getattr(struct, f.name), meta(f.type).get('secret'))}"
+             for f in fields(struct))
+    return f"{type(struct).__name__}({', '.join(shown)})"
 
 
 def _shown(value: Any, secret: bool) -> str:
